@@ -1,0 +1,20 @@
+//! # fibquant-gen
+//!
+//! The offline half of FibQuant: builds codebooks for rate points `(d, k, N)` and keeps the
+//! checksummed registry (`manifest.toml` + `codebooks/`). The modules follow the data's path:
+//! [`source`] (the spherical-Beta law) -> [`init`] (radial-angular initial codebook) ->
+//! [`lloyd`] (multi-restart refinement) -> [`construct`] (selection, measurement) -> [`registry`]
+//! (files, manifest, verification). [`scalar`] is the exact k = 1 construction, [`special`] the
+//! special functions behind them, [`npy`] and [`codes`] the file formats of the encode/decode tool.
+
+pub mod codes;
+pub mod construct;
+pub mod init;
+pub mod lloyd;
+pub mod manifest;
+pub mod npy;
+pub mod plan;
+pub mod registry;
+pub mod scalar;
+pub mod source;
+pub mod special;

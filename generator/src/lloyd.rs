@@ -1,0 +1,160 @@
+//! Lloyd (k-means) refinement of a codebook on source samples, and codebook evaluation.
+//!
+//! Assignment runs in parallel over fixed chunks of samples whose partial sums are reduced in chunk
+//! order, so results are identical for any thread count.
+
+use crate::source::CHUNK;
+use fibquant::codebook::SearchIndex;
+use rayon::prelude::*;
+
+/// Squared distance from `x` to its nearest codeword, and that codeword's index.
+#[inline]
+fn nearest(index: &SearchIndex, x: &[f32]) -> (u32, f64) {
+    let (i, score) = index.nearest(x);
+    let xsq: f32 = x.iter().map(|v| v * v).sum();
+    (i, ((xsq + score) as f64).max(0.0))
+}
+
+/// Mean squared distance per block from `samples` (flat, `k` per block) to their nearest
+/// codewords. Multiply by `d / k` for the normalized vector MSE.
+pub fn block_mse(codewords: &[f32], k: usize, samples: &[f32]) -> f64 {
+    let index = SearchIndex::new(codewords, k);
+    let partial: Vec<f64> = samples
+        .par_chunks(CHUNK * k)
+        .map(|chunk| {
+            chunk
+                .chunks_exact(k)
+                .map(|x| nearest(&index, x).1)
+                .sum()
+        })
+        .collect();
+    partial.iter().sum::<f64>() / (samples.len() / k) as f64
+}
+
+/// Per-chunk assignment statistics.
+struct Partial {
+    sums: Vec<f64>,
+    counts: Vec<u64>,
+    distortion: Vec<f64>,
+    /// Per cell: the largest distance seen and the global index of that sample.
+    farthest: Vec<(f64, usize)>,
+}
+
+fn assign(codewords: &[f32], k: usize, samples: &[f32]) -> Partial {
+    let n = codewords.len() / k;
+    let index = SearchIndex::new(codewords, k);
+    let partials: Vec<Partial> = samples
+        .par_chunks(CHUNK * k)
+        .enumerate()
+        .map(|(c, chunk)| {
+            let mut p = Partial {
+                sums: vec![0.0; n * k],
+                counts: vec![0; n],
+                distortion: vec![0.0; n],
+                farthest: vec![(-1.0, 0); n],
+            };
+            for (s, x) in chunk.chunks_exact(k).enumerate() {
+                let (i, dist) = nearest(&index, x);
+                let i = i as usize;
+                p.counts[i] += 1;
+                p.distortion[i] += dist;
+                for (a, v) in p.sums[i * k..(i + 1) * k].iter_mut().zip(x) {
+                    *a += *v as f64;
+                }
+                if dist > p.farthest[i].0 {
+                    p.farthest[i] = (dist, c * CHUNK + s);
+                }
+            }
+            p
+        })
+        .collect();
+    let mut it = partials.into_iter();
+    let mut total = it.next().expect("at least one chunk of samples");
+    for p in it {
+        for (a, b) in total.sums.iter_mut().zip(&p.sums) {
+            *a += b;
+        }
+        for i in 0..n {
+            total.counts[i] += p.counts[i];
+            total.distortion[i] += p.distortion[i];
+            if p.farthest[i].0 > total.farthest[i].0 {
+                total.farthest[i] = p.farthest[i];
+            }
+        }
+    }
+    total
+}
+
+/// Runs `iterations` Lloyd steps from `init` on `samples`. An empty cell is re-seeded by splitting
+/// the cell with the largest total distortion: the empty codeword moves to that cell's farthest
+/// sample (each split cell's distortion is then halved so that several empty cells split
+/// different cells).
+pub fn refine(init: &[f32], k: usize, samples: &[f32], iterations: usize) -> Vec<f32> {
+    let n = init.len() / k;
+    let mut cw = init.to_vec();
+    for _ in 0..iterations {
+        let mut p = assign(&cw, k, samples);
+        for i in 0..n {
+            if p.counts[i] > 0 {
+                for j in 0..k {
+                    cw[i * k + j] = (p.sums[i * k + j] / p.counts[i] as f64) as f32;
+                }
+            }
+        }
+        for i in 0..n {
+            if p.counts[i] == 0 {
+                let worst = (0..n)
+                    .max_by(|&a, &b| p.distortion[a].total_cmp(&p.distortion[b]).then(b.cmp(&a)))
+                    .unwrap();
+                let s = p.farthest[worst].1;
+                cw[i * k..(i + 1) * k].copy_from_slice(&samples[s * k..(s + 1) * k]);
+                p.distortion[worst] *= 0.5;
+            }
+        }
+    }
+    cw
+}
+
+/// Applies a `k x k` row-major matrix to every codeword.
+pub fn transform(codewords: &[f32], k: usize, matrix: &[f64]) -> Vec<f32> {
+    let mut out = Vec::with_capacity(codewords.len());
+    for c in codewords.chunks_exact(k) {
+        for row in matrix.chunks_exact(k) {
+            out.push(row.iter().zip(c).map(|(a, &b)| a * b as f64).sum::<f64>() as f32);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::{Method, Source};
+
+    #[test]
+    fn lloyd_reduces_distortion_and_is_thread_independent() {
+        let src = Source::new(64, 2).unwrap();
+        let train = src.sample(Method::RadiusDirection, 30 * 64, 1);
+        let init = crate::init::initial_codebook(64, 2, 64);
+        let before = block_mse(&init, 2, &train);
+        let after_cw = refine(&init, 2, &train, 10);
+        let after = block_mse(&after_cw, 2, &train);
+        assert!(after < before, "{after} >= {before}");
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+        let single = pool.install(|| refine(&init, 2, &train, 10));
+        assert_eq!(after_cw, single);
+    }
+
+    #[test]
+    fn empty_cells_are_reseeded() {
+        // All codewords start far away but one: every other cell is empty at first.
+        let src = Source::new(64, 2).unwrap();
+        let train = src.sample(Method::RadiusDirection, 2000, 3);
+        let mut init = vec![10.0f32; 16 * 2];
+        init[0] = 0.0;
+        init[1] = 0.0;
+        let cw = refine(&init, 2, &train, 15);
+        assert!(cw.iter().all(|v| v.abs() < 1.0), "a codeword stayed far away");
+        assert!(block_mse(&cw, 2, &train) < block_mse(&init, 2, &train) * 0.5);
+    }
+}

@@ -1,0 +1,104 @@
+//! `manifest.toml`: one `[[codebook]]` table per rate point.
+//!
+//! The runtime's build script reads this file with a small line parser, so it must stay in the
+//! form written here: `[[codebook]]` headers and `key = value` lines.
+
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// One rate point of the registry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    /// File name in `codebooks/`.
+    pub file: String,
+    /// Head dimension.
+    pub dim: usize,
+    /// Block size.
+    pub k: usize,
+    /// Codebook size.
+    pub n: usize,
+    /// `log2(n) / k`.
+    pub rate_bits: f64,
+    /// sha256 of the compressed file, hex.
+    pub sha256: String,
+    /// Construction seed, hex (`0x...`).
+    pub seed: String,
+    /// `scalar-lloyd-max` or `radial-angular-lloyd`.
+    pub construction: String,
+    /// Training samples per codeword.
+    pub samples_per_codeword: u32,
+    /// Lloyd restarts.
+    pub restarts: u32,
+    /// Lloyd iterations (for k = 1: Lloyd-Max iterations to convergence).
+    pub iterations: u32,
+    /// Construction version (bumped whenever the bytes would change).
+    pub construction_version: u32,
+    /// Version of fibquant-gen that wrote the entry.
+    pub generator_version: String,
+    /// Which candidate was shipped.
+    pub selected: String,
+    /// Test-set size (blocks) of the measured MSEs.
+    pub test_blocks: usize,
+    /// Normalized MSE `E ||u - u_hat||^2` of the shipped codebook on the test set.
+    pub mse: f64,
+    /// Same for the initial (unrefined) codebook.
+    pub mse_initial: f64,
+    /// Same for the scalar product code at this rate (k >= 2 with `n = (2^b)^k`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub mse_scalar_product: Option<f64>,
+    /// Exact MSE by numerical integration (k = 1).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub mse_exact: Option<f64>,
+    /// Wall-clock seconds the construction took.
+    pub generation_seconds: f64,
+}
+
+impl Entry {
+    /// Bytes per vector in a slot with an fp16 norm: `2 + ceil((d/k) * ceil(log2 N) / 8)`.
+    pub fn slot_bytes_f16(&self) -> usize {
+        2 + fibquant::pack::packed_bytes(self.dim / self.k, fibquant::pack::index_bits(self.n))
+    }
+}
+
+/// The registry file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Entries, sorted by (dim, k, n).
+    #[serde(default)]
+    pub codebook: Vec<Entry>,
+}
+
+impl Manifest {
+    /// Reads a manifest; a missing file is an error, as is malformed TOML.
+    pub fn read(path: &Path) -> Result<Manifest, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read manifest {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| format!("manifest {} is malformed: {e}", path.display()))
+    }
+
+    /// Writes the manifest atomically (temp file + rename), entries sorted.
+    pub fn write(&mut self, path: &Path) -> Result<(), String> {
+        self.codebook.sort_by_key(|e| (e.dim, e.k, e.n));
+        let body = toml::to_string(self).map_err(|e| e.to_string())?;
+        let text = format!(
+            "# FibQuant codebook registry, written by fibquant-gen (do not edit by hand:\n\
+             # `fibquant-gen regenerate` rebuilds, `fibquant-gen verify` checks).\n\
+             # mse values are normalized MSE E||u - u_hat||^2 on test_blocks held-out source blocks.\n\n{body}"
+        );
+        crate::registry::write_atomic(path, text.as_bytes())
+    }
+
+    /// The entry for `(dim, k, n)`.
+    pub fn find(&self, dim: usize, k: usize, n: usize) -> Option<&Entry> {
+        self.codebook
+            .iter()
+            .find(|e| e.dim == dim && e.k == k && e.n == n)
+    }
+
+    /// Inserts or replaces the entry for its `(dim, k, n)`.
+    pub fn upsert(&mut self, entry: Entry) {
+        self.codebook
+            .retain(|e| (e.dim, e.k, e.n) != (entry.dim, entry.k, entry.n));
+        self.codebook.push(entry);
+    }
+}

@@ -1,0 +1,57 @@
+//! The registry's coverage: which rate points `(d, k, N)` are built by default.
+
+/// Head dims covered.
+pub const DIMS: [usize; 3] = [64, 96, 128];
+/// Largest codebook of the default plan (the N = 65536 points need the fast encoder).
+pub const MAX_N: usize = 4096;
+/// Highest rate covered, bits per coordinate.
+pub const MAX_RATE: f64 = 4.0;
+
+/// Every default rate point: k = 1 with N in {2, 4, 8, 16}; k in {2, 3, 4, 8} where k divides d,
+/// with every power-of-two N from 2 up to 4096 at rate at most 4 bits.
+pub fn default_plan() -> Vec<(usize, usize, usize)> {
+    let mut out = Vec::new();
+    for d in DIMS {
+        for n in [2, 4, 8, 16] {
+            out.push((d, 1, n));
+        }
+        for k in [2, 3, 4, 8] {
+            if d % k != 0 {
+                continue;
+            }
+            let mut n = 2;
+            while n <= MAX_N && (n as f64).log2() / k as f64 <= MAX_RATE {
+                out.push((d, k, n));
+                n *= 2;
+            }
+        }
+    }
+    out
+}
+
+/// File name of a rate point.
+pub fn file_name(d: usize, k: usize, n: usize) -> String {
+    format!("d{d}_k{k}_n{n}.fqcb.zst")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_covers_the_required_points() {
+        let p = default_plan();
+        for d in [64, 128] {
+            for n in [2, 4, 8, 16] {
+                assert!(p.contains(&(d, 1, n)));
+            }
+            assert!(p.contains(&(d, 2, 256)));
+            assert!(!p.contains(&(d, 2, 512)));
+            assert!(p.contains(&(d, 4, 4096)));
+            assert!(p.contains(&(d, 8, 4096)));
+            assert!(!p.iter().any(|&(dd, k, _)| dd == d && k == 3));
+        }
+        assert!(p.contains(&(96, 3, 4096)));
+        assert!(p.iter().all(|&(d, k, _)| d % k == 0));
+    }
+}

@@ -1,0 +1,180 @@
+//! Codebook files on disk: writing them (zstd-compressed, checksummed), verifying a registry
+//! directory against its manifest, and rebuilding entries.
+
+use crate::construct::{build, Built, Params};
+use crate::manifest::{Entry, Manifest};
+use crate::plan::file_name;
+use fibquant::codebook::{Codebook, Construction};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+/// zstd level of codebook files. Fixed: together with the pinned zstd version it makes files
+/// byte-for-byte reproducible.
+pub const ZSTD_LEVEL: i32 = 19;
+
+/// Paths of a registry rooted at a directory holding `manifest.toml` and `codebooks/`.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    /// Root directory.
+    pub root: PathBuf,
+}
+
+impl Registry {
+    /// The registry at `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Registry {
+        Registry { root: root.into() }
+    }
+    /// `root/manifest.toml`.
+    pub fn manifest_path(&self) -> PathBuf {
+        self.root.join("manifest.toml")
+    }
+    /// `root/codebooks`.
+    pub fn codebook_dir(&self) -> PathBuf {
+        self.root.join("codebooks")
+    }
+}
+
+/// Hex sha256 of bytes.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename, so no partial file is left.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    let tmp = path.with_extension("tmp-write");
+    std::fs::write(&tmp, bytes).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        format!("cannot move {} into place: {e}", path.display())
+    })
+}
+
+/// The compressed file bytes of a built codebook.
+pub fn file_bytes(built: &Built) -> Result<Vec<u8>, String> {
+    let raw = built.header.to_bytes(&built.codewords);
+    zstd::bulk::compress(&raw, ZSTD_LEVEL).map_err(|e| format!("zstd compression failed: {e}"))
+}
+
+/// The manifest entry of a built codebook whose file has `sha256`.
+pub fn entry_for(built: &Built, sha256: String, seconds: f64) -> Entry {
+    let h = &built.header;
+    Entry {
+        file: file_name(h.dim as usize, h.k as usize, h.n as usize),
+        dim: h.dim as usize,
+        k: h.k as usize,
+        n: h.n as usize,
+        rate_bits: (h.n as f64).log2() / h.k as f64,
+        sha256,
+        seed: format!("{:#018x}", h.seed),
+        construction: match h.construction {
+            Construction::ScalarLloydMax => "scalar-lloyd-max".into(),
+            Construction::RadialAngularLloyd => "radial-angular-lloyd".into(),
+        },
+        samples_per_codeword: h.samples_per_codeword,
+        restarts: h.restarts,
+        iterations: h.iterations,
+        construction_version: h.construction_version,
+        generator_version: env!("CARGO_PKG_VERSION").into(),
+        selected: built.selected.clone(),
+        test_blocks: built.test_blocks,
+        mse: built.mse,
+        mse_initial: built.mse_initial,
+        mse_scalar_product: built.mse_scalar_product,
+        mse_exact: built.mse_exact,
+        generation_seconds: (seconds * 10.0).round() / 10.0,
+    }
+}
+
+/// Builds `(d, k, n)` and returns the file bytes and its manifest entry.
+pub fn build_file(d: usize, k: usize, n: usize, params: Params) -> Result<(Vec<u8>, Entry), String> {
+    let start = std::time::Instant::now();
+    let built = build(d, k, n, params)?;
+    let bytes = file_bytes(&built)?;
+    let entry = entry_for(&built, sha256_hex(&bytes), start.elapsed().as_secs_f64());
+    Ok((bytes, entry))
+}
+
+/// Problem found by [`verify`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    /// The file concerned.
+    pub file: String,
+    /// What is wrong.
+    pub what: String,
+}
+
+/// Re-hashes every file of the manifest and parses it; returns one [`Problem`] per missing,
+/// mismatching or unreadable file (empty when all verify). Also flags `.fqcb.zst` files present in
+/// `codebooks/` but absent from the manifest.
+pub fn verify(registry: &Registry) -> Result<(Manifest, Vec<Problem>), String> {
+    let manifest = Manifest::read(&registry.manifest_path())?;
+    let mut problems = Vec::new();
+    for e in &manifest.codebook {
+        if let Some(what) = check_entry(registry, e) {
+            problems.push(Problem {
+                file: e.file.clone(),
+                what,
+            });
+        }
+    }
+    if let Ok(dir) = std::fs::read_dir(registry.codebook_dir()) {
+        let mut names: Vec<String> = dir
+            .filter_map(|d| d.ok())
+            .map(|d| d.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".fqcb.zst"))
+            .collect();
+        names.sort();
+        for name in names {
+            if !manifest.codebook.iter().any(|e| e.file == name) {
+                problems.push(Problem {
+                    file: name,
+                    what: "present in codebooks/ but not listed in manifest.toml".into(),
+                });
+            }
+        }
+    }
+    Ok((manifest, problems))
+}
+
+/// Checks one entry's file; `None` when it verifies.
+pub fn check_entry(registry: &Registry, e: &Entry) -> Option<String> {
+    let path = registry.codebook_dir().join(&e.file);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(err) => return Some(format!("missing or unreadable ({err})")),
+    };
+    let hash = sha256_hex(&bytes);
+    if hash != e.sha256 {
+        return Some(format!("sha256 mismatch: file {hash}, manifest {}", e.sha256));
+    }
+    match Codebook::from_file_bytes(&bytes) {
+        Err(err) => Some(format!("does not parse: {err}")),
+        Ok(cb) if (cb.dim(), cb.k(), cb.n()) != (e.dim, e.k, e.n) => Some(format!(
+            "holds d={} k={} n={} but the manifest says d={} k={} n={}",
+            cb.dim(),
+            cb.k(),
+            cb.n(),
+            e.dim,
+            e.k,
+            e.n
+        )),
+        Ok(_) => None,
+    }
+}
+
+/// Builds `(d, k, n)` into the registry: writes the file and upserts the manifest entry.
+pub fn generate_into(registry: &Registry, d: usize, k: usize, n: usize, params: Params) -> Result<Entry, String> {
+    let (bytes, entry) = build_file(d, k, n, params)?;
+    std::fs::create_dir_all(registry.codebook_dir())
+        .map_err(|e| format!("cannot create {}: {e}", registry.codebook_dir().display()))?;
+    write_atomic(&registry.codebook_dir().join(&entry.file), &bytes)?;
+    let path = registry.manifest_path();
+    let mut manifest = if path.exists() {
+        Manifest::read(&path)?
+    } else {
+        Manifest::default()
+    };
+    manifest.upsert(entry.clone());
+    manifest.write(&path)?;
+    Ok(entry)
+}

@@ -1,0 +1,92 @@
+//! Attention on codes, without decoding the cache.
+//!
+//! Because `P` is orthogonal, `<q, x_hat> = norm * sum_j <(P q)_j, C[idx_j]>`: rotate the query
+//! once, then each key costs `d / k` look-ups in a per-query table `T[j][n] = <(P q)_j, C[n]>`
+//! (built when the table is cheaper than direct dot products, i.e. when `N` is small against the
+//! number of keys). A weighted sum of values is accumulated in the rotated domain and rotated back
+//! once at the end.
+
+use crate::codec::{Codec, MAX_DIM};
+use crate::error::{check_len, Result};
+
+impl Codec {
+    /// Scores `out[i] = <q, x_hat_i>` for every slot `i` of `slots`, without decoding.
+    /// `q.len() = d`, `out.len()` = number of slots.
+    pub fn scores(&self, q: &[f32], slots: &[u8], out: &mut [f32]) -> Result<()> {
+        let d = self.dim();
+        check_len("query", d, q.len())?;
+        let count = self.slot_count(slots)?;
+        check_len("score output", count, out.len())?;
+        if let Some(index) = q.iter().position(|v| !v.is_finite()) {
+            return Err(crate::Error::NonFinite { index });
+        }
+        let mut qr = [0f32; MAX_DIM];
+        let qr = &mut qr[..d];
+        self.rotation().apply(q, qr);
+        let (k, n, blocks) = (self.config().k, self.config().n, self.blocks());
+        let cb = self.codebook();
+        // Table: blocks * n entries, costs d * n multiply-adds; direct costs d per key.
+        let use_table = blocks * n < count * (d - blocks).max(1);
+        let slot_bytes = self.slot_bytes();
+        if use_table {
+            let mut table = vec![0f32; blocks * n];
+            for (j, row) in table.chunks_exact_mut(n).enumerate() {
+                let qj = &qr[j * k..(j + 1) * k];
+                for (t, c) in row.iter_mut().zip(cb.codewords().chunks_exact(k)) {
+                    *t = qj.iter().zip(c).map(|(a, b)| a * b).sum();
+                }
+            }
+            for (o, slot) in out.iter_mut().zip(slots.chunks_exact(slot_bytes)) {
+                let norm = self.slot_norm(slot)?;
+                let mut s = 0f32;
+                for (j, row) in table.chunks_exact(n).enumerate() {
+                    s += row[self.slot_index(slot, j)?];
+                }
+                *o = norm * s;
+            }
+        } else {
+            for (o, slot) in out.iter_mut().zip(slots.chunks_exact(slot_bytes)) {
+                let norm = self.slot_norm(slot)?;
+                let mut s = 0f32;
+                for j in 0..blocks {
+                    let c = cb.codeword(self.slot_index(slot, j)?);
+                    s += qr[j * k..(j + 1) * k]
+                        .iter()
+                        .zip(c)
+                        .map(|(a, b)| a * b)
+                        .sum::<f32>();
+                }
+                *o = norm * s;
+            }
+        }
+        Ok(())
+    }
+
+    /// Weighted sum `out = sum_i weights[i] * x_hat_i` over the slots, accumulated in the rotated
+    /// domain with one inverse rotation at the end. `weights.len()` = number of slots,
+    /// `out.len() = d`.
+    pub fn weighted_sum(&self, weights: &[f32], slots: &[u8], out: &mut [f32]) -> Result<()> {
+        let d = self.dim();
+        let count = self.slot_count(slots)?;
+        check_len("weights", count, weights.len())?;
+        check_len("output vector", d, out.len())?;
+        if let Some(index) = weights.iter().position(|v| !v.is_finite()) {
+            return Err(crate::Error::NonFinite { index });
+        }
+        let k = self.config().k;
+        let cb = self.codebook();
+        let mut acc = [0f32; MAX_DIM];
+        let acc = &mut acc[..d];
+        for (&w, slot) in weights.iter().zip(slots.chunks_exact(self.slot_bytes())) {
+            let scale = w * self.slot_norm(slot)?;
+            for (j, a) in acc.chunks_exact_mut(k).enumerate() {
+                let c = cb.codeword(self.slot_index(slot, j)?);
+                for (a, c) in a.iter_mut().zip(c) {
+                    *a += scale * c;
+                }
+            }
+        }
+        self.rotation().apply_inverse(acc, out);
+        Ok(())
+    }
+}

@@ -1,0 +1,491 @@
+//! A codebook of `n` codewords in `R^k` for head dim `d`, its file format, and nearest-codeword
+//! search.
+//!
+//! # File format (version 1)
+//! A codebook file is one zstd frame. Decompressed, it is (all integers and floats little-endian):
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 4 | magic `FQCB` |
+//! | 4 | 4 | u32 format version (1) |
+//! | 8 | 4 | u32 `d`, head dimension |
+//! | 12 | 4 | u32 `k`, block size |
+//! | 16 | 4 | u32 `n`, number of codewords |
+//! | 20 | 4 | u32 construction: 0 = exact scalar Lloyd-Max (k = 1), 1 = radial-angular init + Lloyd |
+//! | 24 | 8 | u64 seed |
+//! | 32 | 4 | u32 training samples per codeword (M / N) |
+//! | 36 | 4 | u32 Lloyd restarts |
+//! | 40 | 4 | u32 Lloyd iterations |
+//! | 44 | 4 | u32 generator construction version |
+//! | 48 | 4·n·k | f32 codewords, codeword-major (`c[0][0..k]`, `c[1][0..k]`, ...) |
+
+use crate::error::{Error, Result};
+
+/// File magic.
+pub const MAGIC: [u8; 4] = *b"FQCB";
+/// Current format version.
+pub const FORMAT_VERSION: u32 = 1;
+/// Size of the uncompressed header in bytes.
+pub const HEADER_BYTES: usize = 48;
+
+/// How a codebook was built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Construction {
+    /// Exact Lloyd-Max quantizer of the 1-d marginal by numerical integration (k = 1).
+    ScalarLloydMax,
+    /// Radial-angular initial codebook refined by multi-restart Lloyd on source samples.
+    RadialAngularLloyd,
+}
+
+/// The header of a codebook file: what the codebook is for and how it was made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodebookHeader {
+    /// Head dimension `d`.
+    pub dim: u32,
+    /// Block size `k`.
+    pub k: u32,
+    /// Number of codewords `N`.
+    pub n: u32,
+    /// Construction method.
+    pub construction: Construction,
+    /// Seed of the construction.
+    pub seed: u64,
+    /// Training samples per codeword (M / N).
+    pub samples_per_codeword: u32,
+    /// Lloyd restarts.
+    pub restarts: u32,
+    /// Lloyd iterations per restart.
+    pub iterations: u32,
+    /// Version of the construction in the generator that wrote the file.
+    pub construction_version: u32,
+}
+
+impl CodebookHeader {
+    /// Serializes the header followed by the codewords (the uncompressed file body).
+    pub fn to_bytes(&self, codewords: &[f32]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(HEADER_BYTES + 4 * codewords.len());
+        out.extend_from_slice(&MAGIC);
+        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out.extend_from_slice(&self.dim.to_le_bytes());
+        out.extend_from_slice(&self.k.to_le_bytes());
+        out.extend_from_slice(&self.n.to_le_bytes());
+        let c: u32 = match self.construction {
+            Construction::ScalarLloydMax => 0,
+            Construction::RadialAngularLloyd => 1,
+        };
+        out.extend_from_slice(&c.to_le_bytes());
+        out.extend_from_slice(&self.seed.to_le_bytes());
+        out.extend_from_slice(&self.samples_per_codeword.to_le_bytes());
+        out.extend_from_slice(&self.restarts.to_le_bytes());
+        out.extend_from_slice(&self.iterations.to_le_bytes());
+        out.extend_from_slice(&self.construction_version.to_le_bytes());
+        for c in codewords {
+            out.extend_from_slice(&c.to_le_bytes());
+        }
+        out
+    }
+}
+
+/// A codebook: `n` codewords of `k` coordinates for head dim `dim`, with precomputed squared
+/// norms for nearest-codeword search.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Codebook {
+    dim: usize,
+    k: usize,
+    n: usize,
+    codewords: Vec<f32>,
+    norms_sq: Vec<f32>,
+    index: SearchIndex,
+    header: Option<CodebookHeader>,
+}
+
+/// Codewords per group in [`SearchIndex`].
+pub const LANES: usize = 8;
+
+/// Exhaustive nearest-codeword search over codewords laid out in groups of [`LANES`]: within a
+/// group, coordinate `j` of the 8 codewords is contiguous, so the 8 distances are computed in
+/// independent lanes (the compiler vectorizes this portable code). The result is identical to
+/// [`nearest_scalar`], ties included (lowest index wins).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchIndex {
+    k: usize,
+    n: usize,
+    /// `groups * k * LANES` coordinates; padding codewords are zero.
+    lanes: Vec<f32>,
+    /// `groups * LANES` squared norms; padding is `+inf`, so never chosen.
+    norms: Vec<f32>,
+}
+
+impl SearchIndex {
+    /// Builds the index of `codewords` (`n * k` values, codeword-major, all finite).
+    pub fn new(codewords: &[f32], k: usize) -> SearchIndex {
+        let n = codewords.len() / k;
+        let groups = n.div_ceil(LANES);
+        let mut lanes = vec![0f32; groups * k * LANES];
+        let mut norms = vec![f32::INFINITY; groups * LANES];
+        for (i, c) in codewords.chunks_exact(k).enumerate() {
+            let (g, l) = (i / LANES, i % LANES);
+            for (j, &v) in c.iter().enumerate() {
+                lanes[(g * k + j) * LANES + l] = v;
+            }
+            norms[i] = c.iter().map(|v| v * v).sum();
+        }
+        SearchIndex { k, n, lanes, norms }
+    }
+
+    /// Index of the nearest codeword to `x` (length `k`) and its score `||c||^2 - 2 <x, c>`
+    /// (add `||x||^2` for the squared distance).
+    #[inline]
+    pub fn nearest(&self, x: &[f32]) -> (u32, f32) {
+        let k = self.k;
+        let mut best = [f32::INFINITY; LANES];
+        let mut best_group = [0u32; LANES];
+        for (g, (cg, ng)) in self
+            .lanes
+            .chunks_exact(k * LANES)
+            .zip(self.norms.chunks_exact(LANES))
+            .enumerate()
+        {
+            let mut acc = [0f32; LANES];
+            for (j, &xj) in x.iter().enumerate().take(k) {
+                let row = &cg[j * LANES..(j + 1) * LANES];
+                for l in 0..LANES {
+                    acc[l] += xj * row[l];
+                }
+            }
+            for l in 0..LANES {
+                let s = ng[l] - 2.0 * acc[l];
+                let better = s < best[l];
+                best[l] = if better { s } else { best[l] };
+                best_group[l] = if better { g as u32 } else { best_group[l] };
+            }
+        }
+        let mut best_i = u32::MAX;
+        let mut best_s = f32::INFINITY;
+        for l in 0..LANES {
+            let i = best_group[l] * LANES as u32 + l as u32;
+            if (i as usize) < self.n && (best[l] < best_s || (best[l] == best_s && i < best_i)) {
+                best_s = best[l];
+                best_i = i;
+            }
+        }
+        if best_i == u32::MAX {
+            // Only reachable with non-finite input: fall back to codeword 0.
+            best_i = 0;
+        }
+        (best_i, best_s)
+    }
+}
+
+fn u32_at(b: &[u8], off: usize) -> u32 {
+    u32::from_le_bytes(b[off..off + 4].try_into().unwrap())
+}
+
+impl Codebook {
+    /// Builds a codebook from codewords (`n * k` values, codeword-major). Errors when `k` does not
+    /// divide `dim`, `n < 2`, the length is wrong or a value is not finite.
+    pub fn new(dim: usize, k: usize, n: usize, codewords: Vec<f32>) -> Result<Codebook> {
+        if k == 0 || dim == 0 {
+            return Err(Error::InvalidConfig("dim and k must be positive".into()));
+        }
+        if dim % k != 0 {
+            return Err(Error::BlockDoesNotDivide { dim, k });
+        }
+        if n < 2 {
+            return Err(Error::InvalidConfig(format!(
+                "a codebook needs at least 2 codewords, got {n}"
+            )));
+        }
+        if n > 1 << 24 {
+            return Err(Error::InvalidConfig(format!(
+                "at most 2^24 codewords are supported, got {n}"
+            )));
+        }
+        let expected = n.checked_mul(k).ok_or_else(|| {
+            Error::InvalidConfig("codebook size overflows".into())
+        })?;
+        if codewords.len() != expected {
+            return Err(Error::WrongLength {
+                what: "codewords",
+                expected,
+                actual: codewords.len(),
+            });
+        }
+        if let Some(i) = codewords.iter().position(|c| !c.is_finite()) {
+            return Err(Error::NonFinite { index: i });
+        }
+        let norms_sq = codewords
+            .chunks_exact(k)
+            .map(|c| c.iter().map(|v| v * v).sum())
+            .collect();
+        let index = SearchIndex::new(&codewords, k);
+        Ok(Codebook {
+            dim,
+            k,
+            n,
+            codewords,
+            norms_sq,
+            index,
+            header: None,
+        })
+    }
+
+    /// Parses an uncompressed codebook file body (header + codewords).
+    pub fn from_raw_bytes(bytes: &[u8]) -> Result<Codebook> {
+        if bytes.len() < HEADER_BYTES {
+            return Err(Error::CorruptCodebook(format!(
+                "file body is {} bytes, shorter than the {HEADER_BYTES}-byte header",
+                bytes.len()
+            )));
+        }
+        if bytes[0..4] != MAGIC {
+            return Err(Error::CorruptCodebook("bad magic (expected FQCB)".into()));
+        }
+        let version = u32_at(bytes, 4);
+        if version != FORMAT_VERSION {
+            return Err(Error::CorruptCodebook(format!(
+                "format version {version} is not supported (this runtime reads version {FORMAT_VERSION})"
+            )));
+        }
+        let construction = match u32_at(bytes, 20) {
+            0 => Construction::ScalarLloydMax,
+            1 => Construction::RadialAngularLloyd,
+            other => {
+                return Err(Error::CorruptCodebook(format!(
+                    "unknown construction code {other}"
+                )))
+            }
+        };
+        let header = CodebookHeader {
+            dim: u32_at(bytes, 8),
+            k: u32_at(bytes, 12),
+            n: u32_at(bytes, 16),
+            construction,
+            seed: u64::from_le_bytes(bytes[24..32].try_into().unwrap()),
+            samples_per_codeword: u32_at(bytes, 32),
+            restarts: u32_at(bytes, 36),
+            iterations: u32_at(bytes, 40),
+            construction_version: u32_at(bytes, 44),
+        };
+        let (dim, k, n) = (header.dim as usize, header.k as usize, header.n as usize);
+        let body = &bytes[HEADER_BYTES..];
+        let expected = (n as u64) * (k as u64) * 4;
+        if body.len() as u64 != expected {
+            return Err(Error::CorruptCodebook(format!(
+                "header says {n} codewords of {k} floats ({expected} bytes) but the body has {} bytes",
+                body.len()
+            )));
+        }
+        let codewords = body
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        let mut cb = Codebook::new(dim, k, n, codewords)
+            .map_err(|e| Error::CorruptCodebook(format!("invalid contents: {e}")))?;
+        cb.header = Some(header);
+        Ok(cb)
+    }
+
+    /// Parses a zstd-compressed codebook file (the format in the module docs).
+    pub fn from_file_bytes(compressed: &[u8]) -> Result<Codebook> {
+        let raw = decompress(compressed)?;
+        Codebook::from_raw_bytes(&raw)
+    }
+
+    /// Head dimension the codebook was built for.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+    /// Block size.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+    /// Number of codewords.
+    pub fn n(&self) -> usize {
+        self.n
+    }
+    /// Rate in bits per coordinate, `log2(n) / k`.
+    pub fn rate_bits(&self) -> f64 {
+        (self.n as f64).log2() / self.k as f64
+    }
+    /// All codewords, codeword-major.
+    pub fn codewords(&self) -> &[f32] {
+        &self.codewords
+    }
+    /// Codeword `i` (`k` values). Panics if `i >= n`; callers validate indices.
+    pub fn codeword(&self, i: usize) -> &[f32] {
+        &self.codewords[i * self.k..(i + 1) * self.k]
+    }
+    /// Squared norms of the codewords.
+    pub fn norms_sq(&self) -> &[f32] {
+        &self.norms_sq
+    }
+    /// The file header, when the codebook was read from a file.
+    pub fn header(&self) -> Option<&CodebookHeader> {
+        self.header.as_ref()
+    }
+
+    /// Index of the codeword nearest to `block` (squared Euclidean distance; ties go to the lower
+    /// index). `block.len()` must be `k`.
+    #[inline]
+    pub fn nearest(&self, block: &[f32]) -> u32 {
+        self.index.nearest(block).0
+    }
+
+    /// Like [`nearest`](Self::nearest), also returning the squared distance.
+    #[inline]
+    pub fn nearest_with_distance(&self, block: &[f32]) -> (u32, f32) {
+        let (i, score) = self.index.nearest(block);
+        let bsq: f32 = block.iter().map(|v| v * v).sum();
+        (i, (bsq + score).max(0.0))
+    }
+}
+
+/// Reference exhaustive nearest-codeword search, one codeword at a time: minimizes
+/// `||c||^2 - 2 <x, c>`. Returns the index and that score. [`SearchIndex`] gives the same answer
+/// faster; this one is the oracle its tests compare against.
+pub fn nearest_scalar(codewords: &[f32], norms_sq: &[f32], k: usize, x: &[f32]) -> (u32, f32) {
+    let mut best = f32::INFINITY;
+    let mut best_i = 0u32;
+    match k {
+        1 => {
+            let x0 = x[0];
+            for (i, (c, nsq)) in codewords.iter().zip(norms_sq).enumerate() {
+                let s = nsq - 2.0 * x0 * c;
+                if s < best {
+                    best = s;
+                    best_i = i as u32;
+                }
+            }
+        }
+        _ => {
+            for (i, (c, nsq)) in codewords.chunks_exact(k).zip(norms_sq).enumerate() {
+                let dot: f32 = c.iter().zip(x).map(|(a, b)| a * b).sum();
+                let s = nsq - 2.0 * dot;
+                if s < best {
+                    best = s;
+                    best_i = i as u32;
+                }
+            }
+        }
+    }
+    (best_i, best)
+}
+
+fn decompress(compressed: &[u8]) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let mut decoder = ruzstd::decoding::StreamingDecoder::new(compressed)
+        .map_err(|e| Error::CorruptCodebook(format!("not a zstd frame: {e}")))?;
+    let mut out = Vec::new();
+    decoder
+        .read_to_end(&mut out)
+        .map_err(|e| Error::CorruptCodebook(format!("zstd decompression failed: {e}")))?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(dim: u32, k: u32, n: u32) -> CodebookHeader {
+        CodebookHeader {
+            dim,
+            k,
+            n,
+            construction: Construction::RadialAngularLloyd,
+            seed: 9,
+            samples_per_codeword: 30,
+            restarts: 4,
+            iterations: 25,
+            construction_version: 1,
+        }
+    }
+
+    #[test]
+    fn raw_round_trip_and_errors() {
+        let cw = vec![0.1, 0.2, -0.3, 0.4, 0.5, -0.6, 0.7, 0.8];
+        let raw = header(8, 2, 4).to_bytes(&cw);
+        let cb = Codebook::from_raw_bytes(&raw).unwrap();
+        assert_eq!(cb.codewords(), &cw[..]);
+        assert_eq!(cb.header().unwrap(), &header(8, 2, 4));
+        assert_eq!(cb.rate_bits(), 1.0);
+
+        assert!(matches!(
+            Codebook::from_raw_bytes(&raw[..20]),
+            Err(Error::CorruptCodebook(_))
+        ));
+        assert!(matches!(
+            Codebook::from_raw_bytes(&raw[..raw.len() - 1]),
+            Err(Error::CorruptCodebook(_))
+        ));
+        let mut bad = raw.clone();
+        bad[0] = b'X';
+        assert!(Codebook::from_raw_bytes(&bad).is_err());
+        let mut bad = raw.clone();
+        bad[4] = 2;
+        assert!(Codebook::from_raw_bytes(&bad).is_err());
+        let mut bad = raw.clone();
+        bad[HEADER_BYTES..HEADER_BYTES + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+        assert!(Codebook::from_raw_bytes(&bad).is_err());
+        // k does not divide d.
+        let raw = header(9, 2, 4).to_bytes(&cw);
+        assert!(Codebook::from_raw_bytes(&raw).is_err());
+        assert!(Codebook::from_file_bytes(b"not zstd at all").is_err());
+    }
+
+    #[test]
+    fn new_rejects_bad_shapes() {
+        assert!(matches!(
+            Codebook::new(64, 3, 4, vec![0.0; 12]),
+            Err(Error::BlockDoesNotDivide { .. })
+        ));
+        assert!(Codebook::new(64, 2, 1, vec![0.0; 2]).is_err());
+        assert!(Codebook::new(64, 2, 4, vec![0.0; 7]).is_err());
+    }
+
+    #[test]
+    fn nearest_matches_brute_force_distance() {
+        let mut rng = crate::rng::Xoshiro256::new(3);
+        for (k, n) in [(1, 37), (2, 8), (3, 37), (4, 1), (4, 37), (8, 37), (8, 300)] {
+            let cw: Vec<f32> = (0..n * k).map(|_| rng.next_gaussian() as f32).collect();
+            let cb = Codebook::new(8 * k, k, n.max(2), {
+                let mut cw = cw;
+                cw.resize(n.max(2) * k, 0.5);
+                cw
+            })
+            .unwrap();
+            let n = n.max(2);
+            for _ in 0..200 {
+                let x: Vec<f32> = (0..k).map(|_| rng.next_gaussian() as f32).collect();
+                let dist = |i: usize| -> f32 {
+                    cb.codeword(i).iter().zip(&x).map(|(a, b)| (a - b) * (a - b)).sum()
+                };
+                let best = (0..n).min_by(|&a, &b| dist(a).total_cmp(&dist(b))).unwrap();
+                let (got, d) = cb.nearest_with_distance(&x);
+                assert!(dist(got as usize) <= dist(best) + 1e-5);
+                assert!((d - dist(got as usize)).abs() < 1e-4);
+                let reference = nearest_scalar(cb.codewords(), cb.norms_sq(), k, &x);
+                assert_eq!(cb.index.nearest(&x), reference);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tie_tests {
+    use super::*;
+
+    #[test]
+    fn ties_go_to_the_lowest_index_like_the_reference() {
+        // Duplicated codewords across lanes and groups.
+        let mut cw = Vec::new();
+        for i in 0..20 {
+            cw.extend_from_slice(&[(i % 3) as f32, 1.0]);
+        }
+        let idx = SearchIndex::new(&cw, 2);
+        let nsq: Vec<f32> = cw.chunks(2).map(|c| c[0] * c[0] + c[1] * c[1]).collect();
+        for x in [[0.0f32, 1.0], [1.0, 1.0], [2.0, 1.0], [0.5, 0.0]] {
+            assert_eq!(idx.nearest(&x), nearest_scalar(&cw, &nsq, 2, &x));
+        }
+    }
+}

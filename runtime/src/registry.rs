@@ -1,0 +1,113 @@
+//! The codebooks embedded in the crate at build time, looked up by `(dim, k, n)`.
+//!
+//! The build script verified each file's sha256 against `manifest.toml` (a mismatch fails the
+//! build); on first use a file is decompressed, parsed and checked to hold the `(dim, k, n)` the
+//! manifest says, then cached for the life of the process.
+
+use crate::codebook::Codebook;
+use crate::error::{Error, Result};
+use std::sync::{Arc, OnceLock};
+
+/// One embedded codebook file.
+#[derive(Debug)]
+pub(crate) struct EmbeddedFile {
+    pub file: &'static str,
+    pub dim: usize,
+    pub k: usize,
+    pub n: usize,
+    pub mse: f64,
+    pub sha256: &'static str,
+    pub bytes: &'static [u8],
+}
+
+include!(concat!(env!("OUT_DIR"), "/embedded.rs"));
+
+/// What the registry knows of one rate point, without loading it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RegistryEntry {
+    /// File name in `codebooks/`.
+    pub file: &'static str,
+    /// Head dimension.
+    pub dim: usize,
+    /// Block size.
+    pub k: usize,
+    /// Number of codewords.
+    pub n: usize,
+    /// Rate in bits per coordinate, `log2(n) / k`.
+    pub rate_bits: f64,
+    /// Normalized MSE measured on held-out source samples when the file was generated.
+    pub mse: f64,
+    /// sha256 of the file (verified at build time).
+    pub sha256: &'static str,
+    /// Size of the compressed file in bytes.
+    pub file_bytes: usize,
+}
+
+/// Every embedded rate point, in manifest order.
+pub fn entries() -> impl Iterator<Item = RegistryEntry> {
+    EMBEDDED.iter().map(|e| RegistryEntry {
+        file: e.file,
+        dim: e.dim,
+        k: e.k,
+        n: e.n,
+        rate_bits: (e.n as f64).log2() / e.k as f64,
+        mse: e.mse,
+        sha256: e.sha256,
+        file_bytes: e.bytes.len(),
+    })
+}
+
+fn cells() -> &'static [OnceLock<Result<Arc<Codebook>>>] {
+    static CELLS: OnceLock<Vec<OnceLock<Result<Arc<Codebook>>>>> = OnceLock::new();
+    CELLS.get_or_init(|| EMBEDDED.iter().map(|_| OnceLock::new()).collect())
+}
+
+/// The embedded codebook for `(dim, k, n)`, loaded and checked on first use.
+pub fn codebook(dim: usize, k: usize, n: usize) -> Result<Arc<Codebook>> {
+    if k == 0 || dim == 0 {
+        return Err(Error::InvalidConfig("dim and k must be positive".into()));
+    }
+    if dim % k != 0 {
+        return Err(Error::BlockDoesNotDivide { dim, k });
+    }
+    if n < 2 {
+        return Err(Error::InvalidConfig(format!(
+            "a codebook needs at least 2 codewords, got n = {n}"
+        )));
+    }
+    let pos = EMBEDDED
+        .iter()
+        .position(|e| e.dim == dim && e.k == k && e.n == n)
+        .ok_or(Error::UnknownRate { dim, k, n })?;
+    cells()[pos].get_or_init(|| load(&EMBEDDED[pos])).clone()
+}
+
+fn load(e: &EmbeddedFile) -> Result<Arc<Codebook>> {
+    let cb = Codebook::from_file_bytes(e.bytes)
+        .map_err(|err| Error::CorruptCodebook(format!("{}: {err}", e.file)))?;
+    if (cb.dim(), cb.k(), cb.n()) != (e.dim, e.k, e.n) {
+        return Err(Error::CorruptCodebook(format!(
+            "{}: file holds dim={} k={} n={}, manifest says dim={} k={} n={}",
+            e.file,
+            cb.dim(),
+            cb.k(),
+            cb.n(),
+            e.dim,
+            e.k,
+            e.n
+        )));
+    }
+    Ok(Arc::new(cb))
+}
+
+/// The lowest-MSE embedded rate point for `dim` at exactly `rate_bits` bits per coordinate.
+pub fn best_for_rate(dim: usize, rate_bits: f64) -> Result<RegistryEntry> {
+    entries()
+        .filter(|e| e.dim == dim && (e.rate_bits - rate_bits).abs() < 1e-9)
+        .min_by(|a, b| a.mse.total_cmp(&b.mse))
+        .ok_or_else(|| {
+            Error::InvalidConfig(format!(
+                "no embedded codebook for dim {dim} at {rate_bits} bits per coordinate"
+            ))
+        })
+}
