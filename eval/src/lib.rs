@@ -1,0 +1,9 @@
+//! FibQuant evaluation harness: runs a real GGUF language model on CPU (candle) with a pluggable
+//! KV cache, to measure what compressing the cache costs (perplexity, attention fidelity).
+
+pub mod fetch;
+pub mod kv_cache;
+pub mod models;
+pub mod paths;
+pub mod perplexity;
+pub mod tokenizer;
