@@ -61,7 +61,15 @@ pub fn to_bytes(codec: &Codec, rows: usize, slots: &[u8]) -> Result<Vec<u8>, Str
     };
     let mut out = Vec::with_capacity(HEADER_BYTES + slots.len());
     out.extend_from_slice(&MAGIC);
-    for v in [1u32, c.dim as u32, c.k as u32, c.n as u32, rot, rounds, norm] {
+    for v in [
+        1u32,
+        c.dim as u32,
+        c.k as u32,
+        c.n as u32,
+        rot,
+        rounds,
+        norm,
+    ] {
         out.extend_from_slice(&v.to_le_bytes());
     }
     out.extend_from_slice(&c.seed.to_le_bytes());

@@ -7,12 +7,15 @@
 //! (files, manifest, verification). [`scalar`] is the exact k = 1 construction, [`special`] the
 //! special functions behind them, [`npy`] and [`codes`] the file formats of the encode/decode tool.
 
+pub mod bench;
 pub mod codes;
 pub mod construct;
 pub mod init;
 pub mod lloyd;
 pub mod manifest;
 pub mod npy;
+#[cfg(feature = "peers")]
+pub mod peers;
 pub mod plan;
 pub mod registry;
 pub mod scalar;

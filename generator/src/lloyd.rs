@@ -21,12 +21,7 @@ pub fn block_mse(codewords: &[f32], k: usize, samples: &[f32]) -> f64 {
     let index = SearchIndex::new(codewords, k);
     let partial: Vec<f64> = samples
         .par_chunks(CHUNK * k)
-        .map(|chunk| {
-            chunk
-                .chunks_exact(k)
-                .map(|x| nearest(&index, x).1)
-                .sum()
-        })
+        .map(|chunk| chunk.chunks_exact(k).map(|x| nearest(&index, x).1).sum())
         .collect();
     partial.iter().sum::<f64>() / (samples.len() / k) as f64
 }
@@ -140,7 +135,10 @@ mod tests {
         let after_cw = refine(&init, 2, &train, 10);
         let after = block_mse(&after_cw, 2, &train);
         assert!(after < before, "{after} >= {before}");
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
         let single = pool.install(|| refine(&init, 2, &train, 10));
         assert_eq!(after_cw, single);
     }
@@ -154,7 +152,10 @@ mod tests {
         init[0] = 0.0;
         init[1] = 0.0;
         let cw = refine(&init, 2, &train, 15);
-        assert!(cw.iter().all(|v| v.abs() < 1.0), "a codeword stayed far away");
+        assert!(
+            cw.iter().all(|v| v.abs() < 1.0),
+            "a codeword stayed far away"
+        );
         assert!(block_mse(&cw, 2, &train) < block_mse(&init, 2, &train) * 0.5);
     }
 }

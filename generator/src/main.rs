@@ -15,7 +15,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "fibquant-gen", version, about = "Build, verify and use FibQuant codebooks")]
+#[command(
+    name = "fibquant-gen",
+    version,
+    about = "Build, verify and use FibQuant codebooks"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -43,6 +47,9 @@ struct ParamArgs {
     /// Training samples per codeword (M / N).
     #[arg(long, default_value_t = 30)]
     samples_per_codeword: u32,
+    /// Floor on the number of training samples M.
+    #[arg(long, default_value_t = 1 << 16)]
+    min_training_samples: u32,
     /// Lloyd restarts.
     #[arg(long, default_value_t = 4)]
     restarts: u32,
@@ -55,6 +62,7 @@ impl ParamArgs {
     fn params(&self) -> Params {
         Params {
             samples_per_codeword: self.samples_per_codeword,
+            min_training_samples: self.min_training_samples,
             restarts: self.restarts,
             iterations: self.iterations,
             ..Params::default()
@@ -176,6 +184,22 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Speed benchmarks: encode/decode per rate (and peers with --features peers), attention on
+    /// codes vs decode-then-compute vs fp16 vs f32 over a cache larger than the LLC, parallel
+    /// batch encode. Single-threaded except the parallel section; medians over repeats.
+    Bench {
+        /// Repeats per measurement (medians are reported).
+        #[arg(long, default_value_t = 5)]
+        repeats: usize,
+        /// Smaller working sets and fewer repeats (a smoke run, not for the README).
+        #[arg(long)]
+        quick: bool,
+        /// Which sections: any of codec, attention, parallel (comma-separated).
+        #[arg(long, default_value = "codec,attention,parallel")]
+        sections: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Decode a code file into a float32 .npy array.
     Decode {
         #[arg(long)]
@@ -231,7 +255,12 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             } else {
                 println!(
                     "{}: mse {:.5} (initial {:.5}), selected {}, sha256 {}, {:.1}s",
-                    entry.file, entry.mse, entry.mse_initial, entry.selected, entry.sha256, entry.generation_seconds
+                    entry.file,
+                    entry.mse,
+                    entry.mse_initial,
+                    entry.selected,
+                    entry.sha256,
+                    entry.generation_seconds
                 );
             }
             Ok(ExitCode::SUCCESS)
@@ -245,7 +274,10 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             dim,
             json,
         } => regenerate(&reg.get(), with_plan, force, check, max_n, dim, json),
-        Command::Verify { registry: reg, json } => {
+        Command::Verify {
+            registry: reg,
+            json,
+        } => {
             let (manifest, problems) = registry::verify(&reg.get())?;
             if json {
                 let p: Vec<_> = problems
@@ -273,7 +305,10 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 ExitCode::FAILURE
             })
         }
-        Command::List { registry: reg, json } => {
+        Command::List {
+            registry: reg,
+            json,
+        } => {
             let manifest = Manifest::read(&reg.get().manifest_path())?;
             list(&manifest, json);
             Ok(ExitCode::SUCCESS)
@@ -365,12 +400,18 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             let file = codes::to_bytes(&codec, array.rows, &slots)?;
             registry::write_atomic(&output, &file)?;
             let mut decoded = vec![0f32; array.data.len()];
-            codec.decode_batch(&slots, &mut decoded).map_err(|e| e.to_string())?;
+            codec
+                .decode_batch(&slots, &mut decoded)
+                .map_err(|e| e.to_string())?;
             let (mut err, mut total) = (0f64, 0f64);
             for (row, dec) in array.data.chunks(dim).zip(decoded.chunks(dim)) {
                 let nsq: f64 = row.iter().map(|&v| (v as f64).powi(2)).sum();
                 if nsq > 0.0 {
-                    let e: f64 = row.iter().zip(dec).map(|(&a, &b)| ((a - b) as f64).powi(2)).sum();
+                    let e: f64 = row
+                        .iter()
+                        .zip(dec)
+                        .map(|(&a, &b)| ((a - b) as f64).powi(2))
+                        .sum();
                     err += e / nsq;
                     total += 1.0;
                 }
@@ -396,6 +437,24 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Bench {
+            repeats,
+            quick,
+            sections,
+            json,
+        } => {
+            let mut settings = fibquant_gen::bench::Settings {
+                repeats: repeats.max(1),
+                ..Default::default()
+            };
+            if quick {
+                settings.repeats = settings.repeats.min(2);
+                settings.vectors = 512;
+                settings.attention_bytes = 1 << 26;
+                settings.contexts = [1024, 4096];
+            }
+            run_bench(&settings, &sections, json)
+        }
         Command::Decode { input, output } => {
             let bytes = std::fs::read(&input)
                 .map_err(|e| format!("cannot read {}: {e}", input.display()))?;
@@ -411,7 +470,11 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 data,
             };
             registry::write_atomic(&output, &npy::to_bytes(&array))?;
-            println!("decoded {} rows of dim {d} into {}", file.rows, output.display());
+            println!(
+                "decoded {} rows of dim {d} into {}",
+                file.rows,
+                output.display()
+            );
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -478,7 +541,10 @@ fn regenerate(
             let same = on_disk == bytes;
             if !same {
                 mismatches += 1;
-                pb.println(format!("MISMATCH {}: rebuilt bytes differ from the file", entry.file));
+                pb.println(format!(
+                    "MISMATCH {}: rebuilt bytes differ from the file",
+                    entry.file
+                ));
             }
             report.push(json!({"file": entry.file, "identical": same}));
         } else {
@@ -570,7 +636,13 @@ fn list(manifest: &Manifest, json: bool) {
     }
 }
 
-fn eval_point(d: usize, k: usize, n: usize, samples: usize, seed: u64) -> Result<serde_json::Value, String> {
+fn eval_point(
+    d: usize,
+    k: usize,
+    n: usize,
+    samples: usize,
+    seed: u64,
+) -> Result<serde_json::Value, String> {
     let cb = embedded::codebook(d, k, n).map_err(|e| e.to_string())?;
     let src = Source::new(d, k)?;
     let blocks = src.sample(Method::RadiusDirection, samples, seed);
@@ -587,7 +659,9 @@ fn eval_point(d: usize, k: usize, n: usize, samples: usize, seed: u64) -> Result
         None => None,
     };
     let bound = 4f64.powf(-rate);
-    let reg = embedded::entries().find(|e| (e.dim, e.k, e.n) == (d, k, n)).unwrap();
+    let reg = embedded::entries()
+        .find(|e| (e.dim, e.k, e.n) == (d, k, n))
+        .unwrap();
     let bytes = 2 + fibquant::pack::packed_bytes(d / k, fibquant::pack::index_bits(n));
     Ok(json!({
         "dim": d, "k": k, "n": n, "rate_bits": rate, "mse": mse, "scalar_mse": scalar_mse,
@@ -606,7 +680,8 @@ fn print_eval_table(rows: &[serde_json::Value], samples: usize, seed: u64) {
     );
     for r in rows {
         let f = |key: &str| r[key].as_f64();
-        let opt = |v: Option<f64>, p: usize| v.map(|v| format!("{v:.p$}")).unwrap_or_else(|| "-".into());
+        let opt =
+            |v: Option<f64>, p: usize| v.map(|v| format!("{v:.p$}")).unwrap_or_else(|| "-".into());
         println!(
             "{:>4} {:>2} {:>5} {:>6.3} {:>9} {:>7.2} {:>7.2} {:>8.5} {:>8} {:>8} {:>7.2}",
             r["dim"],
@@ -622,4 +697,99 @@ fn print_eval_table(rows: &[serde_json::Value], samples: usize, seed: u64) {
             f("gap_db").unwrap(),
         );
     }
+}
+
+fn run_bench(
+    s: &fibquant_gen::bench::Settings,
+    sections: &str,
+    json: bool,
+) -> Result<ExitCode, String> {
+    use fibquant_gen::bench;
+    let want = |name: &str| sections.split(',').any(|x| x.trim() == name);
+    let mut report = serde_json::Map::new();
+    report.insert(
+        "kernels".into(),
+        json!(format!("{:?}", fibquant::kernels::detect())),
+    );
+    report.insert("repeats".into(), json!(s.repeats));
+    if want("codec") {
+        let rows = bench::encode_decode(s);
+        if !json {
+            println!("## encode / decode, single thread, ns per vector (median of {} runs of {} vectors)", s.repeats, s.vectors);
+            println!(
+                "{:>4} {:>5} {:<28} {:>6} {:>10} {:>10} {:>8}",
+                "d", "b", "implementation", "bytes", "encode ns", "decode ns", "mse"
+            );
+            for r in &rows {
+                println!(
+                    "{:>4} {:>5} {:<28} {:>6} {:>10.0} {:>10.0} {:>8.5}",
+                    r["dim"],
+                    r["rate_bits"].as_f64().unwrap(),
+                    r["impl"].as_str().unwrap(),
+                    r["bytes_per_vector"],
+                    r["encode_ns"].as_f64().unwrap(),
+                    r["decode_ns"].as_f64().unwrap(),
+                    r["mse"].as_f64().unwrap()
+                );
+            }
+        }
+        report.insert("codec".into(), json!(rows));
+    }
+    if want("attention") {
+        let rows = bench::attention(s, 64);
+        if !json {
+            println!("\n## attention, one decode step over all heads, d = 64, single thread");
+            for r in &rows {
+                if r["section"] == "memcpy" {
+                    println!(
+                        "memcpy: {:.2} GB/s ({} MiB buffer)",
+                        r["bytes_per_second"].as_f64().unwrap() / 1e9,
+                        r["buffer_bytes"].as_u64().unwrap() >> 20
+                    );
+                    println!(
+                        "{:>6} {:>5} {:<22} {:<26} {:>10} {:>8} {:>9} {:>7}",
+                        "n", "heads", "method", "code", "step ms", "ns/key", "GB/s read", "memcpy"
+                    );
+                    continue;
+                }
+                println!(
+                    "{:>6} {:>5} {:<22} {:<26} {:>10.2} {:>8.2} {:>9.2} {:>6.0}%",
+                    r["context"],
+                    r["heads"],
+                    r["method"].as_str().unwrap(),
+                    r["code"].as_str().unwrap(),
+                    r["step_ms"].as_f64().unwrap(),
+                    r["ns_per_key"].as_f64().unwrap(),
+                    r["bytes_per_second"].as_f64().unwrap() / 1e9,
+                    100.0 * r["fraction_of_memcpy"].as_f64().unwrap()
+                );
+            }
+        }
+        report.insert("attention".into(), json!(rows));
+    }
+    if want("parallel") {
+        let rows = bench::parallel_encode(s);
+        if !json {
+            println!("\n## batch encode, d = 128: one thread vs all cores (parallel feature)");
+            for r in &rows {
+                println!(
+                    "k={} N={}: {:.0} vec/s single, {:.0} vec/s on {} threads ({:.2}x)",
+                    r["k"],
+                    r["n"],
+                    r["single_vectors_per_second"].as_f64().unwrap(),
+                    r["parallel_vectors_per_second"].as_f64().unwrap(),
+                    r["threads"],
+                    r["speedup"].as_f64().unwrap()
+                );
+            }
+        }
+        report.insert("parallel".into(), json!(rows));
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::Value::Object(report)).unwrap()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }

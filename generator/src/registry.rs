@@ -36,7 +36,10 @@ impl Registry {
 
 /// Hex sha256 of bytes.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Writes `bytes` to `path` through a temporary file and a rename, so no partial file is left.
@@ -86,7 +89,12 @@ pub fn entry_for(built: &Built, sha256: String, seconds: f64) -> Entry {
 }
 
 /// Builds `(d, k, n)` and returns the file bytes and its manifest entry.
-pub fn build_file(d: usize, k: usize, n: usize, params: Params) -> Result<(Vec<u8>, Entry), String> {
+pub fn build_file(
+    d: usize,
+    k: usize,
+    n: usize,
+    params: Params,
+) -> Result<(Vec<u8>, Entry), String> {
     let start = std::time::Instant::now();
     let built = build(d, k, n, params)?;
     let bytes = file_bytes(&built)?;
@@ -145,7 +153,10 @@ pub fn check_entry(registry: &Registry, e: &Entry) -> Option<String> {
     };
     let hash = sha256_hex(&bytes);
     if hash != e.sha256 {
-        return Some(format!("sha256 mismatch: file {hash}, manifest {}", e.sha256));
+        return Some(format!(
+            "sha256 mismatch: file {hash}, manifest {}",
+            e.sha256
+        ));
     }
     match Codebook::from_file_bytes(&bytes) {
         Err(err) => Some(format!("does not parse: {err}")),
@@ -163,7 +174,13 @@ pub fn check_entry(registry: &Registry, e: &Entry) -> Option<String> {
 }
 
 /// Builds `(d, k, n)` into the registry: writes the file and upserts the manifest entry.
-pub fn generate_into(registry: &Registry, d: usize, k: usize, n: usize, params: Params) -> Result<Entry, String> {
+pub fn generate_into(
+    registry: &Registry,
+    d: usize,
+    k: usize,
+    n: usize,
+    params: Params,
+) -> Result<Entry, String> {
     let (bytes, entry) = build_file(d, k, n, params)?;
     std::fs::create_dir_all(registry.codebook_dir())
         .map_err(|e| format!("cannot create {}: {e}", registry.codebook_dir().display()))?;

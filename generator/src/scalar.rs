@@ -152,15 +152,30 @@ mod tests {
         // 0.798 = sqrt(2/pi), the Gaussian limit; at d = 64 the exact value is 0.8010.
         let m = (64.0 - 3.0) / 2.0;
         let exact = 1.0 / ((m + 1.0) * crate::special::ln_beta(0.5, m + 1.0).exp());
-        assert!((q1.levels[1] - exact).abs() < 1e-13, "{} vs {exact}", q1.levels[1]);
+        assert!(
+            (q1.levels[1] - exact).abs() < 1e-13,
+            "{} vs {exact}",
+            q1.levels[1]
+        );
         assert!((q1.levels[1] * s - 0.801).abs() < 0.0005);
-        assert!((lloyd_max(4096, 2).levels[1] * 64.0 - (2.0 / std::f64::consts::PI).sqrt()).abs() < 1e-4);
+        assert!(
+            (lloyd_max(4096, 2).levels[1] * 64.0 - (2.0 / std::f64::consts::PI).sqrt()).abs()
+                < 1e-4
+        );
         assert!((q1.levels[0] + q1.levels[1]).abs() < 1e-14);
         // b = 2: the notes' "about 0.453 and 1.51" are the Gaussian Lloyd-Max levels (0.4528,
         // 1.5104); they are approached at large d, and at d = 64 they are within 1%.
         let q2 = lloyd_max(64, 4);
-        assert!((q2.levels[2] * s - 0.453).abs() < 0.005, "{}", q2.levels[2] * s);
-        assert!((q2.levels[3] * s - 1.51).abs() < 0.015, "{}", q2.levels[3] * s);
+        assert!(
+            (q2.levels[2] * s - 0.453).abs() < 0.005,
+            "{}",
+            q2.levels[2] * s
+        );
+        assert!(
+            (q2.levels[3] * s - 1.51).abs() < 0.015,
+            "{}",
+            q2.levels[3] * s
+        );
         let g = lloyd_max(4096, 4);
         assert!((g.levels[2] * 64.0 - 0.4528).abs() < 0.001);
         assert!((g.levels[3] * 64.0 - 1.5104).abs() < 0.001);
@@ -171,7 +186,12 @@ mod tests {
         let gaussian = [0.3634, 0.1175, 0.0345, 0.0095];
         for (b, g) in gaussian.iter().enumerate() {
             let q = lloyd_max(4096, 1 << (b + 1));
-            assert!((q.vector_mse - g).abs() < 0.0003, "b={} {}", b + 1, q.vector_mse);
+            assert!(
+                (q.vector_mse - g).abs() < 0.0003,
+                "b={} {}",
+                b + 1,
+                q.vector_mse
+            );
         }
     }
 

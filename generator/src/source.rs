@@ -53,12 +53,13 @@ impl Source {
             Method::GaussianProjection => {
                 let mut head = [0f64; 64];
                 let mut total = 0.0;
-                for i in 0..d {
+                for h in head[..k].iter_mut() {
+                    *h = StandardNormal.sample(rng);
+                    total += *h * *h;
+                }
+                for _ in k..d {
                     let g: f64 = StandardNormal.sample(rng);
                     total += g * g;
-                    if i < k {
-                        head[i] = g;
-                    }
                 }
                 let inv = 1.0 / total.sqrt();
                 for (o, h) in out.iter_mut().zip(&head[..k]) {
@@ -144,7 +145,10 @@ mod tests {
                 let mean = r2.iter().sum::<f64>() / n as f64;
                 // E R^2 = k/d; sd of R^2 is below sqrt(2k)/d, so 5 standard errors:
                 let tol = 5.0 * (2.0 * k as f64).sqrt() / d as f64 / (n as f64).sqrt();
-                assert!((mean - k as f64 / d as f64).abs() < tol, "d={d} k={k} {method:?} mean {mean}");
+                assert!(
+                    (mean - k as f64 / d as f64).abs() < tol,
+                    "d={d} k={k} {method:?} mean {mean}"
+                );
                 let stat = ks(r2, |x| beta_cdf(x, k as f64 / 2.0, (d - k) as f64 / 2.0));
                 assert!(stat < crit, "d={d} k={k} {method:?}: KS {stat} >= {crit}");
             }
@@ -174,7 +178,10 @@ mod tests {
             stat = stat.max((i as f64 - j as f64).abs() / n as f64);
         }
         // Two-sample KS critical value at alpha = 0.001: 1.95 * sqrt(2/n).
-        assert!(stat < 1.95 * (2.0 / n as f64).sqrt(), "two-sample KS {stat}");
+        assert!(
+            stat < 1.95 * (2.0 / n as f64).sqrt(),
+            "two-sample KS {stat}"
+        );
         for s in [&a, &b] {
             let mut second = [[0f64; 4]; 4];
             for c in s.chunks_exact(k) {
@@ -189,7 +196,10 @@ mod tests {
                 for (q, &v) in row.iter().enumerate() {
                     let want = if p == q { 1.0 / k as f64 } else { 0.0 };
                     // sd of u_p u_q is at most 1/sqrt(k(k+2)) < 0.2; 5 standard errors.
-                    assert!((v - want).abs() < 5.0 * 0.2 / (n as f64).sqrt() * 2.0, "{p},{q}: {v}");
+                    assert!(
+                        (v - want).abs() < 5.0 * 0.2 / (n as f64).sqrt() * 2.0,
+                        "{p},{q}: {v}"
+                    );
                 }
             }
         }
@@ -199,7 +209,10 @@ mod tests {
     fn sampling_is_reproducible_and_independent_of_threads() {
         let src = Source::new(64, 4).unwrap();
         let a = src.sample(Method::RadiusDirection, 3 * CHUNK + 17, 5);
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
         let b = pool.install(|| src.sample(Method::RadiusDirection, 3 * CHUNK + 17, 5));
         assert_eq!(a, b);
         let c = src.sample(Method::RadiusDirection, 3 * CHUNK + 17, 6);

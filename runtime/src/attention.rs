@@ -28,6 +28,8 @@ impl Codec {
         // Table: blocks * n entries, costs d * n multiply-adds; direct costs d per key.
         let use_table = blocks * n < count * (d - blocks).max(1);
         let slot_bytes = self.slot_bytes();
+        let mut indices = [0u32; MAX_DIM];
+        let indices = &mut indices[..blocks];
         if use_table {
             let mut table = vec![0f32; blocks * n];
             for (j, row) in table.chunks_exact_mut(n).enumerate() {
@@ -37,24 +39,21 @@ impl Codec {
                 }
             }
             for (o, slot) in out.iter_mut().zip(slots.chunks_exact(slot_bytes)) {
-                let norm = self.slot_norm(slot)?;
+                let norm = self.read_slot_unchecked_len(slot, indices)?;
                 let mut s = 0f32;
-                for (j, row) in table.chunks_exact(n).enumerate() {
-                    s += row[self.slot_index(slot, j)?];
+                for (row, &i) in table.chunks_exact(n).zip(indices.iter()) {
+                    s += row[i as usize];
                 }
                 *o = norm * s;
             }
         } else {
+            let cw = cb.codewords();
             for (o, slot) in out.iter_mut().zip(slots.chunks_exact(slot_bytes)) {
-                let norm = self.slot_norm(slot)?;
+                let norm = self.read_slot_unchecked_len(slot, indices)?;
                 let mut s = 0f32;
-                for j in 0..blocks {
-                    let c = cb.codeword(self.slot_index(slot, j)?);
-                    s += qr[j * k..(j + 1) * k]
-                        .iter()
-                        .zip(c)
-                        .map(|(a, b)| a * b)
-                        .sum::<f32>();
+                for (qj, &i) in qr.chunks_exact(k).zip(indices.iter()) {
+                    let c = &cw[i as usize * k..(i as usize + 1) * k];
+                    s += qj.iter().zip(c).map(|(a, b)| a * b).sum::<f32>();
                 }
                 *o = norm * s;
             }
@@ -73,16 +72,40 @@ impl Codec {
         if let Some(index) = weights.iter().position(|v| !v.is_finite()) {
             return Err(crate::Error::NonFinite { index });
         }
-        let k = self.config().k;
-        let cb = self.codebook();
+        let (k, n, blocks) = (self.config().k, self.config().n, self.blocks());
+        let cw = self.codebook().codewords();
         let mut acc = [0f32; MAX_DIM];
         let acc = &mut acc[..d];
-        for (&w, slot) in weights.iter().zip(slots.chunks_exact(self.slot_bytes())) {
-            let scale = w * self.slot_norm(slot)?;
-            for (j, a) in acc.chunks_exact_mut(k).enumerate() {
-                let c = cb.codeword(self.slot_index(slot, j)?);
-                for (a, c) in a.iter_mut().zip(c) {
-                    *a += scale * c;
+        let mut indices = [0u32; MAX_DIM];
+        let indices = &mut indices[..blocks];
+        let slots = slots.chunks_exact(self.slot_bytes());
+        if blocks * n < count * (d - blocks).max(1) {
+            // Histogram: per block, the total weight on each codeword; then one pass over the
+            // codebook. Costs d/k additions per value instead of d multiply-adds.
+            let mut hist = vec![0f32; blocks * n];
+            for (&w, slot) in weights.iter().zip(slots) {
+                let scale = w * self.read_slot_unchecked_len(slot, indices)?;
+                for (row, &i) in hist.chunks_exact_mut(n).zip(indices.iter()) {
+                    row[i as usize] += scale;
+                }
+            }
+            for (a, row) in acc.chunks_exact_mut(k).zip(hist.chunks_exact(n)) {
+                for (&h, c) in row.iter().zip(cw.chunks_exact(k)) {
+                    if h != 0.0 {
+                        for (a, c) in a.iter_mut().zip(c) {
+                            *a += h * c;
+                        }
+                    }
+                }
+            }
+        } else {
+            for (&w, slot) in weights.iter().zip(slots) {
+                let scale = w * self.read_slot_unchecked_len(slot, indices)?;
+                for (a, &i) in acc.chunks_exact_mut(k).zip(indices.iter()) {
+                    let c = &cw[i as usize * k..(i as usize + 1) * k];
+                    for (a, c) in a.iter_mut().zip(c) {
+                        *a += scale * c;
+                    }
                 }
             }
         }

@@ -110,6 +110,7 @@ pub const LANES: usize = 8;
 pub struct SearchIndex {
     k: usize,
     n: usize,
+    isa: crate::kernels::Isa,
     /// `groups * k * LANES` coordinates; padding codewords are zero.
     lanes: Vec<f32>,
     /// `groups * LANES` squared norms; padding is `+inf`, so never chosen.
@@ -130,36 +131,21 @@ impl SearchIndex {
             }
             norms[i] = c.iter().map(|v| v * v).sum();
         }
-        SearchIndex { k, n, lanes, norms }
+        SearchIndex {
+            k,
+            n,
+            isa: crate::kernels::detect(),
+            lanes,
+            norms,
+        }
     }
 
     /// Index of the nearest codeword to `x` (length `k`) and its score `||c||^2 - 2 <x, c>`
     /// (add `||x||^2` for the squared distance).
     #[inline]
     pub fn nearest(&self, x: &[f32]) -> (u32, f32) {
-        let k = self.k;
-        let mut best = [f32::INFINITY; LANES];
-        let mut best_group = [0u32; LANES];
-        for (g, (cg, ng)) in self
-            .lanes
-            .chunks_exact(k * LANES)
-            .zip(self.norms.chunks_exact(LANES))
-            .enumerate()
-        {
-            let mut acc = [0f32; LANES];
-            for (j, &xj) in x.iter().enumerate().take(k) {
-                let row = &cg[j * LANES..(j + 1) * LANES];
-                for l in 0..LANES {
-                    acc[l] += xj * row[l];
-                }
-            }
-            for l in 0..LANES {
-                let s = ng[l] - 2.0 * acc[l];
-                let better = s < best[l];
-                best[l] = if better { s } else { best[l] };
-                best_group[l] = if better { g as u32 } else { best_group[l] };
-            }
-        }
+        let (best, best_group) =
+            crate::kernels::nearest_lanes(self.isa, &self.lanes, &self.norms, self.k, x);
         let mut best_i = u32::MAX;
         let mut best_s = f32::INFINITY;
         for l in 0..LANES {
@@ -201,9 +187,9 @@ impl Codebook {
                 "at most 2^24 codewords are supported, got {n}"
             )));
         }
-        let expected = n.checked_mul(k).ok_or_else(|| {
-            Error::InvalidConfig("codebook size overflows".into())
-        })?;
+        let expected = n
+            .checked_mul(k)
+            .ok_or_else(|| Error::InvalidConfig("codebook size overflows".into()))?;
         if codewords.len() != expected {
             return Err(Error::WrongLength {
                 what: "codewords",
@@ -458,7 +444,11 @@ mod tests {
             for _ in 0..200 {
                 let x: Vec<f32> = (0..k).map(|_| rng.next_gaussian() as f32).collect();
                 let dist = |i: usize| -> f32 {
-                    cb.codeword(i).iter().zip(&x).map(|(a, b)| (a - b) * (a - b)).sum()
+                    cb.codeword(i)
+                        .iter()
+                        .zip(&x)
+                        .map(|(a, b)| (a - b) * (a - b))
+                        .sum()
                 };
                 let best = (0..n).min_by(|&a, &b| dist(a).total_cmp(&dist(b))).unwrap();
                 let (got, d) = cb.nearest_with_distance(&x);

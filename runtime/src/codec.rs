@@ -14,7 +14,7 @@
 use crate::codebook::Codebook;
 use crate::error::{check_len, Error, Result};
 use crate::fp16::{f16_bits_to_f32, f32_to_f16_bits, F16_MAX};
-use crate::pack::{index_bits, pack, packed_bytes, unpack_one};
+use crate::pack::{index_bits, pack, packed_bytes, unpack, unpack_one};
 use crate::registry;
 use crate::rotation::{Rotation, RotationKind};
 use std::sync::Arc;
@@ -211,7 +211,11 @@ impl Codec {
         if let Some(index) = x.iter().position(|v| !v.is_finite()) {
             return Err(Error::NonFinite { index });
         }
-        let norm = x.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>().sqrt();
+        let norm = x
+            .iter()
+            .map(|&v| (v as f64) * (v as f64))
+            .sum::<f64>()
+            .sqrt();
         let (norm_stored, norm_field) = self.quantize_norm(norm)?;
         let (norm_slot, index_slot) = slot.split_at_mut(self.norm_bytes());
         norm_slot.copy_from_slice(&norm_field[..self.norm_bytes()]);
@@ -225,7 +229,10 @@ impl Codec {
                 *u = v * inv;
             }
             self.rotation.apply(&unit[..d], &mut rotated[..d]);
-            for (idx, block) in indices.iter_mut().zip(rotated[..d].chunks_exact(self.config.k)) {
+            for (idx, block) in indices
+                .iter_mut()
+                .zip(rotated[..d].chunks_exact(self.config.k))
+            {
                 *idx = self.codebook.nearest(block);
             }
         }
@@ -268,7 +275,9 @@ impl Codec {
             NormFormat::F32 => f32::from_le_bytes([slot[0], slot[1], slot[2], slot[3]]),
         };
         if !v.is_finite() || v < 0.0 {
-            return Err(Error::CorruptSlot(format!("norm {v} is not a finite non-negative number")));
+            return Err(Error::CorruptSlot(format!(
+                "norm {v} is not a finite non-negative number"
+            )));
         }
         Ok(v)
     }
@@ -290,9 +299,23 @@ impl Codec {
     pub fn read_slot(&self, slot: &[u8], indices: &mut [u32]) -> Result<f32> {
         check_len("slot", self.slot_bytes, slot.len())?;
         check_len("index buffer", self.blocks, indices.len())?;
+        self.read_slot_unchecked_len(slot, indices)
+    }
+
+    /// [`read_slot`](Self::read_slot) for a slot and buffer already known to have the right
+    /// lengths. Indices are range-checked only when `N` is not a power of two (otherwise every
+    /// `log2 N`-bit value is a valid index).
+    #[inline]
+    pub(crate) fn read_slot_unchecked_len(&self, slot: &[u8], indices: &mut [u32]) -> Result<f32> {
         let norm = self.slot_norm(slot)?;
-        for (j, idx) in indices.iter_mut().enumerate() {
-            *idx = self.slot_index(slot, j)? as u32;
+        unpack(&slot[self.norm_bytes()..], self.bits, indices);
+        if !self.config.n.is_power_of_two() {
+            if let Some(j) = indices.iter().position(|&i| i as usize >= self.config.n) {
+                return Err(Error::CorruptSlot(format!(
+                    "block {j} holds index {}, codebook has {} codewords",
+                    indices[j], self.config.n
+                )));
+            }
         }
         Ok(norm)
     }
@@ -316,10 +339,13 @@ impl Codec {
     pub fn decode_rotated(&self, slot: &[u8], out: &mut [f32]) -> Result<f32> {
         check_len("slot", self.slot_bytes, slot.len())?;
         check_len("output vector", self.config.dim, out.len())?;
-        let norm = self.slot_norm(slot)?;
+        let mut indices = [0u32; MAX_DIM];
+        let indices = &mut indices[..self.blocks];
+        let norm = self.read_slot_unchecked_len(slot, indices)?;
         let k = self.config.k;
-        for (j, block) in out.chunks_exact_mut(k).enumerate() {
-            let c = self.codebook.codeword(self.slot_index(slot, j)?);
+        let cw = self.codebook.codewords();
+        for (block, &i) in out.chunks_exact_mut(k).zip(indices.iter()) {
+            let c = &cw[i as usize * k..(i as usize + 1) * k];
             for (o, c) in block.iter_mut().zip(c) {
                 *o = norm * c;
             }
@@ -349,7 +375,9 @@ impl Codec {
 
     /// Slot `i` of a contiguous slot buffer.
     pub fn slot<'a>(&self, slots: &'a [u8], i: usize) -> Result<&'a [u8]> {
-        let start = i.checked_mul(self.slot_bytes).filter(|&s| s + self.slot_bytes <= slots.len());
+        let start = i
+            .checked_mul(self.slot_bytes)
+            .filter(|&s| s + self.slot_bytes <= slots.len());
         match start {
             Some(s) => Ok(&slots[s..s + self.slot_bytes]),
             None => Err(Error::InvalidConfig(format!(

@@ -39,6 +39,7 @@ pub mod codebook;
 pub mod codec;
 mod error;
 pub mod fp16;
+pub mod kernels;
 pub mod pack;
 pub mod registry;
 pub mod rng;
@@ -48,3 +49,8 @@ pub use codebook::Codebook;
 pub use codec::{Codec, CodecConfig, NormFormat};
 pub use error::{Error, Result};
 pub use rotation::RotationKind;
+
+/// The repository README's Rust examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

@@ -53,10 +53,38 @@ pub fn unpack_one(packed: &[u8], bits: u32, i: usize) -> u32 {
     value
 }
 
-/// Reads all indices into `out`.
+/// Reads all indices into `out` (`packed` must hold at least `packed_bytes(out.len(), bits)`
+/// bytes). Fast paths for whole-byte widths; other widths read 64-bit little-endian windows.
+#[inline]
 pub fn unpack(packed: &[u8], bits: u32, out: &mut [u32]) {
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = unpack_one(packed, bits, i);
+    match bits {
+        8 => {
+            for (o, &b) in out.iter_mut().zip(packed) {
+                *o = b as u32;
+            }
+        }
+        16 => {
+            for (o, c) in out.iter_mut().zip(packed.chunks_exact(2)) {
+                *o = u16::from_le_bytes([c[0], c[1]]) as u32;
+            }
+        }
+        _ => {
+            let mask = (1u64 << bits) - 1;
+            let bits = bits as usize;
+            for (i, o) in out.iter_mut().enumerate() {
+                let pos = i * bits;
+                let byte = pos / 8;
+                let word = if byte + 8 <= packed.len() {
+                    u64::from_le_bytes(packed[byte..byte + 8].try_into().unwrap())
+                } else {
+                    let mut w = [0u8; 8];
+                    let tail = &packed[byte..];
+                    w[..tail.len()].copy_from_slice(tail);
+                    u64::from_le_bytes(w)
+                };
+                *o = ((word >> (pos % 8)) & mask) as u32;
+            }
+        }
     }
 }
 

@@ -166,21 +166,11 @@ impl Rotation {
     }
 }
 
-/// In-place unnormalized fast Walsh-Hadamard transform; `v.len()` must be a power of two.
+/// In-place unnormalized fast Walsh-Hadamard transform; `v.len()` must be a power of two. Uses
+/// the best kernel for this CPU (see [`crate::kernels`]).
+#[inline]
 pub fn fwht(v: &mut [f32]) {
-    let n = v.len();
-    let mut h = 1;
-    while h < n {
-        for block in v.chunks_exact_mut(2 * h) {
-            let (a, b) = block.split_at_mut(h);
-            for (x, y) in a.iter_mut().zip(b.iter_mut()) {
-                let (s, t) = (*x + *y, *x - *y);
-                *x = s;
-                *y = t;
-            }
-        }
-        h *= 2;
-    }
+    crate::kernels::fwht(crate::kernels::detect(), v)
 }
 
 #[cfg(test)]

@@ -1,0 +1,361 @@
+//! `fibquant-gen bench`: encode/decode speed per rate point, peers at matched bits, attention on
+//! codes against decode-then-compute, fp16 and f32 over a cache larger than the last-level cache,
+//! memory-copy bandwidth, and parallel batch encode. Everything in one run, single-threaded except
+//! the parallel section, medians over repeats.
+
+use fibquant::{registry, Codec, CodecConfig};
+use half::f16;
+use half::slice::HalfFloatSliceExt;
+use serde_json::{json, Value};
+use std::hint::black_box;
+use std::time::Instant;
+
+/// Bench settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// Repeats per measurement (the median is reported).
+    pub repeats: usize,
+    /// Vectors per encode/decode measurement.
+    pub vectors: usize,
+    /// fp16 bytes of the attention working set (K and V of all heads).
+    pub attention_bytes: usize,
+    /// Context lengths for the attention section.
+    pub contexts: [usize; 2],
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            repeats: 5,
+            vectors: 4096,
+            attention_bytes: 1 << 30,
+            contexts: [4096, 32768],
+        }
+    }
+}
+
+/// Median of timings in seconds.
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        0.5 * (v[n / 2 - 1] + v[n / 2])
+    }
+}
+
+/// Runs `f` `repeats` times and returns the median seconds.
+pub fn time(repeats: usize, mut f: impl FnMut()) -> f64 {
+    median(
+        (0..repeats)
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed().as_secs_f64()
+            })
+            .collect(),
+    )
+}
+
+/// Gaussian rows with norms spread over two orders of magnitude.
+pub fn rows(count: usize, d: usize, seed: u64) -> Vec<f32> {
+    let mut rng = fibquant::rng::Xoshiro256::new(seed);
+    let mut out = Vec::with_capacity(count * d);
+    for _ in 0..count {
+        let s = 10f64.powf(rng.next_open01() * 2.0 - 1.0);
+        out.extend((0..d).map(|_| (rng.next_gaussian() * s) as f32));
+    }
+    out
+}
+
+/// Mean of `||x - y||^2 / ||x||^2` over rows.
+pub fn nmse(x: &[f32], y: &[f32], d: usize) -> f64 {
+    let mut total = 0.0;
+    for (a, b) in x.chunks(d).zip(y.chunks(d)) {
+        let e: f64 = a.iter().zip(b).map(|(p, q)| ((p - q) as f64).powi(2)).sum();
+        let n: f64 = a.iter().map(|p| (*p as f64).powi(2)).sum();
+        total += e / n;
+    }
+    total / (x.len() / d) as f64
+}
+
+/// The codes benchmarked at each rate: the best vector code and the scalar code.
+pub fn codes_at(d: usize, rate: f64) -> Vec<(String, usize, usize)> {
+    let mut out = Vec::new();
+    let best = registry::entries()
+        .filter(|e| e.dim == d && (e.rate_bits - rate).abs() < 1e-9 && e.k > 1)
+        .min_by(|a, b| a.mse.total_cmp(&b.mse));
+    if let Some(e) = best {
+        out.push((format!("fibquant k={} N={}", e.k, e.n), e.k, e.n));
+    }
+    if rate.fract() == 0.0 && rate >= 1.0 {
+        let n = 1usize << rate as u32;
+        if registry::entries().any(|e| (e.dim, e.k, e.n) == (d, 1, n)) {
+            out.push((format!("fibquant scalar k=1 N={n}"), 1, n));
+        }
+    }
+    out
+}
+
+/// Encode and decode ns per vector (single thread) and MSE, for one codec.
+pub fn codec_speed(codec: &Codec, x: &[f32], repeats: usize) -> Value {
+    let d = codec.dim();
+    let count = x.len() / d;
+    let sb = codec.slot_bytes();
+    let mut slots = vec![0u8; count * sb];
+    let mut y = vec![0f32; x.len()];
+    let enc = time(repeats, || {
+        for (row, slot) in x.chunks_exact(d).zip(slots.chunks_exact_mut(sb)) {
+            codec.encode(row, slot).unwrap();
+        }
+        black_box(&slots);
+    });
+    let dec = time(repeats, || {
+        for (slot, row) in slots.chunks_exact(sb).zip(y.chunks_exact_mut(d)) {
+            codec.decode(slot, row).unwrap();
+        }
+        black_box(&y);
+    });
+    json!({
+        "encode_ns": enc * 1e9 / count as f64,
+        "decode_ns": dec * 1e9 / count as f64,
+        "mse": nmse(x, &y, d),
+        "bytes_per_vector": sb,
+    })
+}
+
+/// Section 1 (and peers, when compiled in): encode/decode per rate point.
+pub fn encode_decode(s: &Settings) -> Vec<Value> {
+    let mut out = Vec::new();
+    for d in [64usize, 128] {
+        let x = rows(s.vectors, d, 11 + d as u64);
+        for rate in [0.5, 1.0, 2.0, 3.0, 4.0] {
+            for (name, k, n) in codes_at(d, rate) {
+                let codec = Codec::new(CodecConfig::new(d, k, n)).unwrap();
+                let mut r = codec_speed(&codec, &x, s.repeats);
+                r["impl"] = json!(name);
+                r["dim"] = json!(d);
+                r["rate_bits"] = json!(rate);
+                out.push(r);
+            }
+            #[cfg(feature = "peers")]
+            out.extend(crate::peers::speed(d, rate, &x, s.repeats));
+        }
+    }
+    out
+}
+
+fn softmax(scores: &mut [f32], scale: f32) {
+    let mut m = f32::NEG_INFINITY;
+    for s in scores.iter_mut() {
+        *s *= scale;
+        m = m.max(*s);
+    }
+    let mut sum = 0.0;
+    for s in scores.iter_mut() {
+        *s = (*s - m).exp();
+        sum += *s;
+    }
+    let inv = 1.0 / sum;
+    scores.iter_mut().for_each(|s| *s *= inv);
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    // Eight independent partial sums so the compiler vectorizes.
+    let mut acc = [0f32; 8];
+    for (ca, cb) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
+        for l in 0..8 {
+            acc[l] += ca[l] * cb[l];
+        }
+    }
+    acc.iter().sum()
+}
+
+/// Plain attention for one head over f32 keys/values.
+fn attend_f32(q: &[f32], k: &[f32], v: &[f32], scores: &mut [f32], out: &mut [f32]) {
+    let d = q.len();
+    for (s, key) in scores.iter_mut().zip(k.chunks_exact(d)) {
+        *s = dot(q, key);
+    }
+    softmax(scores, 1.0 / (d as f32).sqrt());
+    out.iter_mut().for_each(|o| *o = 0.0);
+    for (&w, val) in scores.iter().zip(v.chunks_exact(d)) {
+        for (o, x) in out.iter_mut().zip(val) {
+            *o += w * x;
+        }
+    }
+}
+
+/// Plain attention over fp16 keys/values, converted to f32 on the fly in tiles (F16C when present).
+fn attend_f16(
+    q: &[f32],
+    k: &[f16],
+    v: &[f16],
+    scores: &mut [f32],
+    out: &mut [f32],
+    tile: &mut [f32],
+) {
+    let d = q.len();
+    let per = tile.len() / d;
+    for (sc, keys) in scores.chunks_mut(per).zip(k.chunks(per * d)) {
+        let t = &mut tile[..keys.len()];
+        keys.convert_to_f32_slice(t);
+        for (s, key) in sc.iter_mut().zip(t.chunks_exact(d)) {
+            *s = dot(q, key);
+        }
+    }
+    softmax(scores, 1.0 / (d as f32).sqrt());
+    out.iter_mut().for_each(|o| *o = 0.0);
+    for (w, vals) in scores.chunks(per).zip(v.chunks(per * d)) {
+        let t = &mut tile[..vals.len()];
+        vals.convert_to_f32_slice(t);
+        for (&w, val) in w.iter().zip(t.chunks_exact(d)) {
+            for (o, x) in out.iter_mut().zip(val) {
+                *o += w * x;
+            }
+        }
+    }
+}
+
+/// Memory-copy bandwidth in bytes copied per second (one thread, `bytes` buffer).
+pub fn memcpy_bandwidth(bytes: usize, repeats: usize) -> f64 {
+    let src = vec![1u8; bytes];
+    let mut dst = vec![0u8; bytes];
+    let t = time(repeats, || {
+        dst.copy_from_slice(&src);
+        black_box(&dst);
+    });
+    bytes as f64 / t
+}
+
+/// Section 2: one decode step of attention over all heads, for each method.
+pub fn attention(s: &Settings, d: usize) -> Vec<Value> {
+    let mut out = Vec::new();
+    let copy_bw = memcpy_bandwidth(s.attention_bytes / 2, s.repeats);
+    out.push(json!({"section": "memcpy", "bytes_per_second": copy_bw, "buffer_bytes": s.attention_bytes / 2}));
+    for &n in &s.contexts {
+        // Heads so that the fp16 K and V of all heads fill `attention_bytes`.
+        let heads = (s.attention_bytes / (n * d * 2 * 2)).max(1);
+        let base = rows(n, d, 5);
+        let vals = rows(n, d, 6);
+        let q = rows(1, d, 7);
+        let mut scores = vec![0f32; n];
+        let mut o = vec![0f32; d];
+        let total_keys = (heads * n) as f64;
+        let mut record = |method: &str, code: &str, secs: f64, bytes: f64| {
+            out.push(json!({
+                "section": "attention", "dim": d, "context": n, "heads": heads, "method": method,
+                "code": code, "step_ms": secs * 1e3, "ns_per_key": secs * 1e9 / total_keys,
+                "bytes_read": bytes, "bytes_per_second": bytes / secs,
+                "fraction_of_memcpy": bytes / secs / copy_bw,
+            }));
+        };
+        // f32: every head holds its own copy (same values: the working set is what matters).
+        {
+            let k32: Vec<f32> = base.iter().copied().cycle().take(heads * n * d).collect();
+            let v32: Vec<f32> = vals.iter().copied().cycle().take(heads * n * d).collect();
+            let t = time(s.repeats, || {
+                for h in 0..heads {
+                    let r = h * n * d..(h + 1) * n * d;
+                    attend_f32(&q, &k32[r.clone()], &v32[r], &mut scores, &mut o);
+                }
+                black_box(&o);
+            });
+            record("plain f32", "f32", t, (heads * n * d * 4 * 2) as f64);
+        }
+        {
+            let k16: Vec<f16> = base
+                .iter()
+                .map(|&v| f16::from_f32(v))
+                .cycle()
+                .take(heads * n * d)
+                .collect();
+            let v16: Vec<f16> = vals
+                .iter()
+                .map(|&v| f16::from_f32(v))
+                .cycle()
+                .take(heads * n * d)
+                .collect();
+            let mut tile = vec![0f32; 64 * d];
+            let t = time(s.repeats, || {
+                for h in 0..heads {
+                    let r = h * n * d..(h + 1) * n * d;
+                    attend_f16(&q, &k16[r.clone()], &v16[r], &mut scores, &mut o, &mut tile);
+                }
+                black_box(&o);
+            });
+            record("plain fp16", "fp16", t, (heads * n * d * 2 * 2) as f64);
+        }
+        for rate in [0.5, 1.0, 2.0, 3.0, 4.0] {
+            for (name, k, nc) in codes_at(d, rate) {
+                let codec = Codec::new(CodecConfig::new(d, k, nc)).unwrap();
+                let sb = codec.slot_bytes();
+                let mut ks = vec![0u8; n * sb];
+                let mut vs = vec![0u8; n * sb];
+                codec.encode_batch(&base, &mut ks).unwrap();
+                codec.encode_batch(&vals, &mut vs).unwrap();
+                let kc: Vec<u8> = ks.iter().copied().cycle().take(heads * n * sb).collect();
+                let vc: Vec<u8> = vs.iter().copied().cycle().take(heads * n * sb).collect();
+                let t = time(s.repeats, || {
+                    for h in 0..heads {
+                        let r = h * n * sb..(h + 1) * n * sb;
+                        codec.scores(&q, &kc[r.clone()], &mut scores).unwrap();
+                        softmax(&mut scores, 1.0 / (d as f32).sqrt());
+                        codec.weighted_sum(&scores, &vc[r], &mut o).unwrap();
+                    }
+                    black_box(&o);
+                });
+                record("on codes", &name, t, (heads * n * sb * 2) as f64);
+                // Decode-then-compute: fewer repeats and heads (it is slow); scaled per key.
+                let dh = heads.min(16);
+                let mut kd = vec![0f32; n * d];
+                let mut vd = vec![0f32; n * d];
+                let t = time(s.repeats.min(3), || {
+                    for h in 0..dh {
+                        let r = h * n * sb..(h + 1) * n * sb;
+                        for (slot, row) in
+                            kc[r.clone()].chunks_exact(sb).zip(kd.chunks_exact_mut(d))
+                        {
+                            codec.decode(slot, row).unwrap();
+                        }
+                        for (slot, row) in vc[r].chunks_exact(sb).zip(vd.chunks_exact_mut(d)) {
+                            codec.decode(slot, row).unwrap();
+                        }
+                        attend_f32(&q, &kd, &vd, &mut scores, &mut o);
+                    }
+                    black_box(&o);
+                }) * heads as f64
+                    / dh as f64;
+                record("decode then compute", &name, t, (heads * n * sb * 2) as f64);
+            }
+        }
+    }
+    out
+}
+
+/// Section 3: batch encode throughput, single thread against all cores (`parallel` feature).
+pub fn parallel_encode(s: &Settings) -> Vec<Value> {
+    let mut out = Vec::new();
+    let d = 128;
+    let x = rows(s.vectors * 8, d, 9);
+    for (k, n) in [(4usize, 256usize), (8, 256), (1, 16)] {
+        let codec = Codec::new(CodecConfig::new(d, k, n)).unwrap();
+        let sb = codec.slot_bytes();
+        let mut slots = vec![0u8; x.len() / d * sb];
+        let single = time(s.repeats, || {
+            for (row, slot) in x.chunks_exact(d).zip(slots.chunks_exact_mut(sb)) {
+                codec.encode(row, slot).unwrap();
+            }
+        });
+        let par = time(s.repeats, || codec.encode_batch(&x, &mut slots).unwrap());
+        let count = (x.len() / d) as f64;
+        out.push(json!({
+            "section": "parallel encode", "dim": d, "k": k, "n": n,
+            "threads": rayon::current_num_threads(),
+            "single_vectors_per_second": count / single, "parallel_vectors_per_second": count / par,
+            "speedup": single / par,
+        }));
+    }
+    out
+}

@@ -1,0 +1,232 @@
+//! Random access, attention on codes, zero vectors and every error case.
+
+mod common;
+use common::*;
+use fibquant::codebook::Codebook;
+use fibquant::{Codec, CodecConfig, Error, NormFormat, RotationKind};
+use std::sync::Arc;
+
+fn encode_rows(codec: &Codec, x: &[f32]) -> Vec<u8> {
+    let mut slots = vec![0u8; x.len() / codec.dim() * codec.slot_bytes()];
+    codec.encode_batch(x, &mut slots).unwrap();
+    slots
+}
+
+#[test]
+fn any_slot_and_any_block_decode_on_their_own() {
+    for (d, k, n) in [(64, 4, 256), (64, 2, 8), (128, 8, 4096), (96, 3, 512)] {
+        let codec = Codec::new(CodecConfig::new(d, k, n)).unwrap();
+        let x = gaussian_rows(50, d, 4);
+        let slots = encode_rows(&codec, &x);
+        let mut all = vec![0f32; x.len()];
+        codec.decode_batch(&slots, &mut all).unwrap();
+        let mut one = vec![0f32; d];
+        let mut rotated = vec![0f32; d];
+        let mut block = vec![0f32; k];
+        for i in (0..50).rev() {
+            let slot = codec.slot(&slots, i).unwrap();
+            codec.decode(slot, &mut one).unwrap();
+            assert_eq!(&one[..], &all[i * d..(i + 1) * d]);
+            codec.decode_rotated(slot, &mut rotated).unwrap();
+            for j in 0..d / k {
+                codec.decode_block(slot, j, &mut block).unwrap();
+                assert_eq!(&block[..], &rotated[j * k..(j + 1) * k]);
+            }
+        }
+        assert!(codec.slot(&slots, 50).is_err());
+        assert!(codec
+            .decode_block(codec.slot(&slots, 0).unwrap(), d / k, &mut block)
+            .is_err());
+    }
+}
+
+#[test]
+fn scores_and_weighted_sum_equal_decode_then_compute() {
+    for (d, k, n) in [
+        (64, 1, 16),
+        (64, 4, 256),
+        (128, 8, 4096),
+        (96, 3, 64),
+        (64, 8, 2),
+    ] {
+        let codec = Codec::new(CodecConfig::new(d, k, n)).unwrap();
+        // Few keys (direct dot products) and many keys (look-up table): both paths.
+        for count in [3usize, 700] {
+            let x = gaussian_rows(count, d, 11);
+            let slots = encode_rows(&codec, &x);
+            let mut dec = vec![0f32; x.len()];
+            codec.decode_batch(&slots, &mut dec).unwrap();
+            let q = gaussian_rows(1, d, 12);
+            let mut scores = vec![0f32; count];
+            codec.scores(&q, &slots, &mut scores).unwrap();
+            for (i, s) in scores.iter().enumerate() {
+                let row = &dec[i * d..(i + 1) * d];
+                let want: f64 = row
+                    .iter()
+                    .zip(&q)
+                    .map(|(a, b)| (*a as f64) * (*b as f64))
+                    .sum();
+                let scale: f64 = row
+                    .iter()
+                    .zip(&q)
+                    .map(|(a, b)| (*a as f64 * *b as f64).abs())
+                    .sum();
+                // f32 rounding of a d-term dot product, on both sides: a few ulps times d.
+                assert!(
+                    (*s as f64 - want).abs() <= 1e-5 * scale + 1e-30,
+                    "d={d} n={n} key {i}"
+                );
+            }
+            let w = gaussian_rows(1, count, 13);
+            let mut out = vec![0f32; d];
+            codec.weighted_sum(&w[..count], &slots, &mut out).unwrap();
+            for j in 0..d {
+                let want: f64 = (0..count)
+                    .map(|i| w[i] as f64 * dec[i * d + j] as f64)
+                    .sum();
+                let scale: f64 = (0..count)
+                    .map(|i| (w[i] as f64 * dec[i * d + j] as f64).abs())
+                    .sum::<f64>()
+                    + (0..count).map(|i| w[i].abs() as f64).sum::<f64>() * 1e-3;
+                assert!(
+                    ((out[j] as f64) - want).abs() <= 1e-4 * scale,
+                    "d={d} n={n} coord {j}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn zero_vector_round_trips_to_zeros() {
+    for norm in [NormFormat::F16, NormFormat::F32] {
+        let codec = Codec::new(CodecConfig::new(64, 4, 256).with_norm(norm)).unwrap();
+        let mut slot = vec![0xffu8; codec.slot_bytes()];
+        codec.encode(&[0.0; 64], &mut slot).unwrap();
+        let mut y = vec![1f32; 64];
+        codec.decode(&slot, &mut y).unwrap();
+        assert!(y.iter().all(|&v| v == 0.0));
+        // Tiny vectors whose norm underflows fp16 decode to zeros too, not garbage.
+        codec.encode(&[1e-30; 64], &mut slot).unwrap();
+        codec.decode(&slot, &mut y).unwrap();
+        assert!(y.iter().all(|v| v.is_finite() && v.abs() < 1e-20));
+    }
+}
+
+#[test]
+fn bad_inputs_are_typed_errors() {
+    let codec = Codec::new(CodecConfig::new(64, 4, 256)).unwrap();
+    let mut slot = vec![0u8; codec.slot_bytes()];
+    let mut y = vec![0f32; 64];
+    assert!(matches!(
+        codec.encode(&[0.0; 63], &mut slot),
+        Err(Error::WrongLength { .. })
+    ));
+    assert!(matches!(
+        codec.encode(&[0.0; 64], &mut slot[..5]),
+        Err(Error::WrongLength { .. })
+    ));
+    let mut x = vec![1f32; 64];
+    x[7] = f32::NAN;
+    assert_eq!(
+        codec.encode(&x, &mut slot),
+        Err(Error::NonFinite { index: 7 })
+    );
+    x[7] = f32::INFINITY;
+    assert_eq!(
+        codec.encode(&x, &mut slot),
+        Err(Error::NonFinite { index: 7 })
+    );
+    // fp16 norms overflow above 65504; f32 norms take it.
+    let big = vec![10_000f32; 64];
+    assert!(matches!(
+        codec.encode(&big, &mut slot),
+        Err(Error::NormOverflow { .. })
+    ));
+    let c32 = Codec::new(CodecConfig::new(64, 4, 256).with_norm(NormFormat::F32)).unwrap();
+    let mut slot32 = vec![0u8; c32.slot_bytes()];
+    c32.encode(&big, &mut slot32).unwrap();
+    // Just below the fp16 limit works.
+    let edge = vec![65_000f32 / 8.0; 64];
+    codec.encode(&edge, &mut slot).unwrap();
+    // Slot buffers of the wrong size.
+    assert!(matches!(
+        codec.decode(&slot[..3], &mut y),
+        Err(Error::WrongLength { .. })
+    ));
+    assert!(codec.decode_batch(&[0u8; 19], &mut y).is_err());
+    assert!(matches!(
+        codec.encode_batch(&[0.0; 65], &mut [0u8; 18]),
+        Err(Error::WrongLength { .. })
+    ));
+    // A bad row in a batch names the row.
+    let mut rows = vec![1f32; 64 * 3];
+    rows[64 * 2 + 5] = f32::NAN;
+    let mut slots = vec![0u8; 3 * codec.slot_bytes()];
+    match codec.encode_batch(&rows, &mut slots) {
+        Err(Error::Row { row: 2, source }) => assert_eq!(*source, Error::NonFinite { index: 5 }),
+        other => panic!("{other:?}"),
+    }
+    // Corrupt norms: NaN and negative fp16.
+    let mut bad = slot.clone();
+    bad[0..2].copy_from_slice(&0x7e00u16.to_le_bytes());
+    assert!(matches!(
+        codec.decode(&bad, &mut y),
+        Err(Error::CorruptSlot(_))
+    ));
+    bad[0..2].copy_from_slice(&0xbc00u16.to_le_bytes());
+    assert!(matches!(
+        codec.decode(&bad, &mut y),
+        Err(Error::CorruptSlot(_))
+    ));
+    assert!(codec.scores(&[0.0; 64], &bad, &mut [0.0]).is_err());
+    assert!(codec.weighted_sum(&[1.0], &bad, &mut y).is_err());
+    // Query and weights checks.
+    assert!(codec.scores(&[0.0; 63], &slot, &mut [0.0]).is_err());
+    assert!(codec.scores(&[f32::NAN; 64], &slot, &mut [0.0]).is_err());
+    assert!(codec.weighted_sum(&[1.0, 2.0], &slot, &mut y).is_err());
+    assert!(codec.weighted_sum(&[f32::NAN], &slot, &mut y).is_err());
+}
+
+#[test]
+fn index_out_of_range_in_a_slot_is_an_error() {
+    // N = 3 needs 2 bits per index, so the value 3 can be stored and must be refused.
+    let cb = Codebook::new(8, 4, 3, (0..12).map(|i| i as f32 * 0.1).collect()).unwrap();
+    let codec = Codec::with_codebook(CodecConfig::new(8, 4, 3), Arc::new(cb)).unwrap();
+    let mut slot = vec![0u8; codec.slot_bytes()];
+    codec.encode(&[1.0; 8], &mut slot).unwrap();
+    slot[2] = 0b0000_1111; // both indices = 3
+    let mut y = vec![0f32; 8];
+    assert!(matches!(
+        codec.decode(&slot, &mut y),
+        Err(Error::CorruptSlot(_))
+    ));
+    assert!(codec.read_slot(&slot, &mut [0u32; 2]).is_err());
+    assert!(codec.scores(&[1.0; 8], &slot, &mut [0.0]).is_err());
+}
+
+#[test]
+fn unknown_rates_and_bad_configs_are_refused() {
+    assert!(matches!(
+        Codec::new(CodecConfig::new(64, 4, 12345)),
+        Err(Error::UnknownRate { .. })
+    ));
+    assert!(matches!(
+        Codec::new(CodecConfig::new(64, 3, 8)),
+        Err(Error::BlockDoesNotDivide { dim: 64, k: 3 })
+    ));
+    assert!(Codec::new(CodecConfig::new(64, 4, 1)).is_err());
+    assert!(matches!(
+        Codec::new(CodecConfig::new(96, 3, 64).with_rotation(RotationKind::Hadamard { rounds: 3 })),
+        Err(Error::InvalidConfig(_))
+    ));
+    // A codebook that does not match the config.
+    let cb = fibquant::registry::codebook(64, 4, 256).unwrap();
+    assert!(Codec::with_codebook(CodecConfig::new(64, 4, 16), cb).is_err());
+}
+
+#[test]
+fn codec_is_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Codec>();
+}
