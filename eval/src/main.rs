@@ -3,13 +3,16 @@
 use anyhow::{Context, Result};
 use candle_core::Device;
 use clap::{Parser, Subcommand};
-use fibquant_eval::kv_cache::F32Cache;
-use fibquant_eval::models::{Model, WeightFormat};
+use fibquant_eval::attention_eval::AttentionBench;
+use fibquant_eval::codes::{self, CodeSpec};
+use fibquant_eval::frontier_svg::{self, FrontierPoint};
+use fibquant_eval::models::{Model, ModelConfig, WeightFormat};
 use fibquant_eval::perplexity::{perplexity, PplOptions};
+use fibquant_eval::ppl_sweep::{self, Setting, SweepRow};
 use fibquant_eval::tokenizer::Tokenizer;
 use fibquant_eval::{fetch, paths};
 use indicatif::{ProgressBar, ProgressStyle};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 #[derive(Parser)]
@@ -37,7 +40,8 @@ enum Cmd {
         #[arg(long, default_value = "python3")]
         python: String,
     },
-    /// Perplexity of the model on consecutive windows of a text, with an uncompressed f32 cache.
+    /// Perplexity of the model on consecutive windows of a text, with an uncompressed or a
+    /// FibQuant-compressed KV cache (or a sweep of settings).
     Perplexity {
         /// GGUF model [default: <repo>/models/SmolLM2-135M-Instruct.Q4_1.gguf].
         #[arg(long)]
@@ -58,6 +62,59 @@ enum Cmd {
         /// default path, activations rounded to 8 bits).
         #[arg(long, value_enum, default_value_t = WeightFormat::F32)]
         weights: WeightFormat,
+        /// Key code: KxN (for example 4x256) or none. Conflicts with --k-rate.
+        #[arg(long, conflicts_with = "k_rate")]
+        k_code: Option<CodeSpec>,
+        /// Key rate in bits per coordinate: the lowest-MSE embedded code at that rate.
+        #[arg(long)]
+        k_rate: Option<f64>,
+        /// Value code: KxN or none. Conflicts with --v-rate.
+        #[arg(long, conflicts_with = "v_rate")]
+        v_code: Option<CodeSpec>,
+        /// Value rate in bits per coordinate.
+        #[arg(long)]
+        v_rate: Option<f64>,
+        /// Run the standard sweep instead: uncompressed, then for b = 4, 3, 2, 1, 0.5 the best
+        /// vector code and the scalar k = 1 code (keys and values alike).
+        #[arg(long, conflicts_with_all = ["k_code", "k_rate", "v_code", "v_rate"])]
+        sweep: bool,
+        /// Rotation seed of the codecs [default: the runtime's].
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Print a JSON report on stdout instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Attention-output fidelity of every embedded rate point at the model's head dim, on real
+    /// post-RoPE queries, keys and values captured from one window; draws the frontier as SVG.
+    Attention {
+        /// GGUF model [default: <repo>/models/SmolLM2-135M-Instruct.Q4_1.gguf].
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// UTF-8 text [default: <repo>/data/persuasion.txt].
+        #[arg(long)]
+        text: Option<PathBuf>,
+        /// Window length in tokens.
+        #[arg(long, default_value_t = 512)]
+        tokens: usize,
+        /// First token of the window.
+        #[arg(long, default_value_t = 0)]
+        start: usize,
+        /// Weight matmuls for the capture run.
+        #[arg(long, value_enum, default_value_t = WeightFormat::F32)]
+        weights: WeightFormat,
+        /// Rotation seed of the codecs [default: the runtime's].
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Where to write the frontier plot [default: <repo>/docs/attention-frontier.svg].
+        #[arg(long)]
+        svg: Option<PathBuf>,
+        /// Do not write the plot.
+        #[arg(long)]
+        no_svg: bool,
+        /// Also measure each code on keys only (values exact) and on values only (keys exact).
+        #[arg(long)]
+        split: bool,
         /// Print a JSON report on stdout instead of text.
         #[arg(long)]
         json: bool,
@@ -78,85 +135,380 @@ fn main() -> Result<()> {
             window_len,
             chunk,
             weights,
+            k_code,
+            k_rate,
+            v_code,
+            v_rate,
+            sweep,
+            seed,
             json,
         } => {
-            let model_path = model.unwrap_or_else(paths::default_model_path);
-            let text_path = text.unwrap_or_else(paths::default_text_path);
-            let t0 = Instant::now();
-            let (mut model, meta) = Model::load(&model_path, &Device::Cpu, weights)?;
-            let load_s = t0.elapsed().as_secs_f64();
-            let tokenizer = Tokenizer::from_gguf(&meta)?;
-            let text = std::fs::read_to_string(&text_path)
-                .with_context(|| format!("cannot read {}", text_path.display()))?;
-            let t1 = Instant::now();
-            let tokens = tokenizer.encode(&text)?;
-            let tok_s = t1.elapsed().as_secs_f64();
-            let cfg = model.config().clone();
+            let run = Loaded::new(model, text, weights)?;
+            let dim = run.cfg.heads.head_dim;
+            let settings = if sweep {
+                ppl_sweep::sweep_settings(dim)?
+            } else {
+                let key = codes::resolve(dim, k_code, k_rate)?;
+                let value = codes::resolve(dim, v_code, v_rate)?;
+                vec![Setting {
+                    name: format!("K {key} / V {value}"),
+                    key,
+                    value,
+                }]
+            };
             let opts = PplOptions {
                 windows,
                 window_len,
                 chunk: if chunk == 0 { window_len } else { chunk },
             };
-            let pb = ProgressBar::new((windows * window_len) as u64).with_style(
-                ProgressStyle::with_template(
-                    "{elapsed_precise} [{bar:40}] {pos}/{len} tokens ({per_sec}, eta {eta})",
-                )?,
+            run_perplexity(run, &settings, opts, seed, json)?;
+        }
+        Cmd::Attention {
+            model,
+            text,
+            tokens,
+            start,
+            weights,
+            seed,
+            svg,
+            no_svg,
+            split,
+            json,
+        } => {
+            let run = Loaded::new(model, text, weights)?;
+            let svg = (!no_svg).then(|| {
+                svg.unwrap_or_else(|| {
+                    paths::repo_root()
+                        .join("docs")
+                        .join("attention-frontier.svg")
+                })
+            });
+            run_attention(run, start, tokens, seed, svg.as_deref(), split, json)?;
+        }
+    }
+    Ok(())
+}
+
+/// A loaded model and tokenized text.
+struct Loaded {
+    model: Model,
+    cfg: ModelConfig,
+    weights: WeightFormat,
+    model_path: PathBuf,
+    text_path: PathBuf,
+    tokens: Vec<u32>,
+    load_s: f64,
+}
+
+impl Loaded {
+    fn new(model: Option<PathBuf>, text: Option<PathBuf>, weights: WeightFormat) -> Result<Self> {
+        let model_path = model.unwrap_or_else(paths::default_model_path);
+        let text_path = text.unwrap_or_else(paths::default_text_path);
+        let t0 = Instant::now();
+        let (model, meta) = Model::load(&model_path, &Device::Cpu, weights)?;
+        let tokenizer = Tokenizer::from_gguf(&meta)?;
+        let text = std::fs::read_to_string(&text_path)
+            .with_context(|| format!("cannot read {}", text_path.display()))?;
+        let tokens = tokenizer.encode(&text)?;
+        let cfg = model.config().clone();
+        Ok(Self {
+            model,
+            cfg,
+            weights,
+            model_path,
+            text_path,
+            tokens,
+            load_s: t0.elapsed().as_secs_f64(),
+        })
+    }
+
+    fn describe(&self) -> String {
+        let c = &self.cfg;
+        format!(
+            "model {} ({}, {} layers, {}q/{}kv heads x {}, {:?} weights), text {} tokens, loaded in {:.1}s",
+            self.model_path.display(),
+            c.arch,
+            c.n_layers,
+            c.heads.n_head,
+            c.heads.n_kv_head,
+            c.heads.head_dim,
+            self.weights,
+            self.tokens.len(),
+            self.load_s
+        )
+    }
+
+    fn json_header(&self) -> serde_json::Value {
+        let c = &self.cfg;
+        serde_json::json!({
+            "model": self.model_path.display().to_string(),
+            "arch": c.arch,
+            "n_layers": c.n_layers,
+            "n_head": c.heads.n_head,
+            "n_kv_head": c.heads.n_kv_head,
+            "head_dim": c.heads.head_dim,
+            "text": self.text_path.display().to_string(),
+            "text_tokens": self.tokens.len(),
+            "weights": self.weights,
+            "load_seconds": self.load_s,
+        })
+    }
+}
+
+fn bar(len: u64, what: &str) -> Result<ProgressBar> {
+    Ok(
+        ProgressBar::new(len).with_style(ProgressStyle::with_template(&format!(
+            "{{elapsed_precise}} [{{bar:40}}] {{pos}}/{{len}} {what} ({{msg}}, eta {{eta}})"
+        ))?),
+    )
+}
+
+fn run_perplexity(
+    mut run: Loaded,
+    settings: &[Setting],
+    opts: PplOptions,
+    seed: Option<u64>,
+    json: bool,
+) -> Result<()> {
+    let (n_layers, n_kv, dim) = (
+        run.cfg.n_layers,
+        run.cfg.heads.n_kv_head,
+        run.cfg.heads.head_dim,
+    );
+    let seed = seed.unwrap_or(fibquant::codec::DEFAULT_SEED);
+    if !json {
+        println!("{}", run.describe());
+    }
+    let t_all = Instant::now();
+    let mut rows = Vec::with_capacity(settings.len());
+    let mut reports = Vec::with_capacity(settings.len());
+    for s in settings {
+        let mut cache = s.cache(n_layers, dim, seed)?;
+        let pb = bar((opts.windows * opts.window_len) as u64, "tokens")?;
+        pb.set_message(s.name.clone());
+        let report = perplexity(&mut run.model, &run.tokens, opts, cache.as_mut(), Some(&pb))?;
+        pb.finish_and_clear();
+        let row = SweepRow::new(s, n_kv, dim, &report)?;
+        if !json {
+            println!(
+                "{:<28} K {:<7} V {:<7} ppl {:.4}  ({:.1}s, {:.1} ms/token)",
+                s.name,
+                row.key_code,
+                row.value_code,
+                report.ppl,
+                report.seconds,
+                1e3 * report.seconds / report.n_scored as f64
             );
-            let mut cache = F32Cache::new(cfg.n_layers);
-            let report = perplexity(&mut model, &tokens, opts, &mut cache, Some(&pb))?;
-            pb.finish_and_clear();
-            if json {
-                let v = serde_json::json!({
-                    "model": model_path.display().to_string(),
-                    "arch": cfg.arch,
-                    "n_layers": cfg.n_layers,
-                    "n_head": cfg.heads.n_head,
-                    "n_kv_head": cfg.heads.n_kv_head,
-                    "head_dim": cfg.heads.head_dim,
-                    "text": text_path.display().to_string(),
-                    "text_tokens": tokens.len(),
-                    "cache": "f32",
-                    "weights": weights,
-                    "windows": windows,
-                    "window_len": window_len,
-                    "chunk": opts.chunk,
-                    "load_seconds": load_s,
-                    "tokenize_seconds": tok_s,
-                    "report": report,
-                });
-                println!("{}", serde_json::to_string_pretty(&v)?);
-            } else {
-                println!(
-                    "model {} ({}, {} layers, {}q/{}kv heads x {}), text {} tokens ({tok_s:.2}s)",
-                    model_path.display(),
-                    cfg.arch,
-                    cfg.n_layers,
-                    cfg.heads.n_head,
-                    cfg.heads.n_kv_head,
-                    cfg.heads.head_dim,
-                    tokens.len()
-                );
+            if settings.len() == 1 {
                 for (i, w) in report.windows.iter().enumerate() {
                     println!(
-                        "window {i}: tokens {}..{}  ppl {:.4}  cache {} bytes  {:.1}s",
+                        "  window {i}: tokens {}..{}  ppl {:.4}  cache {} bytes  {:.1}s",
                         w.start,
-                        w.start + window_len,
+                        w.start + opts.window_len,
                         w.ppl,
                         w.cache_bytes,
                         w.seconds
                     );
                 }
-                println!(
-                    "perplexity {:.4} over {} tokens (f32 cache, {weights:?} weights, chunk {}), \
-                     {:.1}s ({:.1} ms/token)",
-                    report.ppl,
-                    report.n_scored,
-                    opts.chunk,
-                    report.seconds,
-                    1e3 * report.seconds / report.n_scored as f64
-                );
             }
         }
+        rows.push(row);
+        reports.push(report);
     }
+    ppl_sweep::fill_deltas(&mut rows);
+    let total_s = t_all.elapsed().as_secs_f64();
+    if json {
+        let mut v = run.json_header();
+        v["windows"] = opts.windows.into();
+        v["window_len"] = opts.window_len.into();
+        v["chunk"] = opts.chunk.into();
+        v["seed"] = seed.into();
+        v["total_seconds"] = total_s.into();
+        v["rows"] = serde_json::to_value(&rows)?;
+        if settings.len() == 1 {
+            v["report"] = serde_json::to_value(&reports[0])?;
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!(
+            "\n{} windows x {} tokens = {} scored tokens per setting, chunk {}, total {:.1}s\n",
+            opts.windows,
+            opts.window_len,
+            reports.first().map_or(0, |r| r.n_scored),
+            opts.chunk,
+            total_s
+        );
+        print!("{}", ppl_sweep::table(&rows));
+    }
+    Ok(())
+}
+
+/// One row of the attention table.
+#[derive(serde::Serialize)]
+struct AttentionRow {
+    code: String,
+    k: usize,
+    n: usize,
+    rate_bits: f64,
+    nominal_compression: f64,
+    slot_bytes: usize,
+    compression_vs_fp16: f64,
+    registry_mse: f64,
+    key_nmse: f64,
+    value_nmse: f64,
+    mean_cosine: f64,
+    worst_layer: usize,
+    worst_layer_cosine: f64,
+    layer_cosine: Vec<f64>,
+    /// With `--split`: cosine with only the keys compressed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    keys_only_cosine: Option<f64>,
+    /// With `--split`: cosine with only the values compressed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    values_only_cosine: Option<f64>,
+    seconds: f64,
+}
+
+fn run_attention(
+    mut run: Loaded,
+    start: usize,
+    len: usize,
+    seed: Option<u64>,
+    svg: Option<&Path>,
+    split: bool,
+    json: bool,
+) -> Result<()> {
+    let dim = run.cfg.heads.head_dim;
+    let seed = seed.unwrap_or(fibquant::codec::DEFAULT_SEED);
+    anyhow::ensure!(
+        start + len <= run.tokens.len() && len > 0,
+        "window {start}..{} is outside the text ({} tokens)",
+        start + len,
+        run.tokens.len()
+    );
+    let t0 = Instant::now();
+    let bench = AttentionBench::capture(&mut run.model, &run.tokens[start..start + len])?;
+    let capture_s = t0.elapsed().as_secs_f64();
+    let points = codes::rate_points(dim);
+    anyhow::ensure!(
+        !points.is_empty(),
+        "no embedded codebooks for head dim {dim}"
+    );
+    if !json {
+        println!("{}", run.describe());
+        println!(
+            "captured q/k/v of {} layers over tokens {start}..{} in {capture_s:.1}s; {} rate points at d = {dim}",
+            bench.n_layers(),
+            start + len,
+            points.len()
+        );
+    }
+    let passes = if split { 3 } else { 1 };
+    let pb = bar((passes * points.len() * bench.n_layers()) as u64, "layers")?;
+    let t1 = Instant::now();
+    let mut rows = Vec::with_capacity(points.len());
+    for e in &points {
+        let code = CodeSpec::of(e);
+        pb.set_message(format!("{code}"));
+        let codec = code.codec(dim, seed)?.expect("a code has a codec");
+        let t = Instant::now();
+        let f = bench.evaluate(Some(&codec), Some(&codec), Some(&pb))?;
+        let (keys_only_cosine, values_only_cosine) = if split {
+            (
+                Some(bench.evaluate(Some(&codec), None, Some(&pb))?.mean_cosine),
+                Some(bench.evaluate(None, Some(&codec), Some(&pb))?.mean_cosine),
+            )
+        } else {
+            (None, None)
+        };
+        rows.push(AttentionRow {
+            code: code.to_string(),
+            k: e.k,
+            n: e.n,
+            rate_bits: e.rate_bits,
+            nominal_compression: 16.0 / e.rate_bits,
+            slot_bytes: codec.slot_bytes(),
+            compression_vs_fp16: codec.compression_vs_f16(),
+            registry_mse: e.mse,
+            key_nmse: f.key_nmse,
+            value_nmse: f.value_nmse,
+            mean_cosine: f.mean_cosine,
+            worst_layer: f.worst_layer,
+            worst_layer_cosine: f.worst_layer_cosine,
+            layer_cosine: f.layer_cosine,
+            keys_only_cosine,
+            values_only_cosine,
+            seconds: t.elapsed().as_secs_f64(),
+        });
+    }
+    pb.finish_and_clear();
+    let eval_s = t1.elapsed().as_secs_f64();
+    if let Some(path) = svg {
+        let pts: Vec<FrontierPoint> = rows
+            .iter()
+            .map(|r| FrontierPoint {
+                k: r.k,
+                n: r.n,
+                rate_bits: r.rate_bits,
+                ratio: r.compression_vs_fp16,
+                cosine: r.mean_cosine,
+            })
+            .collect();
+        let title = format!(
+            "KV-cache memory vs attention fidelity: SmolLM2-135M (d = {dim}), {len} tokens of persuasion.txt"
+        );
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(path, frontier_svg::render(&pts, &title))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if json {
+        let mut v = run.json_header();
+        v["start"] = start.into();
+        v["tokens"] = len.into();
+        v["seed"] = seed.into();
+        v["capture_seconds"] = capture_s.into();
+        v["eval_seconds"] = eval_s.into();
+        v["rows"] = serde_json::to_value(&rows)?;
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let (extra_head, extra_rule) = if split {
+        (" K only | V only |", "---:|---:|")
+    } else {
+        ("", "")
+    };
+    println!(
+        "\n| code (k x N) | b | 16/b | slot bytes | compression (honest) | MSE: registry / real K / real V | attention cosine | worst layer (cosine) |{extra_head} s |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|{extra_rule}---:|"
+    );
+    for r in &rows {
+        let extra = match (r.keys_only_cosine, r.values_only_cosine) {
+            (Some(k), Some(v)) => format!(" {k:.5} | {v:.5} |"),
+            _ => String::new(),
+        };
+        println!(
+            "| {} | {:.3} | {:.1}x | {} | {:.2}x | {:.4} / {:.4} / {:.4} | {:.5} | {} ({:.5}) |{extra} {:.1} |",
+            r.code,
+            r.rate_bits,
+            r.nominal_compression,
+            r.slot_bytes,
+            r.compression_vs_fp16,
+            r.registry_mse,
+            r.key_nmse,
+            r.value_nmse,
+            r.mean_cosine,
+            r.worst_layer,
+            r.worst_layer_cosine,
+            r.seconds
+        );
+    }
+    println!(
+        "\ncapture {capture_s:.1}s, {} codes evaluated in {eval_s:.1}s{}",
+        rows.len(),
+        svg.map(|p| format!(", plot {}", p.display()))
+            .unwrap_or_default()
+    );
     Ok(())
 }

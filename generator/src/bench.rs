@@ -359,3 +359,73 @@ pub fn parallel_encode(s: &Settings) -> Vec<Value> {
     }
     out
 }
+
+/// Section 4: the fast (inverted-file) encoder against exhaustive search on the same source
+/// blocks: ns per block search, MSE, loss in dB, speedup; for each probe count.
+pub fn fast_encoder(s: &Settings) -> Vec<Value> {
+    use crate::source::{Method, Source};
+    let mut out = Vec::new();
+    let blocks_n = (s.vectors * 4).max(4096);
+    for (d, k, n) in [
+        (64usize, 4usize, 4096usize),
+        (128, 4, 4096),
+        (64, 4, 65536),
+        (64, 8, 65536),
+        (128, 4, 65536),
+        (128, 8, 65536),
+    ] {
+        let Ok(cb) = registry::codebook(d, k, n) else {
+            continue;
+        };
+        let blocks = Source::new(d, k)
+            .unwrap()
+            .sample(Method::RadiusDirection, blocks_n, 99);
+        let dist = |i: u32, x: &[f32]| -> f64 {
+            cb.codeword(i as usize)
+                .iter()
+                .zip(x)
+                .map(|(a, b)| ((a - b) as f64).powi(2))
+                .sum()
+        };
+        let mut idx = vec![0u32; blocks_n];
+        let t_exact = time(s.repeats.min(3), || {
+            for (o, x) in idx.iter_mut().zip(blocks.chunks_exact(k)) {
+                *o = cb.nearest_exhaustive(x);
+            }
+            black_box(&idx);
+        });
+        let mse_exact: f64 = idx
+            .iter()
+            .zip(blocks.chunks_exact(k))
+            .map(|(&i, x)| dist(i, x))
+            .sum::<f64>()
+            * (d / k) as f64
+            / blocks_n as f64;
+        for probes in [4usize, 8, 16, 32] {
+            let mut c = (*cb).clone();
+            c.set_ivf_probes(Some(probes));
+            let t = time(s.repeats.min(3), || {
+                for (o, x) in idx.iter_mut().zip(blocks.chunks_exact(k)) {
+                    *o = c.nearest(x);
+                }
+                black_box(&idx);
+            });
+            let mse: f64 = idx
+                .iter()
+                .zip(blocks.chunks_exact(k))
+                .map(|(&i, x)| dist(i, x))
+                .sum::<f64>()
+                * (d / k) as f64
+                / blocks_n as f64;
+            out.push(json!({
+                "section": "fast encoder", "dim": d, "k": k, "n": n, "probes": probes,
+                "cells": c.ivf().map(|_| ((n as f64).sqrt() as usize).next_power_of_two().min(1024)),
+                "exhaustive_ns_per_block": t_exact * 1e9 / blocks_n as f64,
+                "ivf_ns_per_block": t * 1e9 / blocks_n as f64, "speedup": t_exact / t,
+                "mse_exhaustive": mse_exact, "mse_ivf": mse, "loss_db": 10.0 * (mse / mse_exact).log10(),
+                "default": probes == fibquant::ivf::DEFAULT_PROBES && n >= fibquant::codebook::IVF_THRESHOLD,
+            }));
+        }
+    }
+    out
+}

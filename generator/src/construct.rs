@@ -91,7 +91,7 @@ pub fn validate(d: usize, k: usize, n: usize) -> Result<(), String> {
     if k == 0 || d == 0 {
         return Err("d and k must be positive".into());
     }
-    if d % k != 0 {
+    if !d.is_multiple_of(k) {
         return Err(format!(
             "k = {k} does not divide d = {d} (the codec never pads)"
         ));

@@ -4,8 +4,39 @@
 //! order, so results are identical for any thread count.
 
 use crate::source::CHUNK;
-use fibquant::codebook::SearchIndex;
+use fibquant::codebook::{SearchIndex, IVF_THRESHOLD};
+use fibquant::ivf::{IvfIndex, DEFAULT_PROBES};
 use rayon::prelude::*;
+
+/// The search used by the Lloyd assignment step: exhaustive, or for codebooks of at least
+/// [`IVF_THRESHOLD`] codewords the runtime's inverted-file index (approximate; the validation and
+/// test MSEs are always measured with exhaustive search).
+enum Searcher {
+    Exact(SearchIndex),
+    Ivf(IvfIndex),
+}
+
+impl Searcher {
+    fn new(codewords: &[f32], k: usize) -> Searcher {
+        let n = codewords.len() / k;
+        if n >= IVF_THRESHOLD {
+            let cells = ((n as f64).sqrt() as usize).next_power_of_two().min(1024);
+            Searcher::Ivf(IvfIndex::new(codewords, k, cells, DEFAULT_PROBES))
+        } else {
+            Searcher::Exact(SearchIndex::new(codewords, k))
+        }
+    }
+
+    #[inline]
+    fn nearest(&self, x: &[f32]) -> (u32, f64) {
+        let (i, score) = match self {
+            Searcher::Exact(s) => s.nearest(x),
+            Searcher::Ivf(s) => s.nearest(x),
+        };
+        let xsq: f32 = x.iter().map(|v| v * v).sum();
+        (i, ((xsq + score) as f64).max(0.0))
+    }
+}
 
 /// Squared distance from `x` to its nearest codeword, and that codeword's index.
 #[inline]
@@ -37,7 +68,7 @@ struct Partial {
 
 fn assign(codewords: &[f32], k: usize, samples: &[f32]) -> Partial {
     let n = codewords.len() / k;
-    let index = SearchIndex::new(codewords, k);
+    let searcher = Searcher::new(codewords, k);
     let partials: Vec<Partial> = samples
         .par_chunks(CHUNK * k)
         .enumerate()
@@ -49,7 +80,7 @@ fn assign(codewords: &[f32], k: usize, samples: &[f32]) -> Partial {
                 farthest: vec![(-1.0, 0); n],
             };
             for (s, x) in chunk.chunks_exact(k).enumerate() {
-                let (i, dist) = nearest(&index, x);
+                let (i, dist) = searcher.nearest(x);
                 let i = i as usize;
                 p.counts[i] += 1;
                 p.distortion[i] += dist;

@@ -195,7 +195,7 @@ enum Command {
         #[arg(long)]
         quick: bool,
         /// Which sections: any of codec, attention, parallel (comma-separated).
-        #[arg(long, default_value = "codec,attention,parallel")]
+        #[arg(long, default_value = "codec,fast-encoder,attention,parallel")]
         sections: String,
         #[arg(long)]
         json: bool,
@@ -734,6 +734,36 @@ fn run_bench(
             }
         }
         report.insert("codec".into(), json!(rows));
+    }
+    if want("fast-encoder") {
+        let rows = bench::fast_encoder(s);
+        if !json {
+            println!("\n## fast encoder (inverted file) vs exhaustive search, same source blocks, single thread");
+            println!(
+                "{:>4} {:>2} {:>6} {:>6} {:>14} {:>10} {:>8} {:>10} {:>8}",
+                "d", "k", "N", "probes", "exhaustive ns", "ivf ns", "speedup", "mse", "loss dB"
+            );
+            for r in &rows {
+                println!(
+                    "{:>4} {:>2} {:>6} {:>6} {:>14.0} {:>10.0} {:>7.1}x {:>10.5} {:>8.3}{}",
+                    r["dim"],
+                    r["k"],
+                    r["n"],
+                    r["probes"],
+                    r["exhaustive_ns_per_block"].as_f64().unwrap(),
+                    r["ivf_ns_per_block"].as_f64().unwrap(),
+                    r["speedup"].as_f64().unwrap(),
+                    r["mse_ivf"].as_f64().unwrap(),
+                    r["loss_db"].as_f64().unwrap(),
+                    if r["default"] == true {
+                        "  (default)"
+                    } else {
+                        ""
+                    }
+                );
+            }
+        }
+        report.insert("fast_encoder".into(), json!(rows));
     }
     if want("attention") {
         let rows = bench::attention(s, 64);

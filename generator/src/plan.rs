@@ -7,8 +7,17 @@ pub const MAX_N: usize = 4096;
 /// Highest rate covered, bits per coordinate.
 pub const MAX_RATE: f64 = 4.0;
 
+/// The large points built with the fast (inverted-file) Lloyd assignment: N = 65536 with k = 4
+/// (b = 4) and k = 8 (b = 2), at d = 64 and 128.
+pub const LARGE: [(usize, usize, usize); 4] = [
+    (64, 4, 65536),
+    (64, 8, 65536),
+    (128, 4, 65536),
+    (128, 8, 65536),
+];
+
 /// Every default rate point: k = 1 with N in {2, 4, 8, 16}; k in {2, 3, 4, 8} where k divides d,
-/// with every power-of-two N from 2 up to 4096 at rate at most 4 bits.
+/// with every power-of-two N from 2 up to 4096 at rate at most 4 bits; and the [`LARGE`] points.
 pub fn default_plan() -> Vec<(usize, usize, usize)> {
     let mut out = Vec::new();
     for d in DIMS {
@@ -26,6 +35,7 @@ pub fn default_plan() -> Vec<(usize, usize, usize)> {
             }
         }
     }
+    out.extend(LARGE);
     out
 }
 

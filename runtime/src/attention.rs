@@ -9,6 +9,24 @@
 use crate::codec::{Codec, MAX_DIM};
 use crate::error::{check_len, Result};
 
+/// `sum_j table[j * n + indices[j]]` with four independent partial sums (the look-ups are
+/// independent; one running sum would serialize them on the add latency).
+#[inline]
+fn table_sum(table: &[f32], n: usize, indices: &[u32]) -> f32 {
+    let mut acc = [0f32; 4];
+    let mut rows = table.chunks_exact(n);
+    let mut quads = indices.chunks_exact(4);
+    for q in quads.by_ref() {
+        for (a, &i) in acc.iter_mut().zip(q) {
+            *a += rows.next().map_or(0.0, |row| row[i as usize]);
+        }
+    }
+    for (a, &i) in acc.iter_mut().zip(quads.remainder()) {
+        *a += rows.next().map_or(0.0, |row| row[i as usize]);
+    }
+    (acc[0] + acc[1]) + (acc[2] + acc[3])
+}
+
 impl Codec {
     /// Scores `out[i] = <q, x_hat_i>` for every slot `i` of `slots`, without decoding.
     /// `q.len() = d`, `out.len()` = number of slots.
@@ -40,11 +58,7 @@ impl Codec {
             }
             for (o, slot) in out.iter_mut().zip(slots.chunks_exact(slot_bytes)) {
                 let norm = self.read_slot_unchecked_len(slot, indices)?;
-                let mut s = 0f32;
-                for (row, &i) in table.chunks_exact(n).zip(indices.iter()) {
-                    s += row[i as usize];
-                }
-                *o = norm * s;
+                *o = norm * table_sum(&table, n, indices);
             }
         } else {
             let cw = cb.codewords();

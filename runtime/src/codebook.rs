@@ -96,8 +96,16 @@ pub struct Codebook {
     codewords: Vec<f32>,
     norms_sq: Vec<f32>,
     index: SearchIndex,
+    ivf: Option<crate::ivf::IvfIndex>,
+    /// k = 1 with ascending levels: the midpoints between neighbours. The nearest level of `x`
+    /// is the number of midpoints below `x`.
+    thresholds: Option<Vec<f32>>,
     header: Option<CodebookHeader>,
 }
+
+/// Codebooks with at least this many codewords encode through an [`crate::ivf::IvfIndex`]
+/// (approximate search) by default; smaller ones search exhaustively.
+pub const IVF_THRESHOLD: usize = 16384;
 
 /// Codewords per group in [`SearchIndex`].
 pub const LANES: usize = 8;
@@ -140,6 +148,29 @@ impl SearchIndex {
         }
     }
 
+    /// Number of codewords.
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    /// Whether the index is empty (never, for a valid codebook).
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    /// Scores `||c||^2 - 2 <x, c>` of every codeword into `out` (length `n`), in index order.
+    pub fn scores_into(&self, x: &[f32], out: &mut [f32]) {
+        let k = self.k;
+        for (i, o) in out.iter_mut().enumerate().take(self.n) {
+            let (g, l) = (i / LANES, i % LANES);
+            let mut acc = 0f32;
+            for (j, &xj) in x.iter().enumerate().take(k) {
+                acc += xj * self.lanes[(g * k + j) * LANES + l];
+            }
+            *o = self.norms[i] - 2.0 * acc;
+        }
+    }
+
     /// Index of the nearest codeword to `x` (length `k`) and its score `||c||^2 - 2 <x, c>`
     /// (add `||x||^2` for the squared distance).
     #[inline]
@@ -174,7 +205,7 @@ impl Codebook {
         if k == 0 || dim == 0 {
             return Err(Error::InvalidConfig("dim and k must be positive".into()));
         }
-        if dim % k != 0 {
+        if !dim.is_multiple_of(k) {
             return Err(Error::BlockDoesNotDivide { dim, k });
         }
         if n < 2 {
@@ -205,6 +236,12 @@ impl Codebook {
             .map(|c| c.iter().map(|v| v * v).sum())
             .collect();
         let index = SearchIndex::new(&codewords, k);
+        let ivf = (n >= IVF_THRESHOLD).then(|| {
+            let cells = ((n as f64).sqrt() as usize).next_power_of_two().min(1024);
+            crate::ivf::IvfIndex::new(&codewords, k, cells, crate::ivf::DEFAULT_PROBES)
+        });
+        let thresholds = (k == 1 && codewords.windows(2).all(|w| w[0] < w[1]))
+            .then(|| codewords.windows(2).map(|w| 0.5 * (w[0] + w[1])).collect());
         Ok(Codebook {
             dim,
             k,
@@ -212,6 +249,8 @@ impl Codebook {
             codewords,
             norms_sq,
             index,
+            ivf,
+            thresholds,
             header: None,
         })
     }
@@ -315,13 +354,49 @@ impl Codebook {
     /// index). `block.len()` must be `k`.
     #[inline]
     pub fn nearest(&self, block: &[f32]) -> u32 {
+        if let Some(t) = &self.thresholds {
+            return t.iter().filter(|&&t| t < block[0]).count() as u32;
+        }
+        match &self.ivf {
+            Some(ivf) => ivf.nearest(block).0,
+            None => self.index.nearest(block).0,
+        }
+    }
+
+    /// Exhaustive nearest-codeword search (exact), whatever the codebook size.
+    #[inline]
+    pub fn nearest_exhaustive(&self, block: &[f32]) -> u32 {
         self.index.nearest(block).0
+    }
+
+    /// The approximate-search index used by [`nearest`](Self::nearest) for large codebooks.
+    pub fn ivf(&self) -> Option<&crate::ivf::IvfIndex> {
+        self.ivf.as_ref()
+    }
+
+    /// Replaces (or removes, with `None`) the approximate-search index: `Some(probes)` builds one
+    /// probing that many cells, `None` makes [`nearest`](Self::nearest) exhaustive.
+    pub fn set_ivf_probes(&mut self, probes: Option<usize>) {
+        self.ivf = probes.map(|p| {
+            let cells = ((self.n as f64).sqrt() as usize)
+                .next_power_of_two()
+                .min(1024);
+            crate::ivf::IvfIndex::new(&self.codewords, self.k, cells, p)
+        });
     }
 
     /// Like [`nearest`](Self::nearest), also returning the squared distance.
     #[inline]
     pub fn nearest_with_distance(&self, block: &[f32]) -> (u32, f32) {
-        let (i, score) = self.index.nearest(block);
+        let (i, score) = match (&self.ivf, &self.thresholds) {
+            (_, Some(_)) => {
+                let i = self.nearest(block);
+                let c = self.codewords[i as usize];
+                (i, c * c - 2.0 * block[0] * c)
+            }
+            (Some(ivf), None) => ivf.nearest(block),
+            (None, None) => self.index.nearest(block),
+        };
         let bsq: f32 = block.iter().map(|v| v * v).sum();
         (i, (bsq + score).max(0.0))
     }
@@ -417,6 +492,26 @@ mod tests {
         let raw = header(9, 2, 4).to_bytes(&cw);
         assert!(Codebook::from_raw_bytes(&raw).is_err());
         assert!(Codebook::from_file_bytes(b"not zstd at all").is_err());
+    }
+
+    #[test]
+    fn scalar_thresholds_agree_with_exhaustive_search() {
+        let levels = vec![-1.5f32, -0.45, 0.45, 1.5];
+        let cb = Codebook::new(64, 1, 4, levels).unwrap();
+        assert!(cb.thresholds.is_some());
+        let mut rng = crate::rng::Xoshiro256::new(8);
+        for _ in 0..10_000 {
+            let x = [rng.next_gaussian() as f32];
+            let (a, b) = (cb.nearest(&x), cb.nearest_exhaustive(&x));
+            let d = |i: u32| (x[0] - cb.codewords()[i as usize]).powi(2);
+            assert!(a == b || (d(a) - d(b)).abs() < 1e-6, "{x:?}: {a} vs {b}");
+        }
+        // Exact midpoints go to the lower level, like the exhaustive search.
+        assert_eq!(cb.nearest(&[0.0]), 1);
+        // Unsorted scalar codebooks fall back to exhaustive search.
+        let cb = Codebook::new(64, 1, 3, vec![1.0, -1.0, 0.0]).unwrap();
+        assert!(cb.thresholds.is_none());
+        assert_eq!(cb.nearest(&[0.9]), 0);
     }
 
     #[test]

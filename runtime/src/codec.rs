@@ -131,7 +131,7 @@ impl Codec {
                 config.dim
             )));
         }
-        if config.k == 0 || config.dim % config.k != 0 {
+        if config.k == 0 || !config.dim.is_multiple_of(config.k) {
             return Err(Error::BlockDoesNotDivide {
                 dim: config.dim,
                 k: config.k,
@@ -389,7 +389,7 @@ impl Codec {
 
     /// Number of slots in a buffer, or an error when its length is not a whole number of slots.
     pub fn slot_count(&self, slots: &[u8]) -> Result<usize> {
-        if slots.len() % self.slot_bytes != 0 {
+        if !slots.len().is_multiple_of(self.slot_bytes) {
             return Err(Error::WrongLength {
                 what: "slot buffer (not a multiple of the slot size)",
                 expected: slots.len().div_ceil(self.slot_bytes) * self.slot_bytes,
@@ -457,7 +457,7 @@ impl Codec {
     }
 
     fn batch_rows(&self, len: usize) -> Result<usize> {
-        if len % self.config.dim != 0 {
+        if !len.is_multiple_of(self.config.dim) {
             return Err(Error::WrongLength {
                 what: "row buffer (not a multiple of dim)",
                 expected: len.div_ceil(self.config.dim) * self.config.dim,

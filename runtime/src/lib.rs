@@ -39,6 +39,7 @@ pub mod codebook;
 pub mod codec;
 mod error;
 pub mod fp16;
+pub mod ivf;
 pub mod kernels;
 pub mod pack;
 pub mod registry;

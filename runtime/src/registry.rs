@@ -67,7 +67,7 @@ pub fn codebook(dim: usize, k: usize, n: usize) -> Result<Arc<Codebook>> {
     if k == 0 || dim == 0 {
         return Err(Error::InvalidConfig("dim and k must be positive".into()));
     }
-    if dim % k != 0 {
+    if !dim.is_multiple_of(k) {
         return Err(Error::BlockDoesNotDivide { dim, k });
     }
     if n < 2 {
