@@ -37,3 +37,19 @@ pub fn default_model_path() -> PathBuf {
 pub fn default_text_path() -> PathBuf {
     repo_root().join("data").join("persuasion.txt")
 }
+
+/// The model file for tests: `$FIBQUANT_MODEL` or [`default_model_path`]. When it is absent,
+/// prints why the caller skips (and how to fetch the model) and returns `None`.
+pub fn model_for_tests() -> Option<PathBuf> {
+    let path: PathBuf = std::env::var_os("FIBQUANT_MODEL")
+        .map(Into::into)
+        .unwrap_or_else(default_model_path);
+    if path.is_file() {
+        return Some(path);
+    }
+    eprintln!(
+        "SKIPPED: model {} not found; run `fibquant-eval fetch-model` (or set FIBQUANT_MODEL)",
+        path.display()
+    );
+    None
+}

@@ -6,20 +6,11 @@
 use candle_core::{Device, IndexOp, Tensor};
 use fibquant_eval::kv_cache::{F32Cache, KvCache, QkvRecorder};
 use fibquant_eval::models::{LogitsMode, Model, WeightFormat};
-use fibquant_eval::paths::default_model_path;
+use fibquant_eval::paths::model_for_tests;
 use fibquant_eval::tokenizer::Tokenizer;
 
 fn load(weights: WeightFormat) -> Option<(Model, Vec<u32>)> {
-    let path = std::env::var_os("FIBQUANT_MODEL")
-        .map(Into::into)
-        .unwrap_or_else(default_model_path);
-    if !path.is_file() {
-        eprintln!(
-            "SKIPPED: model {} not found; run `fibquant-eval fetch-model` (or set FIBQUANT_MODEL)",
-            path.display()
-        );
-        return None;
-    }
+    let path = model_for_tests()?;
     let (model, meta) = Model::load(&path, &Device::Cpu, weights).unwrap();
     let tok = Tokenizer::from_gguf(&meta).unwrap();
     let text = "Sir Walter Elliot, of Kellynch Hall, in Somersetshire, was a man who, for his own \

@@ -6,7 +6,7 @@
 use candle_core::Device;
 use fibquant_eval::codes::{best_code, CodeSpec};
 use fibquant_eval::models::{Model, WeightFormat};
-use fibquant_eval::paths::{default_model_path, default_text_path};
+use fibquant_eval::paths::{default_text_path, model_for_tests};
 use fibquant_eval::perplexity::{perplexity, PplOptions};
 use fibquant_eval::ppl_sweep::Setting;
 use fibquant_eval::tokenizer::Tokenizer;
@@ -30,16 +30,9 @@ const REL_TOL: (f64, f64) = (-0.08, 0.20);
 
 #[test]
 fn b4_vector_cache_stays_close_to_uncompressed() {
-    let path = std::env::var_os("FIBQUANT_MODEL")
-        .map(Into::into)
-        .unwrap_or_else(default_model_path);
-    if !path.is_file() {
-        eprintln!(
-            "SKIPPED: model {} not found; run `fibquant-eval fetch-model` (or set FIBQUANT_MODEL)",
-            path.display()
-        );
+    let Some(path) = model_for_tests() else {
         return;
-    }
+    };
     let (mut model, meta) = Model::load(&path, &Device::Cpu, WeightFormat::F32).unwrap();
     let text = std::fs::read_to_string(default_text_path()).unwrap();
     // The first 4000 characters hold well over 129 tokens.

@@ -14,7 +14,7 @@
 //! Needs the model file (for its vocabulary): skips with a message when it is absent.
 
 use candle_core::quantized::gguf_file::Content;
-use fibquant_eval::paths::default_model_path;
+use fibquant_eval::paths::model_for_tests;
 use fibquant_eval::tokenizer::Tokenizer;
 use std::path::Path;
 
@@ -27,16 +27,7 @@ fn fixture(name: &str) -> String {
 }
 
 fn load_tokenizer() -> Option<Tokenizer> {
-    let path = std::env::var_os("FIBQUANT_MODEL")
-        .map(Into::into)
-        .unwrap_or_else(default_model_path);
-    if !path.is_file() {
-        eprintln!(
-            "SKIPPED: model {} not found; run `fibquant-eval fetch-model` (or set FIBQUANT_MODEL)",
-            path.display()
-        );
-        return None;
-    }
+    let path = model_for_tests()?;
     let mut f = std::fs::File::open(&path).unwrap();
     let content = Content::read(&mut f).unwrap();
     Some(Tokenizer::from_gguf(&content).unwrap())

@@ -80,7 +80,8 @@ pub fn nmse(x: &[f32], y: &[f32], d: usize) -> f64 {
     total / (x.len() / d) as f64
 }
 
-/// The codes benchmarked at each rate: the best vector code and the scalar code.
+/// The codes benchmarked at each rate: the best vector code, the best one with N <= 256 (when
+/// different) and the scalar code.
 pub fn codes_at(d: usize, rate: f64) -> Vec<(String, usize, usize)> {
     let mut out = Vec::new();
     let best = registry::entries()
@@ -88,6 +89,15 @@ pub fn codes_at(d: usize, rate: f64) -> Vec<(String, usize, usize)> {
         .min_by(|a, b| a.mse.total_cmp(&b.mse));
     if let Some(e) = best {
         out.push((format!("fibquant k={} N={}", e.k, e.n), e.k, e.n));
+    }
+    // The best code with a small codebook (N <= 256): cheaper to encode when the best one is large.
+    let small = registry::entries()
+        .filter(|e| e.dim == d && (e.rate_bits - rate).abs() < 1e-9 && e.k > 1 && e.n <= 256)
+        .min_by(|a, b| a.mse.total_cmp(&b.mse));
+    if let (Some(s), Some(b)) = (small, best) {
+        if (s.k, s.n) != (b.k, b.n) {
+            out.push((format!("fibquant k={} N={}", s.k, s.n), s.k, s.n));
+        }
     }
     if rate.fract() == 0.0 && rate >= 1.0 {
         let n = 1usize << rate as u32;
@@ -187,8 +197,28 @@ fn attend_f32(q: &[f32], k: &[f32], v: &[f32], scores: &mut [f32], out: &mut [f3
     }
 }
 
-/// Plain attention over fp16 keys/values, converted to f32 on the fly in tiles (F16C when present).
+/// Plain attention over fp16 keys/values, converted to f32 on the fly. With AVX2, FMA and F16C
+/// (what CPU engines use) the conversion is fused into the dot product and the weighted sum;
+/// otherwise keys are converted in tiles with `half` and processed as f32.
 fn attend_f16(
+    q: &[f32],
+    k: &[f16],
+    v: &[f16],
+    scores: &mut [f32],
+    out: &mut [f32],
+    tile: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if fused_f16_available() && q.len() % 16 == 0 {
+        // SAFETY: the CPU features were checked and d is a multiple of 16.
+        unsafe { attend_f16_fused(q, k, v, scores, out) };
+        return;
+    }
+    attend_f16_tiles(q, k, v, scores, out, tile)
+}
+
+/// Portable fp16 attention: convert tiles of keys/values to f32, then plain f32 loops.
+fn attend_f16_tiles(
     q: &[f32],
     k: &[f16],
     v: &[f16],
@@ -213,6 +243,55 @@ fn attend_f16(
         for (&w, val) in w.iter().zip(t.chunks_exact(d)) {
             for (o, x) in out.iter_mut().zip(val) {
                 *o += w * x;
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn fused_f16_available() -> bool {
+    std::arch::is_x86_feature_detected!("avx2")
+        && std::arch::is_x86_feature_detected!("fma")
+        && std::arch::is_x86_feature_detected!("f16c")
+}
+
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C; `q.len()` must be a multiple of 16 and `k`, `v` hold
+/// `scores.len()` rows of `q.len()` values, `out.len() == q.len()`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn attend_f16_fused(q: &[f32], k: &[f16], v: &[f16], scores: &mut [f32], out: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let d = q.len();
+    debug_assert!(k.len() >= scores.len() * d && v.len() >= scores.len() * d && out.len() == d);
+    let kp = k.as_ptr() as *const u16;
+    let vp = v.as_ptr() as *const u16;
+    for (i, s) in scores.iter_mut().enumerate() {
+        let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        for j in (0..d).step_by(16) {
+            // SAFETY: i * d + j + 16 <= scores.len() * d <= k.len(); j + 16 <= d = q.len().
+            unsafe {
+                let x0 = _mm256_cvtph_ps(_mm_loadu_si128(kp.add(i * d + j) as *const __m128i));
+                let x1 = _mm256_cvtph_ps(_mm_loadu_si128(kp.add(i * d + j + 8) as *const __m128i));
+                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q.as_ptr().add(j)), x0, a0);
+                a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q.as_ptr().add(j + 8)), x1, a1);
+            }
+        }
+        let mut lanes = [0f32; 8];
+        // SAFETY: lanes holds 8 floats.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), _mm256_add_ps(a0, a1)) };
+        *s = lanes.iter().sum();
+    }
+    softmax(scores, 1.0 / (d as f32).sqrt());
+    out.iter_mut().for_each(|o| *o = 0.0);
+    for (i, &w) in scores.iter().enumerate() {
+        let wv = _mm256_set1_ps(w);
+        for j in (0..d).step_by(8) {
+            // SAFETY: i * d + j + 8 <= v.len(); j + 8 <= d = out.len().
+            unsafe {
+                let x = _mm256_cvtph_ps(_mm_loadu_si128(vp.add(i * d + j) as *const __m128i));
+                let o = out.as_mut_ptr().add(j);
+                _mm256_storeu_ps(o, _mm256_fmadd_ps(wv, x, _mm256_loadu_ps(o)));
             }
         }
     }
@@ -423,9 +502,44 @@ pub fn fast_encoder(s: &Settings) -> Vec<Value> {
                 "exhaustive_ns_per_block": t_exact * 1e9 / blocks_n as f64,
                 "ivf_ns_per_block": t * 1e9 / blocks_n as f64, "speedup": t_exact / t,
                 "mse_exhaustive": mse_exact, "mse_ivf": mse, "loss_db": 10.0 * (mse / mse_exact).log10(),
-                "default": probes == fibquant::ivf::DEFAULT_PROBES && n >= fibquant::codebook::IVF_THRESHOLD,
+                "default": probes == fibquant::ivf::encoder_probes(k) && n >= fibquant::codebook::IVF_THRESHOLD,
             }));
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fused_fp16_attention_matches_the_portable_path() {
+        let (n, d) = (300, 64);
+        let k: Vec<f16> = rows(n, d, 1).iter().map(|&v| f16::from_f32(v)).collect();
+        let v: Vec<f16> = rows(n, d, 2).iter().map(|&v| f16::from_f32(v)).collect();
+        let q = rows(1, d, 3);
+        let (mut s1, mut o1) = (vec![0f32; n], vec![0f32; d]);
+        let (mut s2, mut o2) = (vec![0f32; n], vec![0f32; d]);
+        let mut tile = vec![0f32; 64 * d];
+        attend_f16_tiles(&q, &k, &v, &mut s1, &mut o1, &mut tile);
+        attend_f16(&q, &k, &v, &mut s2, &mut o2, &mut tile);
+        #[cfg(target_arch = "x86_64")]
+        if !fused_f16_available() {
+            eprintln!("AVX2/FMA/F16C not available: only the portable path ran");
+        }
+        for (a, b) in s1.iter().zip(&s2) {
+            assert!((a - b).abs() <= 1e-5 * a.abs().max(1e-3), "{a} vs {b}");
+        }
+        let scale: f32 = o1.iter().map(|x| x.abs()).sum::<f32>() / d as f32;
+        for (a, b) in o1.iter().zip(&o2) {
+            assert!((a - b).abs() <= 1e-4 * scale, "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn median_of_odd_and_even() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
+    }
 }

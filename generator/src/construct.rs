@@ -179,6 +179,7 @@ pub fn build(d: usize, k: usize, n: usize, params: Params) -> Result<Built, Stri
             )
         };
         let refined = refine(&start, k, &train, params.iterations as usize);
+        trace(&format!("{d}/{k}/{n}: restart {r} done"));
         candidates.push((format!("lloyd restart {r}"), refined));
     }
     // Where N = L^k with L = 2^b levels, b = 1..4, the scalar product code is a candidate too (so
@@ -191,6 +192,10 @@ pub fn build(d: usize, k: usize, n: usize, params: Params) -> Result<Built, Stri
         candidates.push(("scalar product".into(), p.clone()));
         candidates.push(("scalar product + lloyd".into(), refined.clone()));
     }
+    trace(&format!(
+        "{d}/{k}/{n}: {} candidates refined",
+        candidates.len()
+    ));
     let (selected, codewords) = candidates
         .into_iter()
         .map(|(name, cw)| (block_mse(&cw, k, &validation), name, cw))
@@ -210,6 +215,19 @@ pub fn build(d: usize, k: usize, n: usize, params: Params) -> Result<Built, Stri
         selected,
         test_blocks: params.test_blocks,
     })
+}
+
+/// Progress lines on stderr when `FIBQUANT_TRACE` is set (long constructions).
+fn trace(msg: &str) {
+    use std::sync::OnceLock;
+    static START: OnceLock<std::time::Instant> = OnceLock::new();
+    if std::env::var_os("FIBQUANT_TRACE").is_some() {
+        let t = START
+            .get_or_init(std::time::Instant::now)
+            .elapsed()
+            .as_secs_f64();
+        eprintln!("[{t:8.1}s] {msg}");
+    }
 }
 
 /// Levels per coordinate `L = 2^b` when `n = L^k` for a whole rate `b` in 1..=4.

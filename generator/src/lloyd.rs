@@ -4,13 +4,17 @@
 //! order, so results are identical for any thread count.
 
 use crate::source::CHUNK;
-use fibquant::codebook::{SearchIndex, IVF_THRESHOLD};
+use fibquant::codebook::SearchIndex;
 use fibquant::ivf::{IvfIndex, DEFAULT_PROBES};
 use rayon::prelude::*;
 
+/// Codebooks with at least this many codewords use the inverted-file index in the Lloyd
+/// assignment step. Part of the construction: changing it changes the bytes of large codebooks.
+pub const LLOYD_IVF_THRESHOLD: usize = 16384;
+
 /// The search used by the Lloyd assignment step: exhaustive, or for codebooks of at least
-/// [`IVF_THRESHOLD`] codewords the runtime's inverted-file index (approximate; the validation and
-/// test MSEs are always measured with exhaustive search).
+/// [`LLOYD_IVF_THRESHOLD`] codewords the runtime's inverted-file index (approximate; the
+/// validation and test MSEs are always measured with exhaustive search).
 enum Searcher {
     Exact(SearchIndex),
     Ivf(IvfIndex),
@@ -19,7 +23,7 @@ enum Searcher {
 impl Searcher {
     fn new(codewords: &[f32], k: usize) -> Searcher {
         let n = codewords.len() / k;
-        if n >= IVF_THRESHOLD {
+        if n >= LLOYD_IVF_THRESHOLD {
             let cells = ((n as f64).sqrt() as usize).next_power_of_two().min(1024);
             Searcher::Ivf(IvfIndex::new(codewords, k, cells, DEFAULT_PROBES))
         } else {
@@ -118,8 +122,16 @@ fn assign(codewords: &[f32], k: usize, samples: &[f32]) -> Partial {
 pub fn refine(init: &[f32], k: usize, samples: &[f32], iterations: usize) -> Vec<f32> {
     let n = init.len() / k;
     let mut cw = init.to_vec();
-    for _ in 0..iterations {
+    for it in 0..iterations {
+        let t = std::time::Instant::now();
         let mut p = assign(&cw, k, samples);
+        if std::env::var_os("FIBQUANT_TRACE").is_some() {
+            let empty = p.counts.iter().filter(|&&c| c == 0).count();
+            eprintln!(
+                "  lloyd iteration {it}: assign {:.2}s, {empty} empty cells",
+                t.elapsed().as_secs_f64()
+            );
+        }
         for i in 0..n {
             if p.counts[i] > 0 {
                 for j in 0..k {

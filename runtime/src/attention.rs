@@ -44,7 +44,8 @@ impl Codec {
         let (k, n, blocks) = (self.config().k, self.config().n, self.blocks());
         let cb = self.codebook();
         // Table: blocks * n entries, costs d * n multiply-adds; direct costs d per key.
-        let use_table = blocks * n < count * (d - blocks).max(1);
+        // Table: d * n multiply-adds once, then blocks look-ups per key; direct: d per key.
+        let use_table = d * n + count * blocks < count * d;
         let slot_bytes = self.slot_bytes();
         let mut indices = [0u32; MAX_DIM];
         let indices = &mut indices[..blocks];
@@ -93,7 +94,8 @@ impl Codec {
         let mut indices = [0u32; MAX_DIM];
         let indices = &mut indices[..blocks];
         let slots = slots.chunks_exact(self.slot_bytes());
-        if blocks * n < count * (d - blocks).max(1) {
+        // Histogram: blocks additions per value, then d * n multiply-adds once; direct: d per value.
+        if d * n + count * blocks < count * d {
             // Histogram: per block, the total weight on each codeword; then one pass over the
             // codebook. Costs d/k additions per value instead of d multiply-adds.
             let mut hist = vec![0f32; blocks * n];

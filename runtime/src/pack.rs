@@ -68,6 +68,15 @@ pub fn unpack(packed: &[u8], bits: u32, out: &mut [u32]) {
                 *o = u16::from_le_bytes([c[0], c[1]]) as u32;
             }
         }
+        1 | 2 | 4 => {
+            let per = 8 / bits as usize;
+            let mask = (1u32 << bits) - 1;
+            for (chunk, &b) in out.chunks_mut(per).zip(packed) {
+                for (t, o) in chunk.iter_mut().enumerate() {
+                    *o = (b as u32 >> (t * bits as usize)) & mask;
+                }
+            }
+        }
         _ => {
             let mask = (1u64 << bits) - 1;
             let bits = bits as usize;

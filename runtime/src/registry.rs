@@ -64,17 +64,7 @@ fn cells() -> &'static [OnceLock<Result<Arc<Codebook>>>] {
 
 /// The embedded codebook for `(dim, k, n)`, loaded and checked on first use.
 pub fn codebook(dim: usize, k: usize, n: usize) -> Result<Arc<Codebook>> {
-    if k == 0 || dim == 0 {
-        return Err(Error::InvalidConfig("dim and k must be positive".into()));
-    }
-    if !dim.is_multiple_of(k) {
-        return Err(Error::BlockDoesNotDivide { dim, k });
-    }
-    if n < 2 {
-        return Err(Error::InvalidConfig(format!(
-            "a codebook needs at least 2 codewords, got n = {n}"
-        )));
-    }
+    crate::codebook::check_shape(dim, k, n)?;
     let pos = EMBEDDED
         .iter()
         .position(|e| e.dim == dim && e.k == k && e.n == n)
