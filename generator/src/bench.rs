@@ -209,7 +209,7 @@ fn attend_f16(
     tile: &mut [f32],
 ) {
     #[cfg(target_arch = "x86_64")]
-    if fused_f16_available() && q.len() % 16 == 0 {
+    if fused_f16_available() && q.len().is_multiple_of(16) {
         // SAFETY: the CPU features were checked and d is a multiple of 16.
         unsafe { attend_f16_fused(q, k, v, scores, out) };
         return;

@@ -9,14 +9,16 @@ use std::hint::black_box;
 /// fib-quant's `(k, N)` at each rate. b = 3 uses k = 2, N = 64: its k = 4, N = 4096 codebook
 /// takes far too long to train with its exhaustive Lloyd.
 fn fib_quant_code(rate: f64) -> Option<(usize, usize)> {
-    match rate {
-        r if r == 0.5 => Some((8, 16)),
-        r if r == 1.0 => Some((8, 256)),
-        r if r == 2.0 => Some((4, 256)),
-        r if r == 3.0 => Some((2, 64)),
-        r if r == 4.0 => Some((2, 256)),
-        _ => None,
-    }
+    [
+        (0.5, (8, 16)),
+        (1.0, (8, 256)),
+        (2.0, (4, 256)),
+        (3.0, (2, 64)),
+        (4.0, (2, 256)),
+    ]
+    .into_iter()
+    .find(|&(r, _)| r == rate)
+    .map(|(_, code)| code)
 }
 
 /// Encode/decode ns per vector and MSE of each peer at `rate` bits per coordinate.

@@ -44,8 +44,9 @@ impl Codec {
         let (k, n, blocks) = (self.config().k, self.config().n, self.blocks());
         let cb = self.codebook();
         // Table: blocks * n entries, costs d * n multiply-adds; direct costs d per key.
-        // Table: d * n multiply-adds once, then blocks look-ups per key; direct: d per key.
-        let use_table = d * n + count * blocks < count * d;
+        // Table: d * n multiply-adds once, then one look-up per block and key; direct: d
+        // multiply-adds (and a codeword fetch per block) per key. Build it when n < count.
+        let use_table = n < count;
         let slot_bytes = self.slot_bytes();
         let mut indices = [0u32; MAX_DIM];
         let indices = &mut indices[..blocks];
@@ -94,8 +95,9 @@ impl Codec {
         let mut indices = [0u32; MAX_DIM];
         let indices = &mut indices[..blocks];
         let slots = slots.chunks_exact(self.slot_bytes());
-        // Histogram: blocks additions per value, then d * n multiply-adds once; direct: d per value.
-        if d * n + count * blocks < count * d {
+        // Histogram: one addition per block and value, then d * n multiply-adds once; direct: d
+        // multiply-adds per value. Use it when n < count.
+        if n < count {
             // Histogram: per block, the total weight on each codeword; then one pass over the
             // codebook. Costs d/k additions per value instead of d multiply-adds.
             let mut hist = vec![0f32; blocks * n];
