@@ -684,11 +684,11 @@ fn print_eval_table(rows: &[serde_json::Value], samples: usize, seed: u64) {
             |v: Option<f64>, p: usize| v.map(|v| format!("{v:.p$}")).unwrap_or_else(|| "-".into());
         println!(
             "{:>4} {:>2} {:>5} {:>6.3} {:>9} {:>7.2} {:>7.2} {:>8.5} {:>8} {:>8} {:>7.2}",
-            r["dim"],
-            r["k"],
-            r["n"],
+            r["dim"].as_u64().unwrap(),
+            r["k"].as_u64().unwrap(),
+            r["n"].as_u64().unwrap(),
             f("rate_bits").unwrap(),
-            r["bytes_per_vector"],
+            r["bytes_per_vector"].as_u64().unwrap(),
             f("compression_honest").unwrap(),
             f("compression_16_over_b").unwrap(),
             f("mse").unwrap(),
