@@ -459,12 +459,20 @@ pub fn fast_encoder(s: &Settings) -> Vec<Value> {
         let blocks = Source::new(d, k)
             .unwrap()
             .sample(Method::RadiusDirection, blocks_n, 99);
-        let dist = |i: u32, x: &[f32]| -> f64 {
-            cb.codeword(i as usize)
+        // Normalized vector MSE of an assignment of the blocks.
+        let mse_of = |idx: &[u32]| -> f64 {
+            let total: f64 = idx
                 .iter()
-                .zip(x)
-                .map(|(a, b)| ((a - b) as f64).powi(2))
-                .sum()
+                .zip(blocks.chunks_exact(k))
+                .map(|(&i, x)| {
+                    let c = cb.codeword(i as usize);
+                    c.iter()
+                        .zip(x)
+                        .map(|(a, b)| ((a - b) as f64).powi(2))
+                        .sum::<f64>()
+                })
+                .sum();
+            total * (d / k) as f64 / blocks_n as f64
         };
         let mut idx = vec![0u32; blocks_n];
         let t_exact = time(s.repeats.min(3), || {
@@ -473,13 +481,7 @@ pub fn fast_encoder(s: &Settings) -> Vec<Value> {
             }
             black_box(&idx);
         });
-        let mse_exact: f64 = idx
-            .iter()
-            .zip(blocks.chunks_exact(k))
-            .map(|(&i, x)| dist(i, x))
-            .sum::<f64>()
-            * (d / k) as f64
-            / blocks_n as f64;
+        let mse_exact = mse_of(&idx);
         for probes in [4usize, 8, 16, 32] {
             let mut c = (*cb).clone();
             c.set_ivf_probes(Some(probes));
@@ -489,13 +491,7 @@ pub fn fast_encoder(s: &Settings) -> Vec<Value> {
                 }
                 black_box(&idx);
             });
-            let mse: f64 = idx
-                .iter()
-                .zip(blocks.chunks_exact(k))
-                .map(|(&i, x)| dist(i, x))
-                .sum::<f64>()
-                * (d / k) as f64
-                / blocks_n as f64;
+            let mse = mse_of(&idx);
             out.push(json!({
                 "section": "fast encoder", "dim": d, "k": k, "n": n, "probes": probes,
                 "cells": c.ivf().map(|_| ((n as f64).sqrt() as usize).next_power_of_two().min(1024)),
