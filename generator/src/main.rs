@@ -723,10 +723,10 @@ fn run_bench(
             for r in &rows {
                 println!(
                     "{:>4} {:>5} {:<28} {:>6} {:>10.0} {:>10.0} {:>8.5}",
-                    r["dim"],
+                    r["dim"].as_u64().unwrap(),
                     r["rate_bits"].as_f64().unwrap(),
                     r["impl"].as_str().unwrap(),
-                    r["bytes_per_vector"],
+                    r["bytes_per_vector"].as_u64().unwrap(),
                     r["encode_ns"].as_f64().unwrap(),
                     r["decode_ns"].as_f64().unwrap(),
                     r["mse"].as_f64().unwrap()
@@ -746,10 +746,10 @@ fn run_bench(
             for r in &rows {
                 println!(
                     "{:>4} {:>2} {:>6} {:>6} {:>14.0} {:>10.0} {:>7.1}x {:>10.5} {:>8.3}{}",
-                    r["dim"],
-                    r["k"],
-                    r["n"],
-                    r["probes"],
+                    r["dim"].as_u64().unwrap(),
+                    r["k"].as_u64().unwrap(),
+                    r["n"].as_u64().unwrap(),
+                    r["probes"].as_u64().unwrap(),
                     r["exhaustive_ns_per_block"].as_f64().unwrap(),
                     r["ivf_ns_per_block"].as_f64().unwrap(),
                     r["speedup"].as_f64().unwrap(),
@@ -784,8 +784,8 @@ fn run_bench(
                 }
                 println!(
                     "{:>6} {:>5} {:<22} {:<26} {:>10.2} {:>8.2} {:>9.2} {:>6.0}%",
-                    r["context"],
-                    r["heads"],
+                    r["context"].as_u64().unwrap(),
+                    r["heads"].as_u64().unwrap(),
                     r["method"].as_str().unwrap(),
                     r["code"].as_str().unwrap(),
                     r["step_ms"].as_f64().unwrap(),
