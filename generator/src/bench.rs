@@ -182,19 +182,29 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum()
 }
 
-/// Plain attention for one head over f32 keys/values.
-fn attend_f32(q: &[f32], k: &[f32], v: &[f32], scores: &mut [f32], out: &mut [f32]) {
-    let d = q.len();
-    for (s, key) in scores.iter_mut().zip(k.chunks_exact(d)) {
+/// `scores[i] = <q, keys row i>` for f32 key rows of length `q.len()`.
+fn score_rows(q: &[f32], keys: &[f32], scores: &mut [f32]) {
+    for (s, key) in scores.iter_mut().zip(keys.chunks_exact(q.len())) {
         *s = dot(q, key);
     }
-    softmax(scores, 1.0 / (d as f32).sqrt());
-    out.iter_mut().for_each(|o| *o = 0.0);
-    for (&w, val) in scores.iter().zip(v.chunks_exact(d)) {
+}
+
+/// `out += sum_i weights[i] * values row i` for f32 value rows of length `out.len()`.
+fn add_weighted_rows(weights: &[f32], values: &[f32], out: &mut [f32]) {
+    let d = out.len();
+    for (&w, val) in weights.iter().zip(values.chunks_exact(d)) {
         for (o, x) in out.iter_mut().zip(val) {
             *o += w * x;
         }
     }
+}
+
+/// Plain attention for one head over f32 keys/values.
+fn attend_f32(q: &[f32], k: &[f32], v: &[f32], scores: &mut [f32], out: &mut [f32]) {
+    score_rows(q, k, scores);
+    softmax(scores, 1.0 / (q.len() as f32).sqrt());
+    out.iter_mut().for_each(|o| *o = 0.0);
+    add_weighted_rows(scores, v, out);
 }
 
 /// Plain attention over fp16 keys/values, converted to f32 on the fly. With AVX2, FMA and F16C
@@ -231,20 +241,14 @@ fn attend_f16_tiles(
     for (sc, keys) in scores.chunks_mut(per).zip(k.chunks(per * d)) {
         let t = &mut tile[..keys.len()];
         keys.convert_to_f32_slice(t);
-        for (s, key) in sc.iter_mut().zip(t.chunks_exact(d)) {
-            *s = dot(q, key);
-        }
+        score_rows(q, t, sc);
     }
     softmax(scores, 1.0 / (d as f32).sqrt());
     out.iter_mut().for_each(|o| *o = 0.0);
     for (w, vals) in scores.chunks(per).zip(v.chunks(per * d)) {
         let t = &mut tile[..vals.len()];
         vals.convert_to_f32_slice(t);
-        for (&w, val) in w.iter().zip(t.chunks_exact(d)) {
-            for (o, x) in out.iter_mut().zip(val) {
-                *o += w * x;
-            }
-        }
+        add_weighted_rows(w, t, out);
     }
 }
 

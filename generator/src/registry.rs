@@ -160,16 +160,10 @@ pub fn check_entry(registry: &Registry, e: &Entry) -> Option<String> {
     }
     match Codebook::from_file_bytes(&bytes) {
         Err(err) => Some(format!("does not parse: {err}")),
-        Ok(cb) if (cb.dim(), cb.k(), cb.n()) != (e.dim, e.k, e.n) => Some(format!(
-            "holds d={} k={} n={} but the manifest says d={} k={} n={}",
-            cb.dim(),
-            cb.k(),
-            cb.n(),
-            e.dim,
-            e.k,
-            e.n
-        )),
-        Ok(_) => None,
+        Ok(cb) => cb
+            .expect_shape(e.dim, e.k, e.n)
+            .err()
+            .map(|err| err.to_string()),
     }
 }
 

@@ -327,6 +327,17 @@ impl Codebook {
         Codebook::from_raw_bytes(&raw)
     }
 
+    /// Checks that the codebook is for `(dim, k, n)`, e.g. what a manifest says about its file.
+    pub fn expect_shape(&self, dim: usize, k: usize, n: usize) -> Result<()> {
+        if (self.dim, self.k, self.n) == (dim, k, n) {
+            return Ok(());
+        }
+        Err(Error::CorruptCodebook(format!(
+            "file holds dim={} k={} n={}, manifest says dim={dim} k={k} n={n}",
+            self.dim, self.k, self.n
+        )))
+    }
+
     /// Head dimension the codebook was built for.
     pub fn dim(&self) -> usize {
         self.dim

@@ -73,20 +73,13 @@ pub fn codebook(dim: usize, k: usize, n: usize) -> Result<Arc<Codebook>> {
 }
 
 fn load(e: &EmbeddedFile) -> Result<Arc<Codebook>> {
-    let cb = Codebook::from_file_bytes(e.bytes)
-        .map_err(|err| Error::CorruptCodebook(format!("{}: {err}", e.file)))?;
-    if (cb.dim(), cb.k(), cb.n()) != (e.dim, e.k, e.n) {
-        return Err(Error::CorruptCodebook(format!(
-            "{}: file holds dim={} k={} n={}, manifest says dim={} k={} n={}",
-            e.file,
-            cb.dim(),
-            cb.k(),
-            cb.n(),
-            e.dim,
-            e.k,
-            e.n
-        )));
-    }
+    // Name the file in the message, once.
+    let named = |err: Error| match err {
+        Error::CorruptCodebook(m) => Error::CorruptCodebook(format!("{}: {m}", e.file)),
+        other => Error::CorruptCodebook(format!("{}: {other}", e.file)),
+    };
+    let cb = Codebook::from_file_bytes(e.bytes).map_err(named)?;
+    cb.expect_shape(e.dim, e.k, e.n).map_err(named)?;
     Ok(Arc::new(cb))
 }
 
