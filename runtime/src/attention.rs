@@ -1,33 +1,183 @@
 //! Attention on codes, without decoding the cache.
 //!
-//! Because `P` is orthogonal, `<q, x_hat> = norm * sum_j <(P q)_j, C[idx_j]>`: rotate the query
-//! once, then each key costs `d / k` look-ups in a per-query table `T[j][n] = <(P q)_j, C[n]>`
-//! (built when the table is cheaper than direct dot products, i.e. when `N` is small against the
-//! number of keys). A weighted sum of values is accumulated in the rotated domain and rotated back
-//! once at the end.
+//! Because `P` is orthogonal, `<q, x_hat> = norm * <P q, concat_j C[idx_j]>`: rotate the query
+//! once and work in the rotated domain; a weighted sum of values is accumulated there and rotated
+//! back once at the end. Slots are processed in chunks: their norms are read and validated, their
+//! indices unpacked with a width-specialized kernel, and one of three kernels (see
+//! [`crate::kernels`]) does the arithmetic:
+//!
+//! - **scalar** (`k = 1`, `N <= 16`, AVX2): the levels live in two registers and each group of 8
+//!   indices is unpacked and looked up in-register (`vpermps`), no index array at all;
+//! - **table** (scores, small `N`): a per-query table `T[j][n] = <(P q)_j, C[n]>` turns each key
+//!   into `d / k` look-ups;
+//! - **gather** (everything else): each slot's codewords are gathered into an L1 scratch vector
+//!   and combined with 8-lane dot products or multiply-adds.
 
-use crate::codec::{Codec, MAX_DIM};
-use crate::error::{check_len, Result};
+use crate::codec::{Codec, NormFormat, MAX_DIM};
+use crate::error::{check_len, Error, Result};
+use crate::kernels::{self, IndexCell, IndexRows, Isa};
 
-/// `sum_j table[j * n + indices[j]]` with four independent partial sums (the look-ups are
-/// independent; one running sum would serialize them on the add latency).
-#[inline]
-fn table_sum(table: &[f32], n: usize, indices: &[u32]) -> f32 {
-    let mut acc = [0f32; 4];
-    let mut rows = table.chunks_exact(n);
-    let mut quads = indices.chunks_exact(4);
-    for q in quads.by_ref() {
-        for (a, &i) in acc.iter_mut().zip(q) {
-            *a += rows.next().map_or(0.0, |row| row[i as usize]);
-        }
-    }
-    for (a, &i) in acc.iter_mut().zip(quads.remainder()) {
-        *a += rows.next().map_or(0.0, |row| row[i as usize]);
-    }
-    (acc[0] + acc[1]) + (acc[2] + acc[3])
+/// The block indices of a chunk of slots, read in place or unpacked.
+#[derive(Clone, Copy)]
+enum Indices<'a> {
+    /// 8-bit indices, in the slots.
+    U8(IndexRows<'a, u8>),
+    /// 16-bit little-endian indices, in the slots.
+    U16(IndexRows<'a, [u8; 2]>),
+    /// Other widths, unpacked.
+    U32(IndexRows<'a, u32>),
 }
 
+/// The first `(row, block, index)` with an index not below `n`.
+fn first_bad<T: IndexCell>(rows: IndexRows<'_, T>, n: usize) -> Option<(usize, usize, usize)> {
+    rows.iter().enumerate().find_map(|(r, ids)| {
+        ids.iter()
+            .position(|i| i.index() >= n)
+            .map(|b| (r, b, ids[b].index()))
+    })
+}
+
+/// Slots processed per chunk (bounds the index scratch to `CHUNK * d / k` entries).
+const CHUNK: usize = 128;
+
+/// How [`Codec::scores`] combines a query with the codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ScorePlan {
+    /// In-register scalar-code kernel.
+    Scalar,
+    /// Per-query look-up table.
+    Table,
+    /// Gathered codewords, direct dot products.
+    Gather,
+}
+
+/// Largest look-up table built by [`Codec::scores`] (bytes): beyond L2 the look-ups miss cache
+/// and gathering the (smaller) codebook is faster.
+const MAX_TABLE_BYTES: usize = 512 << 10;
+
 impl Codec {
+    fn score_plan(&self, isa: Isa, count: usize) -> ScorePlan {
+        let (k, n) = (self.config().k, self.config().n);
+        // The table costs d * n multiply-adds per query, then one look-up per block and key; the
+        // gather kernel costs one k-wide product per block and key. With whole-register codeword
+        // products (`has_codeword_kernel`), measured on AVX2, gathering is as fast or faster up
+        // to k = 4 and the table wins from k = 8 (fewer, scalar look-ups).
+        let table_pays = k >= 8 || !kernels::has_codeword_kernel(isa, k, self.dim());
+        if self.has_scalar_kernel(isa) {
+            ScorePlan::Scalar
+        } else if table_pays && k > 1 && 4 * n <= count && self.blocks() * n * 4 <= MAX_TABLE_BYTES
+        {
+            ScorePlan::Table
+        } else {
+            ScorePlan::Gather
+        }
+    }
+
+    fn has_scalar_kernel(&self, isa: Isa) -> bool {
+        let c = self.config();
+        c.k == 1
+            && c.n.is_power_of_two()
+            && kernels::has_scalar_kernel(isa, self.index_bits(), c.dim)
+    }
+
+    /// The levels of a scalar codebook padded to 16 (only for `N <= 16`).
+    fn scalar_levels(&self) -> [f32; 16] {
+        let mut levels = [0f32; 16];
+        for (l, &c) in levels.iter_mut().zip(self.codebook().codewords()) {
+            *l = c;
+        }
+        levels
+    }
+
+    /// Reads and validates the norms of a chunk of slots (`first`: position of the chunk's first
+    /// slot, for error messages).
+    fn chunk_norms(&self, isa: Isa, slots: &[u8], first: usize, norms: &mut [f32]) -> Result<()> {
+        let sb = self.slot_bytes();
+        match self.config().norm {
+            NormFormat::F16 => kernels::norms_f16(isa, slots, sb, norms),
+            NormFormat::F32 => {
+                for (nm, s) in norms.iter_mut().zip(slots.chunks_exact(sb)) {
+                    *nm = f32::from_le_bytes([s[0], s[1], s[2], s[3]]);
+                }
+            }
+        }
+        // Branch-free check of the whole chunk (NaN fails both comparisons).
+        let valid = norms
+            .iter()
+            .fold(true, |ok, &v| ok & (0.0..=f32::MAX).contains(&v));
+        if !valid {
+            let i = norms
+                .iter()
+                .position(|&v| !(0.0..=f32::MAX).contains(&v))
+                .unwrap_or(0);
+            return Err(Error::CorruptSlot(format!(
+                "slot {}: norm {} is not a finite non-negative number",
+                first + i,
+                norms[i]
+            )));
+        }
+        Ok(())
+    }
+
+    /// Runs `f` on the block indices of a chunk of slots: read in place for 8- and 16-bit
+    /// indices, unpacked into `scratch` otherwise. Indices are checked against `N` when `N` is
+    /// not a power of two (otherwise every bit pattern is a valid index). `first`: position of
+    /// the chunk's first slot, for error messages.
+    fn with_indices(
+        &self,
+        isa: Isa,
+        slots: &[u8],
+        first: usize,
+        scratch: &mut Vec<u32>,
+        f: &mut dyn FnMut(Indices<'_>),
+    ) -> Result<()> {
+        let blocks = self.blocks();
+        let (sb, offset) = (self.slot_bytes(), self.config().norm.bytes());
+        let in_place_16 = self.index_bits() == 16 && sb % 2 == 0 && offset % 2 == 0;
+        let view = if self.index_bits() == 8 {
+            Indices::U8(IndexRows {
+                data: slots,
+                stride: sb,
+                offset,
+                blocks,
+            })
+        } else if in_place_16 {
+            Indices::U16(IndexRows {
+                data: slots.as_chunks::<2>().0,
+                stride: sb / 2,
+                offset: offset / 2,
+                blocks,
+            })
+        } else {
+            let count = slots.len() / sb;
+            scratch.resize(count * blocks, 0);
+            let ids = &mut scratch[..count * blocks];
+            kernels::unpack_slots(isa, self.index_bits(), slots, sb, offset, blocks, ids);
+            Indices::U32(IndexRows {
+                data: ids,
+                stride: blocks,
+                offset: 0,
+                blocks,
+            })
+        };
+        let n = self.config().n;
+        if !n.is_power_of_two() {
+            let bad = match view {
+                Indices::U8(r) => first_bad(r, n),
+                Indices::U16(r) => first_bad(r, n),
+                Indices::U32(r) => first_bad(r, n),
+            };
+            if let Some((slot, block, index)) = bad {
+                return Err(Error::CorruptSlot(format!(
+                    "slot {}: block {block} holds index {index}, codebook has {n} codewords",
+                    first + slot
+                )));
+            }
+        }
+        f(view);
+        Ok(())
+    }
+
     /// Scores `out[i] = <q, x_hat_i>` for every slot `i` of `slots`, without decoding.
     /// `q.len() = d`, `out.len()` = number of slots.
     pub fn scores(&self, q: &[f32], slots: &[u8], out: &mut [f32]) -> Result<()> {
@@ -36,42 +186,71 @@ impl Codec {
         let count = self.slot_count(slots)?;
         check_len("score output", count, out.len())?;
         if let Some(index) = q.iter().position(|v| !v.is_finite()) {
-            return Err(crate::Error::NonFinite { index });
+            return Err(Error::NonFinite { index });
         }
         let mut qr = [0f32; MAX_DIM];
         let qr = &mut qr[..d];
         self.rotation().apply(q, qr);
+        let isa = kernels::detect();
+        self.scores_rotated(isa, self.score_plan(isa, count), qr, slots, out)
+    }
+
+    /// [`scores`](Self::scores) for an already rotated query, with a chosen kernel plan.
+    fn scores_rotated(
+        &self,
+        isa: Isa,
+        plan: ScorePlan,
+        qr: &[f32],
+        slots: &[u8],
+        out: &mut [f32],
+    ) -> Result<()> {
         let (k, n, blocks) = (self.config().k, self.config().n, self.blocks());
-        let cb = self.codebook();
-        // Table: blocks * n entries, costs d * n multiply-adds; direct costs d per key.
-        // Table: d * n multiply-adds once, then one look-up per block and key; direct: d
-        // multiply-adds (and a codeword fetch per block) per key. Build it when n < count.
-        let use_table = n < count;
-        let slot_bytes = self.slot_bytes();
-        let mut indices = [0u32; MAX_DIM];
-        let indices = &mut indices[..blocks];
-        if use_table {
+        let cw = self.codebook().codewords();
+        let (sb, offset) = (self.slot_bytes(), self.config().norm.bytes());
+        let table = if plan == ScorePlan::Table {
             let mut table = vec![0f32; blocks * n];
             for (j, row) in table.chunks_exact_mut(n).enumerate() {
                 let qj = &qr[j * k..(j + 1) * k];
-                for (t, c) in row.iter_mut().zip(cb.codewords().chunks_exact(k)) {
+                for (t, c) in row.iter_mut().zip(cw.chunks_exact(k)) {
                     *t = qj.iter().zip(c).map(|(a, b)| a * b).sum();
                 }
             }
-            for (o, slot) in out.iter_mut().zip(slots.chunks_exact(slot_bytes)) {
-                let norm = self.read_slot_unchecked_len(slot, indices)?;
-                *o = norm * table_sum(&table, n, indices);
-            }
+            table
         } else {
-            let cw = cb.codewords();
-            for (o, slot) in out.iter_mut().zip(slots.chunks_exact(slot_bytes)) {
-                let norm = self.read_slot_unchecked_len(slot, indices)?;
-                let mut s = 0f32;
-                for (qj, &i) in qr.chunks_exact(k).zip(indices.iter()) {
-                    let c = &cw[i as usize * k..(i as usize + 1) * k];
-                    s += qj.iter().zip(c).map(|(a, b)| a * b).sum::<f32>();
-                }
-                *o = norm * s;
+            Vec::new()
+        };
+        let levels = self.scalar_levels();
+        let mut idx = Vec::new();
+        let mut norms = [0f32; CHUNK];
+        for (c, (oc, sc)) in out
+            .chunks_mut(CHUNK)
+            .zip(slots.chunks(CHUNK * sb))
+            .enumerate()
+        {
+            let norms = &mut norms[..oc.len()];
+            self.chunk_norms(isa, sc, c * CHUNK, norms)?;
+            if plan == ScorePlan::Scalar {
+                kernels::scalar_dots(isa, self.index_bits(), &levels, qr, sc, sb, offset, oc);
+            } else {
+                self.with_indices(isa, sc, c * CHUNK, &mut idx, &mut |ids| {
+                    macro_rules! run {
+                        ($rows:expr) => {
+                            if plan == ScorePlan::Table {
+                                kernels::table_dots(isa, &table, n, $rows, oc)
+                            } else {
+                                kernels::gather_dots(isa, k, qr, cw, $rows, oc)
+                            }
+                        };
+                    }
+                    match ids {
+                        Indices::U8(r) => run!(r),
+                        Indices::U16(r) => run!(r),
+                        Indices::U32(r) => run!(r),
+                    }
+                })?;
+            }
+            for (o, &nm) in oc.iter_mut().zip(norms.iter()) {
+                *o *= nm;
             }
         }
         Ok(())
@@ -86,48 +265,176 @@ impl Codec {
         check_len("weights", count, weights.len())?;
         check_len("output vector", d, out.len())?;
         if let Some(index) = weights.iter().position(|v| !v.is_finite()) {
-            return Err(crate::Error::NonFinite { index });
+            return Err(Error::NonFinite { index });
         }
-        let (k, n, blocks) = (self.config().k, self.config().n, self.blocks());
-        let cw = self.codebook().codewords();
         let mut acc = [0f32; MAX_DIM];
         let acc = &mut acc[..d];
-        let mut indices = [0u32; MAX_DIM];
-        let indices = &mut indices[..blocks];
-        let slots = slots.chunks_exact(self.slot_bytes());
-        // Histogram: one addition per block and value, then d * n multiply-adds once; direct: d
-        // multiply-adds per value. Use it when n < count.
-        if n < count {
-            // Histogram: per block, the total weight on each codeword; then one pass over the
-            // codebook. Costs d/k additions per value instead of d multiply-adds.
-            let mut hist = vec![0f32; blocks * n];
-            for (&w, slot) in weights.iter().zip(slots) {
-                let scale = w * self.read_slot_unchecked_len(slot, indices)?;
-                for (row, &i) in hist.chunks_exact_mut(n).zip(indices.iter()) {
-                    row[i as usize] += scale;
+        let isa = kernels::detect();
+        self.weighted_sum_rotated(isa, self.has_scalar_kernel(isa), weights, slots, acc)?;
+        self.rotation().apply_inverse(acc, out);
+        Ok(())
+    }
+
+    /// `acc += sum_i weights[i] * x_hat_i` in the rotated domain, with the in-register scalar
+    /// kernel when `scalar` is set.
+    fn weighted_sum_rotated(
+        &self,
+        isa: Isa,
+        scalar: bool,
+        weights: &[f32],
+        slots: &[u8],
+        acc: &mut [f32],
+    ) -> Result<()> {
+        let k = self.config().k;
+        let cw = self.codebook().codewords();
+        let (sb, offset) = (self.slot_bytes(), self.config().norm.bytes());
+        let levels = self.scalar_levels();
+        let mut idx = Vec::new();
+        let mut scaled = [0f32; CHUNK];
+        for (c, (wc, sc)) in weights
+            .chunks(CHUNK)
+            .zip(slots.chunks(CHUNK * sb))
+            .enumerate()
+        {
+            let scaled = &mut scaled[..wc.len()];
+            self.chunk_norms(isa, sc, c * CHUNK, scaled)?;
+            for (s, &w) in scaled.iter_mut().zip(wc) {
+                *s *= w;
+            }
+            if scalar {
+                kernels::scalar_accumulate(
+                    isa,
+                    self.index_bits(),
+                    &levels,
+                    scaled,
+                    sc,
+                    sb,
+                    offset,
+                    acc,
+                );
+            } else {
+                self.with_indices(isa, sc, c * CHUNK, &mut idx, &mut |ids| match ids {
+                    Indices::U8(r) => kernels::gather_accumulate(isa, k, scaled, cw, r, acc),
+                    Indices::U16(r) => kernels::gather_accumulate(isa, k, scaled, cw, r, acc),
+                    Indices::U32(r) => kernels::gather_accumulate(isa, k, scaled, cw, r, acc),
+                })?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::CodecConfig;
+    use crate::rng::Xoshiro256;
+
+    fn isas() -> Vec<Isa> {
+        let mut v = vec![Isa::Portable];
+        if kernels::detect() != Isa::Portable {
+            v.push(kernels::detect());
+        }
+        v
+    }
+
+    /// Every kernel plan and every ISA agree: the scalar in-register kernel and the gather kernel
+    /// bit for bit (same operations in the same order), the table within float rounding of them.
+    #[test]
+    fn every_plan_and_isa_agree() {
+        let mut rng = Xoshiro256::new(11);
+        for (d, k, n) in [
+            (64, 1, 2),
+            (64, 1, 4),
+            (64, 1, 8),
+            (64, 1, 16),
+            (128, 1, 16),
+            (96, 1, 8),
+            (64, 2, 64),
+            (96, 3, 64),
+            (64, 4, 256),
+            (128, 4, 4096),
+            (64, 8, 16),
+            (128, 8, 256),
+        ] {
+            let codec = Codec::new(CodecConfig::new(d, k, n)).unwrap();
+            let count = 300; // more than two chunks, with a remainder
+            let x: Vec<f32> = (0..count * d).map(|_| rng.next_gaussian() as f32).collect();
+            let mut slots = vec![0u8; count * codec.slot_bytes()];
+            codec.encode_batch(&x, &mut slots).unwrap();
+            let qr: Vec<f32> = (0..d).map(|_| rng.next_gaussian() as f32).collect();
+            let w: Vec<f32> = (0..count).map(|_| rng.next_open01() as f32).collect();
+
+            let mut want = vec![0f32; count];
+            codec
+                .scores_rotated(Isa::Portable, ScorePlan::Gather, &qr, &slots, &mut want)
+                .unwrap();
+            let mut want_acc = vec![0f32; d];
+            codec
+                .weighted_sum_rotated(Isa::Portable, false, &w, &slots, &mut want_acc)
+                .unwrap();
+            // Reference in f64 from decoded rotated vectors, for the table's tolerance.
+            let mut exact_acc = vec![0f64; d];
+            let mut acc_bound = vec![0f64; d];
+            let mut exact = vec![0f64; count];
+            let mut bound = vec![0f64; count];
+            let mut xr = vec![0f32; d];
+            for (i, slot) in slots.chunks_exact(codec.slot_bytes()).enumerate() {
+                codec.decode_rotated(slot, &mut xr).unwrap();
+                exact[i] = qr.iter().zip(&xr).map(|(a, b)| *a as f64 * *b as f64).sum();
+                bound[i] = qr
+                    .iter()
+                    .zip(&xr)
+                    .map(|(a, b)| (*a as f64 * *b as f64).abs())
+                    .sum();
+                for ((e, b), &v) in exact_acc.iter_mut().zip(&mut acc_bound).zip(&xr) {
+                    *e += w[i] as f64 * v as f64;
+                    *b += (w[i] as f64 * v as f64).abs();
                 }
             }
-            for (a, row) in acc.chunks_exact_mut(k).zip(hist.chunks_exact(n)) {
-                for (&h, c) in row.iter().zip(cw.chunks_exact(k)) {
-                    if h != 0.0 {
-                        for (a, c) in a.iter_mut().zip(c) {
-                            *a += h * c;
-                        }
+            for j in 0..d {
+                let tol = (count as f64 + 2.0) * f32::EPSILON as f64 * acc_bound[j];
+                assert!(
+                    (want_acc[j] as f64 - exact_acc[j]).abs() <= tol,
+                    "d={d} k={k} n={n} weighted sum coordinate {j}"
+                );
+            }
+            for isa in isas() {
+                let mut plans = vec![ScorePlan::Gather, ScorePlan::Table];
+                if codec.has_scalar_kernel(isa) {
+                    plans.push(ScorePlan::Scalar);
+                }
+                for plan in plans {
+                    let mut got = vec![0f32; count];
+                    codec
+                        .scores_rotated(isa, plan, &qr, &slots, &mut got)
+                        .unwrap();
+                    // Forward error bound of an f32 sum of d products in any order, then a
+                    // product with the norm: (d + 2) * eps * sum |terms|.
+                    for i in 0..count {
+                        let tol = (d as f64 + 2.0) * f32::EPSILON as f64 * bound[i];
+                        assert!(
+                            (got[i] as f64 - exact[i]).abs() <= tol,
+                            "d={d} k={k} n={n} {isa:?} {plan:?} slot {i}: {} vs {}",
+                            got[i],
+                            exact[i]
+                        );
+                    }
+                    if plan != ScorePlan::Table {
+                        assert_eq!(got, want, "d={d} k={k} n={n} {isa:?} {plan:?}");
                     }
                 }
-            }
-        } else {
-            for (&w, slot) in weights.iter().zip(slots) {
-                let scale = w * self.read_slot_unchecked_len(slot, indices)?;
-                for (a, &i) in acc.chunks_exact_mut(k).zip(indices.iter()) {
-                    let c = &cw[i as usize * k..(i as usize + 1) * k];
-                    for (a, c) in a.iter_mut().zip(c) {
-                        *a += scale * c;
+                for scalar in [false, true] {
+                    if scalar && !codec.has_scalar_kernel(isa) {
+                        continue;
                     }
+                    let mut acc = vec![0f32; d];
+                    codec
+                        .weighted_sum_rotated(isa, scalar, &w, &slots, &mut acc)
+                        .unwrap();
+                    assert_eq!(acc, want_acc, "d={d} k={k} n={n} {isa:?} scalar={scalar}");
                 }
             }
         }
-        self.rotation().apply_inverse(acc, out);
-        Ok(())
     }
 }

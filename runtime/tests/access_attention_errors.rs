@@ -203,6 +203,46 @@ fn index_out_of_range_in_a_slot_is_an_error() {
     ));
     assert!(codec.read_slot(&slot, &mut [0u32; 2]).is_err());
     assert!(codec.scores(&[1.0; 8], &slot, &mut [0.0]).is_err());
+    assert!(codec.weighted_sum(&[1.0], &slot, &mut y).is_err());
+}
+
+#[test]
+fn out_of_range_index_deep_in_a_long_cache_is_an_error_on_every_index_width() {
+    // N = 200 (8-bit indices, read in place), N = 40000 (16-bit, in place), N = 3000 (12-bit,
+    // unpacked): the bad slot sits in the third chunk, and the error names it.
+    for (k, n, bits) in [(4usize, 200usize, 8u32), (4, 40000, 16), (4, 3000, 12)] {
+        let d = 16;
+        let words: Vec<f32> = (0..n * k).map(|i| ((i * 7919) % 1000) as f32 * 1e-3).collect();
+        let cb = Codebook::new(d, k, n, words).unwrap();
+        let codec = Codec::with_codebook(CodecConfig::new(d, k, n), Arc::new(cb)).unwrap();
+        assert_eq!(codec.index_bits(), bits);
+        let count = 300;
+        let sb = codec.slot_bytes();
+        let mut slots = vec![0u8; count * sb];
+        let x: Vec<f32> = (0..count * d).map(|i| (i % 13) as f32 - 6.0).collect();
+        codec.encode_batch(&x, &mut slots).unwrap();
+        let mut scores = vec![0f32; count];
+        let mut out = vec![0f32; d];
+        codec.scores(&[0.5; 16], &slots, &mut scores).unwrap();
+        codec.weighted_sum(&scores, &slots, &mut out).unwrap();
+        // Block 2 of slot 261 := all ones (2^bits - 1 >= n).
+        let bad = 261;
+        let mut indices = vec![0u32; d / k];
+        codec.read_slot(&slots[bad * sb..(bad + 1) * sb], &mut indices).unwrap();
+        indices[2] = (1 << bits) - 1;
+        fibquant::pack::pack(&indices, bits, &mut slots[bad * sb + 2..(bad + 1) * sb]);
+        for result in [
+            codec.scores(&[0.5; 16], &slots, &mut scores),
+            codec.weighted_sum(&vec![1.0; count], &slots, &mut out),
+        ] {
+            match result {
+                Err(Error::CorruptSlot(msg)) => {
+                    assert!(msg.contains("slot 261") && msg.contains("block 2"), "{msg}")
+                }
+                other => panic!("n={n}: expected CorruptSlot, got {other:?}"),
+            }
+        }
+    }
 }
 
 #[test]

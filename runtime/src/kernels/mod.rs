@@ -20,7 +20,7 @@ pub mod x86_64;
 pub enum Isa {
     /// Portable Rust (auto-vectorized for the compile target's baseline).
     Portable,
-    /// x86_64 AVX2.
+    /// x86_64 AVX2 (with F16C, which every AVX2 CPU has).
     Avx2,
 }
 
@@ -35,7 +35,9 @@ pub fn detect() -> Isa {
         }
         #[cfg(target_arch = "x86_64")]
         {
-            if std::arch::is_x86_feature_detected!("avx2") {
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("f16c")
+            {
                 return Isa::Avx2;
             }
         }
@@ -72,6 +74,244 @@ pub fn fwht(isa: Isa, v: &mut [f32]) {
     }
 }
 
+/// Reads the binary16 norm at the start of each slot into `out` (one per slot).
+pub fn norms_f16(isa: Isa, slots: &[u8], slot_bytes: usize, out: &mut [f32]) {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Isa::Avx2` is only produced by `detect` after checking AVX2 and F16C.
+        Isa::Avx2 => unsafe { x86_64::norms_f16_avx2(slots, slot_bytes, out) },
+        _ => portable::norms_f16(slots, slot_bytes, out),
+    }
+}
+
+/// Unpacks the `blocks` indices of each slot in `slots` (consecutive slots of `slot_bytes` bytes,
+/// indices from byte `offset`) into `out`, `blocks` entries per slot. Widths 1 to 16 bits take a
+/// compile-time specialized path.
+pub fn unpack_slots(
+    isa: Isa,
+    bits: u32,
+    slots: &[u8],
+    slot_bytes: usize,
+    offset: usize,
+    blocks: usize,
+    out: &mut [u32],
+) {
+    macro_rules! widths {
+        ($($b:literal)*) => {
+            match bits {
+                $($b => unpack_slots_fixed::<$b>(isa, slots, slot_bytes, offset, blocks, out),)*
+                _ => {
+                    for (slot, o) in slots.chunks_exact(slot_bytes).zip(out.chunks_exact_mut(blocks)) {
+                        crate::pack::unpack(&slot[offset..], bits, o);
+                    }
+                }
+            }
+        };
+    }
+    widths!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16)
+}
+
+#[inline]
+fn unpack_slots_fixed<const BITS: u32>(
+    isa: Isa,
+    slots: &[u8],
+    slot_bytes: usize,
+    offset: usize,
+    blocks: usize,
+    out: &mut [u32],
+) {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Isa::Avx2` is only produced by `detect` after checking AVX2 is available.
+        Isa::Avx2 if BITS <= 7 => unsafe {
+            x86_64::unpack_slots_narrow_avx2::<BITS>(slots, slot_bytes, offset, blocks, out)
+        },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Isa::Avx2 => unsafe {
+            x86_64::unpack_slots_avx2::<BITS>(slots, slot_bytes, offset, blocks, out)
+        },
+        _ => portable::unpack_slots::<BITS>(slots, slot_bytes, offset, blocks, out),
+    }
+}
+
+pub use portable::{IndexCell, IndexRows};
+
+/// Look-up table scores: `out[i] = sum_j table[j * n + rows[i][j]]`. Every index must be below
+/// `n` (an index beyond the table panics).
+pub fn table_dots<T: IndexCell>(
+    isa: Isa,
+    table: &[f32],
+    n: usize,
+    rows: IndexRows<T>,
+    out: &mut [f32],
+) {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Isa::Avx2` is only produced by `detect` after checking AVX2 is available.
+        Isa::Avx2 => unsafe { x86_64::table_dots_avx2(table, n, rows, out) },
+        _ => portable::table_dots(table, n, rows, out),
+    }
+}
+
+/// Direct scores: `out[i] = <q, concat_j C[rows[i][j]]>` with `C` the `k`-dimensional
+/// `codewords`; block sizes 1, 2, 3, 4 and 8 are specialized.
+pub fn gather_dots<T: IndexCell>(
+    isa: Isa,
+    k: usize,
+    q: &[f32],
+    codewords: &[f32],
+    rows: IndexRows<T>,
+    out: &mut [f32],
+) {
+    macro_rules! sizes {
+        ($($k:literal)*) => {
+            match k {
+                $($k => gather_dots_fixed::<$k, T>(isa, q, codewords, k, rows, out),)*
+                _ => gather_dots_fixed::<0, T>(isa, q, codewords, k, rows, out),
+            }
+        };
+    }
+    sizes!(1 2 3 4 8)
+}
+
+#[inline]
+fn gather_dots_fixed<const K: usize, T: IndexCell>(
+    isa: Isa,
+    q: &[f32],
+    codewords: &[f32],
+    k: usize,
+    rows: IndexRows<T>,
+    out: &mut [f32],
+) {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Isa::Avx2` is only produced by `detect` after checking AVX2 is available.
+        Isa::Avx2 if has_codeword_kernel(isa, K, q.len()) => unsafe {
+            x86_64::codeword_dots_avx2::<K, T>(q, codewords, rows, out)
+        },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Isa::Avx2 => unsafe { x86_64::gather_dots_avx2::<K, T>(q, codewords, k, rows, out) },
+        _ => portable::gather_dots::<K, T>(q, codewords, k, rows, out),
+    }
+}
+
+/// Direct weighted sum in the rotated domain: `acc += sum_i w[i] * concat_j C[rows[i][j]]`.
+pub fn gather_accumulate<T: IndexCell>(
+    isa: Isa,
+    k: usize,
+    w: &[f32],
+    codewords: &[f32],
+    rows: IndexRows<T>,
+    acc: &mut [f32],
+) {
+    macro_rules! sizes {
+        ($($k:literal)*) => {
+            match k {
+                $($k => gather_accumulate_fixed::<$k, T>(isa, w, codewords, k, rows, acc),)*
+                _ => gather_accumulate_fixed::<0, T>(isa, w, codewords, k, rows, acc),
+            }
+        };
+    }
+    sizes!(1 2 3 4 8)
+}
+
+#[inline]
+fn gather_accumulate_fixed<const K: usize, T: IndexCell>(
+    isa: Isa,
+    w: &[f32],
+    codewords: &[f32],
+    k: usize,
+    rows: IndexRows<T>,
+    acc: &mut [f32],
+) {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Isa::Avx2` is only produced by `detect` after checking AVX2 is available.
+        Isa::Avx2 if has_codeword_kernel(isa, K, acc.len()) => unsafe {
+            x86_64::codeword_accumulate_avx2::<K, T>(w, codewords, rows, acc)
+        },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Isa::Avx2 => unsafe { x86_64::gather_accumulate_avx2::<K, T>(w, codewords, k, rows, acc) },
+        _ => portable::gather_accumulate::<K, T>(w, codewords, k, rows, acc),
+    }
+}
+
+/// Whether [`gather_dots`] and [`gather_accumulate`] use whole-register codeword products on
+/// `isa` for block size `k` and dimension `d` (AVX2, `k` of 2, 4 or 8, `d % 8 == 0`) rather than
+/// a gather into scratch memory.
+pub fn has_codeword_kernel(isa: Isa, k: usize, d: usize) -> bool {
+    isa == Isa::Avx2 && matches!(k, 2 | 4 | 8) && d.is_multiple_of(8)
+}
+
+/// Whether [`scalar_dots`] and [`scalar_accumulate`] have an in-register kernel for `bits`-bit
+/// scalar (`k = 1`) codes of dimension `d` on `isa`. When they do not, callers unpack and use
+/// [`gather_dots`] / [`gather_accumulate`] with `k = 1`, which give bit-identical results.
+pub fn has_scalar_kernel(isa: Isa, bits: u32, d: usize) -> bool {
+    isa == Isa::Avx2 && (1..=4).contains(&bits) && d.is_multiple_of(8)
+}
+
+/// Scalar-code scores straight from the packed slots (`levels`: the `2^bits` levels padded to
+/// 16): `out[i] = <q, C[idx_i]>`. Only where [`has_scalar_kernel`] says so; panics otherwise.
+#[allow(clippy::too_many_arguments)]
+pub fn scalar_dots(
+    isa: Isa,
+    bits: u32,
+    levels: &[f32; 16],
+    q: &[f32],
+    slots: &[u8],
+    slot_bytes: usize,
+    offset: usize,
+    out: &mut [f32],
+) {
+    assert!(has_scalar_kernel(isa, bits, q.len()), "no scalar kernel");
+    assert!(slot_bytes >= offset + q.len() * bits as usize / 8);
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `has_scalar_kernel` checked AVX2 (detected by `detect`), `bits` in 1..=4 and
+    // `d % 8 == 0`; the slot size was asserted above.
+    unsafe {
+        match bits {
+            1 => x86_64::scalar_dots_avx2::<1>(levels, q, slots, slot_bytes, offset, out),
+            2 => x86_64::scalar_dots_avx2::<2>(levels, q, slots, slot_bytes, offset, out),
+            3 => x86_64::scalar_dots_avx2::<3>(levels, q, slots, slot_bytes, offset, out),
+            _ => x86_64::scalar_dots_avx2::<4>(levels, q, slots, slot_bytes, offset, out),
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (levels, slots, out);
+}
+
+/// Scalar-code weighted sum straight from the packed slots: `acc += sum_i w[i] * C[idx_i]`.
+/// Only where [`has_scalar_kernel`] says so; panics otherwise.
+#[allow(clippy::too_many_arguments)]
+pub fn scalar_accumulate(
+    isa: Isa,
+    bits: u32,
+    levels: &[f32; 16],
+    w: &[f32],
+    slots: &[u8],
+    slot_bytes: usize,
+    offset: usize,
+    acc: &mut [f32],
+) {
+    assert!(has_scalar_kernel(isa, bits, acc.len()), "no scalar kernel");
+    assert!(slot_bytes >= offset + acc.len() * bits as usize / 8);
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: as in `scalar_dots`.
+    unsafe {
+        match bits {
+            1 => x86_64::scalar_accumulate_avx2::<1>(levels, w, slots, slot_bytes, offset, acc),
+            2 => x86_64::scalar_accumulate_avx2::<2>(levels, w, slots, slot_bytes, offset, acc),
+            3 => x86_64::scalar_accumulate_avx2::<3>(levels, w, slots, slot_bytes, offset, acc),
+            _ => x86_64::scalar_accumulate_avx2::<4>(levels, w, slots, slot_bytes, offset, acc),
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (levels, w, slots, acc);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,7 +320,9 @@ mod tests {
     fn isas() -> Vec<Isa> {
         let mut v = vec![Isa::Portable];
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") {
+        if std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("f16c")
+        {
             v.push(Isa::Avx2);
         } else {
             eprintln!("AVX2 not available: only the portable kernels are tested");
@@ -126,6 +368,60 @@ mod tests {
                         );
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn every_unpack_path_matches_the_reference_unpacker() {
+        let mut rng = Xoshiro256::new(3);
+        for bits in 1..=20u32 {
+            for blocks in [1, 5, 8, 13, 16, 64, 128] {
+                let packed_len = crate::pack::packed_bytes(blocks, bits);
+                for offset in [0, 2, 4] {
+                    let slot_bytes = offset + packed_len;
+                    let count = 7;
+                    let mut slots = vec![0u8; count * slot_bytes];
+                    let mut want = vec![0u32; count * blocks];
+                    for (slot, w) in slots
+                        .chunks_exact_mut(slot_bytes)
+                        .zip(want.chunks_exact_mut(blocks))
+                    {
+                        for v in w.iter_mut() {
+                            *v = (rng.next_u64() & ((1u64 << bits) - 1)) as u32;
+                        }
+                        slot[..offset].fill(0xa5);
+                        crate::pack::pack(w, bits, &mut slot[offset..]);
+                    }
+                    for isa in isas() {
+                        let mut got = vec![u32::MAX; count * blocks];
+                        unpack_slots(isa, bits, &slots, slot_bytes, offset, blocks, &mut got);
+                        assert_eq!(got, want, "{isa:?} bits={bits} blocks={blocks}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_norm_path_converts_every_half_like_the_portable_one() {
+        // Every binary16 value, in slots of 3 bytes (so the norms are not aligned).
+        let slots: Vec<u8> = (0..=u16::MAX)
+            .flat_map(|h| {
+                let [a, b] = h.to_le_bytes();
+                [a, b, 0x5a]
+            })
+            .collect();
+        let mut want = vec![0f32; 65536];
+        portable::norms_f16(&slots, 3, &mut want);
+        for isa in isas() {
+            let mut got = vec![0f32; 65536];
+            norms_f16(isa, &slots, 3, &mut got);
+            for (h, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()),
+                    "{isa:?} half {h:#06x}: {g} vs {w}"
+                );
             }
         }
     }

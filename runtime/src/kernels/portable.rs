@@ -45,3 +45,325 @@ pub fn fwht(v: &mut [f32]) {
         h *= 2;
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Attention on codes. These bodies are `#[inline(always)]` so that the x86_64 module can compile
+// the very same source with AVX2 enabled (the compiler vectorizes it for that target); results
+// are bit-identical because Rust never reorders or fuses floating-point operations.
+
+/// Unpacks the `blocks` indices of each slot in `slots` (consecutive slots of `slot_bytes` bytes,
+/// indices from byte `offset` of each) into `out` (`blocks` entries per slot), for `BITS`-bit
+/// indices. Groups of 8 indices occupy exactly `BITS` bytes, so each group is read with one word
+/// load and unpacked with constant shifts.
+#[inline(always)]
+pub fn unpack_slots<const BITS: u32>(
+    slots: &[u8],
+    slot_bytes: usize,
+    offset: usize,
+    blocks: usize,
+    out: &mut [u32],
+) {
+    for (slot, o) in slots
+        .chunks_exact(slot_bytes)
+        .zip(out.chunks_exact_mut(blocks))
+    {
+        unpack_fixed::<BITS>(&slot[offset..], o);
+    }
+}
+
+/// [`crate::pack::unpack`] for a width known at compile time.
+#[inline(always)]
+pub fn unpack_fixed<const BITS: u32>(packed: &[u8], out: &mut [u32]) {
+    let b = BITS as usize;
+    match BITS {
+        8 => {
+            for (o, &x) in out.iter_mut().zip(packed) {
+                *o = x as u32;
+            }
+        }
+        16 => {
+            for (o, c) in out.iter_mut().zip(packed.chunks_exact(2)) {
+                *o = u16::from_le_bytes([c[0], c[1]]) as u32;
+            }
+        }
+        _ => {
+            let mask = (1u128 << BITS) - 1;
+            let mut groups = out.chunks_exact_mut(8);
+            let full = groups.len();
+            for (o, g) in groups.by_ref().zip(packed.chunks_exact(b)) {
+                let o: &mut [u32; 8] = o.try_into().unwrap();
+                let mut w = [0u8; 16];
+                w[..b].copy_from_slice(g);
+                if BITS <= 8 {
+                    let w = u64::from_le_bytes(w[..8].try_into().unwrap());
+                    for (t, o) in o.iter_mut().enumerate() {
+                        *o = ((w >> (t * b)) & mask as u64) as u32;
+                    }
+                } else {
+                    let w = u128::from_le_bytes(w);
+                    for (t, o) in o.iter_mut().enumerate() {
+                        *o = ((w >> (t * b)) & mask) as u32;
+                    }
+                }
+            }
+            let rest = groups.into_remainder();
+            if !rest.is_empty() {
+                crate::pack::unpack(&packed[full * b..], BITS, rest);
+            }
+        }
+    }
+}
+
+/// Horizontal sum of 8 lanes in the fixed order the SIMD kernels use.
+#[inline(always)]
+pub fn sum_lanes(a: &[f32; 8]) -> f32 {
+    ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]))
+}
+
+/// `out[i] = sum_j table[j * n + rows[i][j]]`: per-query look-up table scores, four independent
+/// partial sums per slot.
+#[inline(always)]
+pub fn table_dots<T: IndexCell>(table: &[f32], n: usize, rows: IndexRows<T>, out: &mut [f32]) {
+    assert!(table.len() >= rows.blocks * n);
+    for (o, ids) in out.iter_mut().zip(rows.iter()) {
+        check_row(ids, n);
+        let mut acc = [0f32; 4];
+        let mut quads = ids.chunks_exact(4);
+        let mut base = 0;
+        for q in quads.by_ref() {
+            for (t, (a, &i)) in acc.iter_mut().zip(q).enumerate() {
+                // SAFETY: `i < n` (`check_row`) and `base + t < blocks`, so the position is
+                // below `blocks * n <= table.len()`.
+                *a += unsafe { *table.get_unchecked((base + t) * n + i.index()) };
+            }
+            base += 4;
+        }
+        for (t, (a, &i)) in acc.iter_mut().zip(quads.remainder()).enumerate() {
+            // SAFETY: as above.
+            *a += unsafe { *table.get_unchecked((base + t) * n + i.index()) };
+        }
+        *o = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+    }
+}
+
+/// A stored block index: a byte (8-bit codes read in place), two little-endian bytes (16-bit
+/// codes read in place) or an unpacked `u32`.
+pub trait IndexCell: Copy {
+    /// The index value.
+    fn index(self) -> usize;
+    /// The largest index of a row (0 for an empty row), computed in the cell's own width so
+    /// that it vectorizes.
+    fn max_index(row: &[Self]) -> usize;
+}
+
+impl IndexCell for u8 {
+    #[inline(always)]
+    fn index(self) -> usize {
+        self as usize
+    }
+    #[inline(always)]
+    fn max_index(row: &[u8]) -> usize {
+        row.iter().fold(0u8, |m, &i| m.max(i)) as usize
+    }
+}
+
+impl IndexCell for [u8; 2] {
+    #[inline(always)]
+    fn index(self) -> usize {
+        u16::from_le_bytes(self) as usize
+    }
+    #[inline(always)]
+    fn max_index(row: &[[u8; 2]]) -> usize {
+        row.iter().fold(0u16, |m, &i| m.max(u16::from_le_bytes(i))) as usize
+    }
+}
+
+impl IndexCell for u32 {
+    #[inline(always)]
+    fn index(self) -> usize {
+        self as usize
+    }
+    #[inline(always)]
+    fn max_index(row: &[u32]) -> usize {
+        row.iter().fold(0u32, |m, &i| m.max(i)) as usize
+    }
+}
+
+/// Panics unless every index of `row` is below `n` and the row has `blocks` indices: the
+/// precondition that makes the unchecked look-ups of the kernels below sound. One vectorized
+/// pass per row instead of a bounds check per look-up.
+#[inline(always)]
+pub(crate) fn check_row<T: IndexCell>(row: &[T], n: usize) {
+    assert!(
+        T::max_index(row) < n,
+        "block index out of range for a codebook of {n} codewords"
+    );
+}
+
+/// Rows of block indices: row `i` is `data[i * stride + offset..][..blocks]`. Either the slots
+/// themselves (whole-byte index widths: `stride` = slot size, `offset` = norm size, in cells) or
+/// an unpacked `u32` buffer (`stride = blocks`, `offset = 0`).
+#[derive(Debug, Clone, Copy)]
+pub struct IndexRows<'a, T> {
+    /// The cells.
+    pub data: &'a [T],
+    /// Cells from one row to the next.
+    pub stride: usize,
+    /// Cells before the first index of a row.
+    pub offset: usize,
+    /// Indices per row (`d / k`).
+    pub blocks: usize,
+}
+
+impl<'a, T: IndexCell> IndexRows<'a, T> {
+    /// The rows, in order.
+    #[inline(always)]
+    pub fn iter(self) -> impl Iterator<Item = &'a [T]> {
+        let (offset, blocks) = (self.offset, self.blocks);
+        self.data
+            .chunks_exact(self.stride)
+            .map(move |row| &row[offset..offset + blocks])
+    }
+}
+
+/// Writes the rotated-domain reconstruction `concat(C[ids_j])` (unscaled) into `x`.
+#[inline(always)]
+fn gather<const K: usize, T: IndexCell>(codewords: &[f32], k: usize, ids: &[T], x: &mut [f32]) {
+    let k = if K == 0 { k } else { K };
+    check_row(ids, codewords.len() / k);
+    for (xb, &i) in x.chunks_exact_mut(k).zip(ids) {
+        // SAFETY: `i < codewords.len() / k` (`check_row`), so `i * k + k <= codewords.len()`.
+        let c = unsafe { codewords.get_unchecked(i.index() * k..i.index() * k + k) };
+        xb.copy_from_slice(c);
+    }
+}
+
+/// Codeword `i` (`K` floats); `i` must have passed [`check_row`] against `codewords.len() / K`.
+#[inline(always)]
+fn codeword<const K: usize>(codewords: &[f32], i: usize) -> &[f32; K] {
+    debug_assert!(i < codewords.len() / K);
+    // SAFETY: callers check `i < codewords.len() / K`, so the K floats at `i * K` exist; a
+    // `[f32; K]` has the alignment of `f32`.
+    unsafe { &*(codewords.as_ptr().add(i * K) as *const [f32; K]) }
+}
+
+/// `sum_l a[l] * b[l]` in 8 lanes (lane `l % 8`), summed with [`sum_lanes`].
+#[inline(always)]
+pub fn dot_lanes(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let mut a8 = a.chunks_exact(8);
+    let mut b8 = b.chunks_exact(8);
+    for (x, y) in a8.by_ref().zip(b8.by_ref()) {
+        for l in 0..8 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    for (l, (x, y)) in a8.remainder().iter().zip(b8.remainder()).enumerate() {
+        acc[l] += x * y;
+    }
+    sum_lanes(&acc)
+}
+
+/// `out[i] = <q, concat_j C[rows[i][j]]>` for rotated query `q` (length `d`): gathers each
+/// slot's codewords into an L1 scratch vector and takes an 8-lane dot product. `K` is the block
+/// size when known at compile time, 0 for "use `k`".
+#[inline(always)]
+pub fn gather_dots<const K: usize, T: IndexCell>(
+    q: &[f32],
+    codewords: &[f32],
+    k: usize,
+    rows: IndexRows<T>,
+    out: &mut [f32],
+) {
+    let d = q.len();
+    if (K == 4 || K == 8) && d.is_multiple_of(8) {
+        // Codewords are whole register halves or registers: multiply them in place, in the same
+        // lanes and order as `dot_lanes` on the gathered vector (so results are identical).
+        let n = codewords.len() / K;
+        for (o, ids) in out.iter_mut().zip(rows.iter()) {
+            check_row(ids, n);
+            let mut acc = [0f32; 8];
+            for (q8, group) in q.chunks_exact(8).zip(ids.chunks_exact(8 / K)) {
+                for (t, &i) in group.iter().enumerate() {
+                    let c = codeword::<K>(codewords, i.index());
+                    for l in 0..K {
+                        acc[t * K + l] += q8[t * K + l] * c[l];
+                    }
+                }
+            }
+            *o = sum_lanes(&acc);
+        }
+        return;
+    }
+    let mut x = [0f32; crate::codec::MAX_DIM];
+    let x = &mut x[..d];
+    for (o, ids) in out.iter_mut().zip(rows.iter()) {
+        gather::<K, T>(codewords, k, ids, x);
+        *o = dot_lanes(q, x);
+    }
+}
+
+/// `acc += sum_i w[i] * concat_j C[rows[i][j]]` (`acc.len() = d`).
+#[inline(always)]
+pub fn gather_accumulate<const K: usize, T: IndexCell>(
+    w: &[f32],
+    codewords: &[f32],
+    k: usize,
+    rows: IndexRows<T>,
+    acc: &mut [f32],
+) {
+    let d = acc.len();
+    if K == 2 || K >= 4 {
+        // A codeword fills (part of) a vector register: multiply-add it in place, four values
+        // at a time so that the accumulator's load-add-store chain is paid once per four.
+        let mut w4 = w.chunks_exact(4);
+        let mut it = rows.iter();
+        let n = codewords.len() / K;
+        for w4 in w4.by_ref() {
+            let (Some(i0), Some(i1), Some(i2), Some(i3)) =
+                (it.next(), it.next(), it.next(), it.next())
+            else {
+                return;
+            };
+            for ids in [i0, i1, i2, i3] {
+                check_row(ids, n);
+            }
+            for (j, a) in acc.chunks_exact_mut(K).enumerate() {
+                let c0 = codeword::<K>(codewords, i0[j].index());
+                let c1 = codeword::<K>(codewords, i1[j].index());
+                let c2 = codeword::<K>(codewords, i2[j].index());
+                let c3 = codeword::<K>(codewords, i3[j].index());
+                for l in 0..K {
+                    a[l] += (w4[0] * c0[l] + w4[1] * c1[l]) + (w4[2] * c2[l] + w4[3] * c3[l]);
+                }
+            }
+        }
+        for (&wi, ids) in w4.remainder().iter().zip(it) {
+            check_row(ids, n);
+            for (a, &i) in acc.chunks_exact_mut(K).zip(ids) {
+                let c = codeword::<K>(codewords, i.index());
+                for l in 0..K {
+                    a[l] += wi * c[l];
+                }
+            }
+        }
+        return;
+    }
+    let mut x = [0f32; crate::codec::MAX_DIM];
+    let x = &mut x[..d];
+    for (&wi, ids) in w.iter().zip(rows.iter()) {
+        gather::<K, T>(codewords, k, ids, x);
+        for (a, &v) in acc.iter_mut().zip(x.iter()) {
+            *a += wi * v;
+        }
+    }
+}
+
+/// Reads the binary16 norm at the start of each slot (consecutive slots of `slot_bytes` bytes)
+/// into `out` as `f32`.
+#[inline(always)]
+pub fn norms_f16(slots: &[u8], slot_bytes: usize, out: &mut [f32]) {
+    for (o, s) in out.iter_mut().zip(slots.chunks_exact(slot_bytes)) {
+        *o = crate::fp16::f16_bits_to_f32(u16::from_le_bytes([s[0], s[1]]));
+    }
+}

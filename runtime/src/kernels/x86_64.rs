@@ -1,6 +1,7 @@
 //! x86_64 AVX2 kernels. Each performs exactly the floating-point operations of its portable
 //! counterpart, in the same order, so results are bit-identical (tests check this).
 
+use super::portable::{IndexCell, IndexRows};
 use std::arch::x86_64::*;
 
 /// AVX2 version of [`super::portable::nearest_lanes`].
@@ -90,5 +91,371 @@ pub unsafe fn fwht_avx2(v: &mut [f32]) {
             }
         }
         h *= 2;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Attention on codes.
+
+/// [`super::portable::unpack_slots`] compiled for AVX2.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[target_feature(enable = "avx2")]
+pub unsafe fn unpack_slots_avx2<const BITS: u32>(
+    slots: &[u8],
+    slot_bytes: usize,
+    offset: usize,
+    blocks: usize,
+    out: &mut [u32],
+) {
+    super::portable::unpack_slots::<BITS>(slots, slot_bytes, offset, blocks, out)
+}
+
+/// [`super::portable::table_dots`] compiled for AVX2.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[target_feature(enable = "avx2")]
+pub unsafe fn table_dots_avx2<T: IndexCell>(
+    table: &[f32],
+    n: usize,
+    rows: IndexRows<T>,
+    out: &mut [f32],
+) {
+    super::portable::table_dots(table, n, rows, out)
+}
+
+/// [`super::portable::gather_dots`] compiled for AVX2.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[target_feature(enable = "avx2")]
+pub unsafe fn gather_dots_avx2<const K: usize, T: IndexCell>(
+    q: &[f32],
+    codewords: &[f32],
+    k: usize,
+    rows: IndexRows<T>,
+    out: &mut [f32],
+) {
+    super::portable::gather_dots::<K, T>(q, codewords, k, rows, out)
+}
+
+/// [`super::portable::gather_accumulate`] compiled for AVX2.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[target_feature(enable = "avx2")]
+pub unsafe fn gather_accumulate_avx2<const K: usize, T: IndexCell>(
+    w: &[f32],
+    codewords: &[f32],
+    k: usize,
+    rows: IndexRows<T>,
+    acc: &mut [f32],
+) {
+    super::portable::gather_accumulate::<K, T>(w, codewords, k, rows, acc)
+}
+
+/// The 8 scalar-code reconstruction values (before the norm) of index group `g` of a slot whose
+/// indices start at `packed`: 8 indices of `BITS <= 4` bits are `BITS` whole bytes, unpacked in
+/// register with variable shifts and looked up with `vpermps` (two and a blend for 16 levels).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn scalar_group<const BITS: u32>(packed: &[u8], g: usize, lo: __m256, hi: __m256) -> __m256 {
+    let b = BITS as usize;
+    let mut w = [0u8; 4];
+    w[..b].copy_from_slice(&packed[g * b..(g + 1) * b]);
+    let w = u32::from_le_bytes(w) as i32;
+    let shifts = _mm256_setr_epi32(
+        0,
+        BITS as i32,
+        2 * BITS as i32,
+        3 * BITS as i32,
+        4 * BITS as i32,
+        5 * BITS as i32,
+        6 * BITS as i32,
+        7 * BITS as i32,
+    );
+    let idx = _mm256_and_si256(
+        _mm256_srlv_epi32(_mm256_set1_epi32(w), shifts),
+        _mm256_set1_epi32((1 << BITS) - 1),
+    );
+    let c = _mm256_permutevar8x32_ps(lo, idx);
+    if BITS == 4 {
+        // Index bit 3 picks the upper eight levels: move it to the sign bit for the blend.
+        let upper = _mm256_permutevar8x32_ps(hi, idx);
+        _mm256_blendv_ps(c, upper, _mm256_castsi256_ps(_mm256_slli_epi32::<28>(idx)))
+    } else {
+        c
+    }
+}
+
+/// Scalar (`k = 1`) code scores without unpacking to memory: `out[i] = <q, C[idx_i]>` (norm not
+/// applied), bit-identical to [`super::portable::gather_dots`] with `K = 1`.
+///
+/// # Safety
+/// The CPU must support AVX2. `BITS` is 1 to 4, `levels` holds the `2^BITS` levels padded to 16,
+/// `q.len()` is a multiple of 8 and each slot holds `offset + q.len() * BITS / 8` bytes.
+#[target_feature(enable = "avx2")]
+pub unsafe fn scalar_dots_avx2<const BITS: u32>(
+    levels: &[f32; 16],
+    q: &[f32],
+    slots: &[u8],
+    slot_bytes: usize,
+    offset: usize,
+    out: &mut [f32],
+) {
+    debug_assert!(q.len().is_multiple_of(8) && (1..=4).contains(&BITS));
+    // SAFETY: `levels` holds 16 floats.
+    let (lo, hi) = unsafe {
+        (
+            _mm256_loadu_ps(levels.as_ptr()),
+            _mm256_loadu_ps(levels.as_ptr().add(8)),
+        )
+    };
+    for (o, slot) in out.iter_mut().zip(slots.chunks_exact(slot_bytes)) {
+        let packed = &slot[offset..];
+        let mut acc = _mm256_setzero_ps();
+        for (g, q8) in q.chunks_exact(8).enumerate() {
+            let c = scalar_group::<BITS>(packed, g, lo, hi);
+            // SAFETY: `q8` holds 8 floats.
+            let qv = unsafe { _mm256_loadu_ps(q8.as_ptr()) };
+            acc = _mm256_add_ps(acc, _mm256_mul_ps(qv, c));
+        }
+        let mut lanes = [0f32; 8];
+        // SAFETY: `lanes` holds 8 floats.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), acc) };
+        *o = super::portable::sum_lanes(&lanes);
+    }
+}
+
+/// Scalar (`k = 1`) code weighted sum: `acc += sum_i w[i] * C[idx_i]`, bit-identical to
+/// [`super::portable::gather_accumulate`] with `K = 1`.
+///
+/// # Safety
+/// As [`scalar_dots_avx2`], with `acc.len()` in place of `q.len()`.
+#[target_feature(enable = "avx2")]
+pub unsafe fn scalar_accumulate_avx2<const BITS: u32>(
+    levels: &[f32; 16],
+    w: &[f32],
+    slots: &[u8],
+    slot_bytes: usize,
+    offset: usize,
+    acc: &mut [f32],
+) {
+    debug_assert!(acc.len().is_multiple_of(8) && (1..=4).contains(&BITS));
+    // SAFETY: `levels` holds 16 floats.
+    let (lo, hi) = unsafe {
+        (
+            _mm256_loadu_ps(levels.as_ptr()),
+            _mm256_loadu_ps(levels.as_ptr().add(8)),
+        )
+    };
+    for (&wi, slot) in w.iter().zip(slots.chunks_exact(slot_bytes)) {
+        let packed = &slot[offset..];
+        let wv = _mm256_set1_ps(wi);
+        for (g, a8) in acc.chunks_exact_mut(8).enumerate() {
+            let c = scalar_group::<BITS>(packed, g, lo, hi);
+            // SAFETY: `a8` holds 8 floats.
+            unsafe {
+                let a = _mm256_loadu_ps(a8.as_ptr());
+                _mm256_storeu_ps(a8.as_mut_ptr(), _mm256_add_ps(a, _mm256_mul_ps(wv, c)));
+            }
+        }
+    }
+}
+
+/// [`super::portable::norms_f16`] with F16C conversion, 8 norms per instruction (exact, like the
+/// portable conversion; NaN payloads may differ, and NaN norms are rejected by the caller).
+///
+/// # Safety
+/// The CPU must support AVX2 and F16C.
+#[target_feature(enable = "avx2,f16c")]
+pub unsafe fn norms_f16_avx2(slots: &[u8], slot_bytes: usize, out: &mut [f32]) {
+    let mut eights = out.chunks_exact_mut(8);
+    let mut groups = slots.chunks_exact(8 * slot_bytes);
+    for (o, g) in eights.by_ref().zip(groups.by_ref()) {
+        let mut halves = [0u16; 8];
+        for (h, s) in halves.iter_mut().zip(g.chunks_exact(slot_bytes)) {
+            *h = u16::from_le_bytes([s[0], s[1]]);
+        }
+        // SAFETY: `halves` holds 8 u16 and `o` 8 f32.
+        unsafe {
+            let v = _mm256_cvtph_ps(_mm_loadu_si128(halves.as_ptr() as *const __m128i));
+            _mm256_storeu_ps(o.as_mut_ptr(), v);
+        }
+    }
+    super::portable::norms_f16(groups.remainder(), slot_bytes, eights.into_remainder());
+}
+
+/// Loads the 8 reconstruction values (before the norm) of index group `group` (`8 / K`
+/// consecutive blocks) from codewords of `K = 2`, `4` or `8` floats.
+///
+/// # Safety
+/// AVX2; every index of `group` below `codewords.len() / K`.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn codeword_group<const K: usize, T: IndexCell>(codewords: &[f32], group: &[T]) -> __m256 {
+    let p = codewords.as_ptr();
+    // SAFETY: the caller checked the indices, so each codeword's K floats are in bounds.
+    unsafe {
+        if K == 8 {
+            _mm256_loadu_ps(p.add(group[0].index() * 8))
+        } else if K == 2 {
+            let pair = |a: usize, b: usize| {
+                let lo = _mm_load_sd(p.add(group[a].index() * 2) as *const f64);
+                _mm_castpd_ps(_mm_loadh_pd(lo, p.add(group[b].index() * 2) as *const f64))
+            };
+            _mm256_set_m128(pair(2, 3), pair(0, 1))
+        } else {
+            _mm256_set_m128(
+                _mm_loadu_ps(p.add(group[1].index() * 4)),
+                _mm_loadu_ps(p.add(group[0].index() * 4)),
+            )
+        }
+    }
+}
+
+/// [`super::portable::gather_dots`] for `K = 2`, `4` or `8` and `d % 8 == 0`, with explicit 8-lane
+/// products of whole codewords (bit-identical to the portable kernel: same lanes, same order).
+///
+/// # Safety
+/// AVX2; `K` is 2, 4 or 8 and `q.len()` a multiple of 8.
+#[target_feature(enable = "avx2")]
+pub unsafe fn codeword_dots_avx2<const K: usize, T: IndexCell>(
+    q: &[f32],
+    codewords: &[f32],
+    rows: IndexRows<T>,
+    out: &mut [f32],
+) {
+    debug_assert!((K == 2 || K == 4 || K == 8) && q.len().is_multiple_of(8));
+    let n = codewords.len() / K;
+    for (o, ids) in out.iter_mut().zip(rows.iter()) {
+        super::portable::check_row(ids, n);
+        let mut acc = _mm256_setzero_ps();
+        for (q8, group) in q.chunks_exact(8).zip(ids.chunks_exact(8 / K)) {
+            // SAFETY: `check_row` bounded every index; `q8` holds 8 floats.
+            unsafe {
+                let c = codeword_group::<K, T>(codewords, group);
+                acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_loadu_ps(q8.as_ptr()), c));
+            }
+        }
+        let mut lanes = [0f32; 8];
+        // SAFETY: `lanes` holds 8 floats.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), acc) };
+        *o = super::portable::sum_lanes(&lanes);
+    }
+}
+
+/// [`super::portable::gather_accumulate`] for `K = 2`, `4` or `8` and `d % 8 == 0`, four values per
+/// pass over the accumulator (bit-identical to the portable kernel).
+///
+/// # Safety
+/// AVX2; `K` is 2, 4 or 8 and `acc.len()` a multiple of 8.
+#[target_feature(enable = "avx2")]
+pub unsafe fn codeword_accumulate_avx2<const K: usize, T: IndexCell>(
+    w: &[f32],
+    codewords: &[f32],
+    rows: IndexRows<T>,
+    acc: &mut [f32],
+) {
+    debug_assert!((K == 2 || K == 4 || K == 8) && acc.len().is_multiple_of(8));
+    let n = codewords.len() / K;
+    let per = 8 / K;
+    let mut w4 = w.chunks_exact(4);
+    let mut it = rows.iter();
+    for w4 in w4.by_ref() {
+        let (Some(i0), Some(i1), Some(i2), Some(i3)) = (it.next(), it.next(), it.next(), it.next())
+        else {
+            return;
+        };
+        for ids in [i0, i1, i2, i3] {
+            super::portable::check_row(ids, n);
+        }
+        let (w0, w1, w2, w3) = (
+            _mm256_set1_ps(w4[0]),
+            _mm256_set1_ps(w4[1]),
+            _mm256_set1_ps(w4[2]),
+            _mm256_set1_ps(w4[3]),
+        );
+        for (g, a8) in acc.chunks_exact_mut(8).enumerate() {
+            let r = g * per..(g + 1) * per;
+            // SAFETY: indices checked above; `a8` holds 8 floats.
+            unsafe {
+                let c0 = codeword_group::<K, T>(codewords, &i0[r.clone()]);
+                let c1 = codeword_group::<K, T>(codewords, &i1[r.clone()]);
+                let c2 = codeword_group::<K, T>(codewords, &i2[r.clone()]);
+                let c3 = codeword_group::<K, T>(codewords, &i3[r]);
+                let s01 = _mm256_add_ps(_mm256_mul_ps(w0, c0), _mm256_mul_ps(w1, c1));
+                let s23 = _mm256_add_ps(_mm256_mul_ps(w2, c2), _mm256_mul_ps(w3, c3));
+                let a = _mm256_loadu_ps(a8.as_ptr());
+                _mm256_storeu_ps(a8.as_mut_ptr(), _mm256_add_ps(a, _mm256_add_ps(s01, s23)));
+            }
+        }
+    }
+    for (&wi, ids) in w4.remainder().iter().zip(it) {
+        super::portable::check_row(ids, n);
+        let wv = _mm256_set1_ps(wi);
+        for (g, a8) in acc.chunks_exact_mut(8).enumerate() {
+            // SAFETY: as above.
+            unsafe {
+                let c = codeword_group::<K, T>(codewords, &ids[g * per..(g + 1) * per]);
+                let a = _mm256_loadu_ps(a8.as_ptr());
+                _mm256_storeu_ps(a8.as_mut_ptr(), _mm256_add_ps(a, _mm256_mul_ps(wv, c)));
+            }
+        }
+    }
+}
+
+/// Unpacks `BITS`-bit indices (`BITS` 1 to 7) of consecutive slots, 8 per step: the 8 indices of
+/// a group span `BITS` bytes; two 32-bit words (from the group's first byte and from the byte
+/// holding index 4) are broadcast into the two register halves and split with per-lane variable
+/// shifts. Same output as [`super::portable::unpack_slots`].
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[target_feature(enable = "avx2")]
+pub unsafe fn unpack_slots_narrow_avx2<const BITS: u32>(
+    slots: &[u8],
+    slot_bytes: usize,
+    offset: usize,
+    blocks: usize,
+    out: &mut [u32],
+) {
+    debug_assert!((1..=7).contains(&BITS));
+    let b = BITS as i32;
+    let half = (4 * BITS / 8) as usize; // byte holding the start of index 4
+    let s1 = (4 * BITS % 8) as i32; // its bit offset in that byte
+    let shifts = _mm256_setr_epi32(0, b, 2 * b, 3 * b, s1, s1 + b, s1 + 2 * b, s1 + 3 * b);
+    let mask = _mm256_set1_epi32((1 << BITS) - 1);
+    let groups = blocks / 8;
+    let word = |bytes: &[u8], at: usize| -> i32 {
+        i32::from_le_bytes(bytes[at..at + 4].try_into().unwrap())
+    };
+    for (r, o) in out.chunks_exact_mut(blocks).enumerate() {
+        // The rest of the chunk from this slot's indices on: word reads may run into the next
+        // slot (harmless) but never past the end of `slots`.
+        let Some(packed) = slots.get(r * slot_bytes + offset..) else {
+            return;
+        };
+        let mut done = 0;
+        for (g, o8) in o.chunks_exact_mut(8).take(groups).enumerate() {
+            let base = g * BITS as usize;
+            if base + half + 4 > packed.len() {
+                break;
+            }
+            let v = _mm256_set_m128i(
+                _mm_set1_epi32(word(packed, base + half)),
+                _mm_set1_epi32(word(packed, base)),
+            );
+            let idx = _mm256_and_si256(_mm256_srlv_epi32(v, shifts), mask);
+            // SAFETY: `o8` holds 8 u32.
+            unsafe { _mm256_storeu_si256(o8.as_mut_ptr() as *mut __m256i, idx) };
+            done = g + 1;
+        }
+        if done * 8 < blocks {
+            let rest = &mut o[done * 8..];
+            crate::pack::unpack(&packed[done * BITS as usize..], BITS, rest);
+        }
     }
 }
