@@ -164,15 +164,8 @@ impl SearchIndex {
 
     /// Scores `||c||^2 - 2 <x, c>` of every codeword into `out` (length `n`), in index order.
     pub fn scores_into(&self, x: &[f32], out: &mut [f32]) {
-        let k = self.k;
-        for (i, o) in out.iter_mut().enumerate().take(self.n) {
-            let (g, l) = (i / LANES, i % LANES);
-            let mut acc = 0f32;
-            for (j, &xj) in x.iter().enumerate().take(k) {
-                acc += xj * self.lanes[(g * k + j) * LANES + l];
-            }
-            *o = self.norms[i] - 2.0 * acc;
-        }
+        let n = self.n.min(out.len());
+        crate::kernels::lane_scores(self.isa, &self.lanes, &self.norms, self.k, x, &mut out[..n]);
     }
 
     /// Index of the nearest codeword to `x` (length `k`) and its score `||c||^2 - 2 <x, c>`

@@ -212,7 +212,9 @@ fn out_of_range_index_deep_in_a_long_cache_is_an_error_on_every_index_width() {
     // unpacked): the bad slot sits in the third chunk, and the error names it.
     for (k, n, bits) in [(4usize, 200usize, 8u32), (4, 40000, 16), (4, 3000, 12)] {
         let d = 16;
-        let words: Vec<f32> = (0..n * k).map(|i| ((i * 7919) % 1000) as f32 * 1e-3).collect();
+        let words: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 7919) % 1000) as f32 * 1e-3)
+            .collect();
         let cb = Codebook::new(d, k, n, words).unwrap();
         let codec = Codec::with_codebook(CodecConfig::new(d, k, n), Arc::new(cb)).unwrap();
         assert_eq!(codec.index_bits(), bits);
@@ -228,7 +230,9 @@ fn out_of_range_index_deep_in_a_long_cache_is_an_error_on_every_index_width() {
         // Block 2 of slot 261 := all ones (2^bits - 1 >= n).
         let bad = 261;
         let mut indices = vec![0u32; d / k];
-        codec.read_slot(&slots[bad * sb..(bad + 1) * sb], &mut indices).unwrap();
+        codec
+            .read_slot(&slots[bad * sb..(bad + 1) * sb], &mut indices)
+            .unwrap();
         indices[2] = (1 << bits) - 1;
         fibquant::pack::pack(&indices, bits, &mut slots[bad * sb + 2..(bad + 1) * sb]);
         for result in [

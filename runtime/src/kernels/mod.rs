@@ -58,8 +58,29 @@ pub fn nearest_lanes(
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `Isa::Avx2` is only produced by `detect` after checking AVX2 is available.
-        Isa::Avx2 => unsafe { x86_64::nearest_lanes_avx2(lanes, norms, k, x) },
+        Isa::Avx2 => unsafe {
+            match k {
+                1 => x86_64::nearest_lanes_fixed_avx2::<1>(lanes, norms, x),
+                2 => x86_64::nearest_lanes_fixed_avx2::<2>(lanes, norms, x),
+                3 => x86_64::nearest_lanes_fixed_avx2::<3>(lanes, norms, x),
+                4 => x86_64::nearest_lanes_fixed_avx2::<4>(lanes, norms, x),
+                8 => x86_64::nearest_lanes_fixed_avx2::<8>(lanes, norms, x),
+                _ => x86_64::nearest_lanes_avx2(lanes, norms, k, x),
+            }
+        },
         _ => portable::nearest_lanes(lanes, norms, k, x),
+    }
+}
+
+/// Scores `||c||^2 - 2 <x, c>` of every codeword of a lane-grouped layout into `out`, in index
+/// order (see [`portable::lane_scores`]).
+#[inline]
+pub fn lane_scores(isa: Isa, lanes: &[f32], norms: &[f32], k: usize, x: &[f32], out: &mut [f32]) {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Isa::Avx2` is only produced by `detect` after checking AVX2 is available.
+        Isa::Avx2 => unsafe { x86_64::lane_scores_avx2(lanes, norms, k, x, out) },
+        _ => portable::lane_scores(lanes, norms, k, x, out),
     }
 }
 
@@ -365,6 +386,77 @@ mod tests {
                             nearest_lanes(isa, &lanes, &norms, k, &x),
                             want,
                             "{isa:?} k={k}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_lane_score_path_equals_the_per_codeword_formula() {
+        let mut rng = Xoshiro256::new(5);
+        for k in [1, 2, 3, 4, 8] {
+            for n in [1usize, 7, 8, 9, 256] {
+                let cw: Vec<f32> = (0..n * k).map(|_| rng.next_gaussian() as f32).collect();
+                let groups = n.div_ceil(8);
+                let mut lanes = vec![0f32; groups * k * 8];
+                let mut norms = vec![f32::INFINITY; groups * 8];
+                for (i, c) in cw.chunks_exact(k).enumerate() {
+                    for (j, &v) in c.iter().enumerate() {
+                        lanes[((i / 8) * k + j) * 8 + i % 8] = v;
+                    }
+                    norms[i] = c.iter().map(|v| v * v).sum();
+                }
+                let x: Vec<f32> = (0..k).map(|_| rng.next_gaussian() as f32).collect();
+                // The formula, one codeword at a time, in the kernels' order.
+                let want: Vec<f32> = cw
+                    .chunks_exact(k)
+                    .enumerate()
+                    .map(|(i, c)| {
+                        let mut acc = 0f32;
+                        for (xj, cj) in x.iter().zip(c) {
+                            acc += xj * cj;
+                        }
+                        norms[i] - 2.0 * acc
+                    })
+                    .collect();
+                for isa in isas() {
+                    let mut got = vec![0f32; n];
+                    lane_scores(isa, &lanes, &norms, k, &x, &mut got);
+                    assert_eq!(got, want, "{isa:?} k={k} n={n}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_nearest_path_breaks_ties_like_the_portable_scan() {
+        // Codewords repeating with a period of 1, 2 and 3 groups: every lane sees equal scores
+        // in several groups and must keep the first one.
+        let mut rng = Xoshiro256::new(4);
+        for k in [1, 2, 3, 4, 8] {
+            for period in [1, 2, 3] {
+                for groups in [1, 2, 3, 6, 7] {
+                    let base: Vec<f32> = (0..period * k * 8)
+                        .map(|_| rng.next_gaussian() as f32)
+                        .collect();
+                    let lanes: Vec<f32> = (0..groups)
+                        .flat_map(|g| base[(g % period) * k * 8..][..k * 8].to_vec())
+                        .collect();
+                    let norms: Vec<f32> = (0..groups * 8)
+                        .map(|i| {
+                            let (g, l) = (i / 8, i % 8);
+                            (0..k).map(|j| lanes[(g * k + j) * 8 + l].powi(2)).sum()
+                        })
+                        .collect();
+                    let x: Vec<f32> = (0..k).map(|_| rng.next_gaussian() as f32).collect();
+                    let want = portable::nearest_lanes(&lanes, &norms, k, &x);
+                    for isa in isas() {
+                        assert_eq!(
+                            nearest_lanes(isa, &lanes, &norms, k, &x),
+                            want,
+                            "{isa:?} k={k} period={period} groups={groups}"
                         );
                     }
                 }

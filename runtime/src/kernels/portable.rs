@@ -29,6 +29,29 @@ pub fn nearest_lanes(lanes: &[f32], norms: &[f32], k: usize, x: &[f32]) -> ([f32
     (best, best_group)
 }
 
+/// Scores `||c||^2 - 2 <x, c>` of every codeword of a lane-grouped layout into `out` (one per
+/// codeword, in index order; `out.len()` may stop short of the padding). Per codeword the same
+/// operations as [`nearest_lanes`], in the same order.
+#[inline(always)]
+pub fn lane_scores(lanes: &[f32], norms: &[f32], k: usize, x: &[f32], out: &mut [f32]) {
+    for ((cg, ng), o) in lanes
+        .chunks_exact(k * LANES)
+        .zip(norms.chunks_exact(LANES))
+        .zip(out.chunks_mut(LANES))
+    {
+        let mut acc = [0f32; LANES];
+        for (j, &xj) in x.iter().enumerate().take(k) {
+            let row = &cg[j * LANES..(j + 1) * LANES];
+            for l in 0..LANES {
+                acc[l] += xj * row[l];
+            }
+        }
+        for ((o, &n), &a) in o.iter_mut().zip(ng).zip(&acc) {
+            *o = n - 2.0 * a;
+        }
+    }
+}
+
 /// In-place unnormalized fast Walsh-Hadamard transform; `v.len()` must be a power of two.
 pub fn fwht(v: &mut [f32]) {
     let n = v.len();

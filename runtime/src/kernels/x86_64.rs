@@ -52,6 +52,94 @@ pub unsafe fn nearest_lanes_avx2(
     (out_s, out_g)
 }
 
+/// [`nearest_lanes_avx2`] for a block size `K` known at compile time: the query's coordinates
+/// are broadcast once, the running minimum is kept with `vminps` (which returns its second
+/// operand on ties and NaN, exactly like the compare-and-blend it replaces), and only the group
+/// index needs a blend. Same operations in the same order as the portable kernel: bit-identical.
+///
+/// # Safety
+/// The CPU must support AVX2. `lanes.len()` must be `groups * K * 8`, `norms.len()` `groups * 8`
+/// and `x.len() >= K`.
+#[target_feature(enable = "avx2")]
+pub unsafe fn nearest_lanes_fixed_avx2<const K: usize>(
+    lanes: &[f32],
+    norms: &[f32],
+    x: &[f32],
+) -> ([f32; 8], [u32; 8]) {
+    let groups = norms.len() / 8;
+    assert!(lanes.len() >= groups * K * 8 && x.len() >= K);
+    let mut xs = [_mm256_setzero_ps(); K];
+    for (v, &xj) in xs.iter_mut().zip(x) {
+        *v = _mm256_set1_ps(xj);
+    }
+    let two = _mm256_set1_ps(2.0);
+    let score = |rows: &[f32], n8: &[f32]| {
+        let mut acc = _mm256_setzero_ps();
+        for (j, xj) in xs.iter().enumerate() {
+            // SAFETY: `rows` holds K * 8 floats and j < K.
+            let row = unsafe { _mm256_loadu_ps(rows.as_ptr().add(j * 8)) };
+            acc = _mm256_add_ps(acc, _mm256_mul_ps(*xj, row));
+        }
+        // SAFETY: `n8` holds 8 floats.
+        let n = unsafe { _mm256_loadu_ps(n8.as_ptr()) };
+        _mm256_sub_ps(n, _mm256_mul_ps(two, acc))
+    };
+    // Two running minima, over even and over odd groups, so that consecutive groups do not wait
+    // on each other's minimum; merged at the end keeping the lower group on ties, which is what
+    // one sequential scan keeps.
+    let mut best = [_mm256_set1_ps(f32::INFINITY); 2];
+    let mut best_group = [_mm256_setzero_si256(); 2];
+    let mut group = [_mm256_setzero_si256(), _mm256_set1_epi32(1)];
+    let step = _mm256_set1_epi32(2);
+    let mut pairs = lanes[..groups * K * 8]
+        .chunks_exact(2 * K * 8)
+        .zip(norms.chunks_exact(16));
+    for (rows, n16) in pairs.by_ref() {
+        for h in 0..2 {
+            let s = score(&rows[h * K * 8..(h + 1) * K * 8], &n16[h * 8..h * 8 + 8]);
+            let better = _mm256_cmp_ps::<_CMP_LT_OQ>(s, best[h]);
+            best[h] = _mm256_min_ps(s, best[h]);
+            best_group[h] =
+                _mm256_blendv_epi8(best_group[h], group[h], _mm256_castps_si256(better));
+            group[h] = _mm256_add_epi32(group[h], step);
+        }
+    }
+    if groups % 2 == 1 {
+        let g = groups - 1;
+        let s = score(&lanes[g * K * 8..(g + 1) * K * 8], &norms[g * 8..g * 8 + 8]);
+        let better = _mm256_cmp_ps::<_CMP_LT_OQ>(s, best[0]);
+        best[0] = _mm256_min_ps(s, best[0]);
+        best_group[0] = _mm256_blendv_epi8(best_group[0], group[0], _mm256_castps_si256(better));
+    }
+    // Merge: the odd-group minimum wins if strictly smaller, or equal with a lower group.
+    let odd_smaller = _mm256_cmp_ps::<_CMP_LT_OQ>(best[1], best[0]);
+    let tie = _mm256_cmp_ps::<_CMP_EQ_OQ>(best[1], best[0]);
+    let lower = _mm256_cmpgt_epi32(best_group[0], best_group[1]);
+    let take_odd = _mm256_or_si256(
+        _mm256_castps_si256(odd_smaller),
+        _mm256_and_si256(_mm256_castps_si256(tie), lower),
+    );
+    let best_s = _mm256_blendv_ps(best[0], best[1], _mm256_castsi256_ps(take_odd));
+    let best_g = _mm256_blendv_epi8(best_group[0], best_group[1], take_odd);
+    let mut out_s = [0f32; 8];
+    let mut out_g = [0u32; 8];
+    // SAFETY: both arrays hold 8 32-bit values.
+    unsafe {
+        _mm256_storeu_ps(out_s.as_mut_ptr(), best_s);
+        _mm256_storeu_si256(out_g.as_mut_ptr() as *mut __m256i, best_g);
+    }
+    (out_s, out_g)
+}
+
+/// [`super::portable::lane_scores`] compiled for AVX2 (bit-identical).
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[target_feature(enable = "avx2")]
+pub unsafe fn lane_scores_avx2(lanes: &[f32], norms: &[f32], k: usize, x: &[f32], out: &mut [f32]) {
+    super::portable::lane_scores(lanes, norms, k, x, out)
+}
+
 /// AVX2 fast Walsh-Hadamard transform, bit-identical to [`super::portable::fwht`].
 ///
 /// # Safety
