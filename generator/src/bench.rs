@@ -81,8 +81,18 @@ pub fn nmse(x: &[f32], y: &[f32], d: usize) -> f64 {
 }
 
 /// The codes benchmarked at each rate: the best vector code, the best one with N <= 256 (when
-/// different) and the scalar code.
+/// different) and the scalar code. `FIBQUANT_BENCH_ONLY=a,b` keeps only codes whose name contains
+/// one of the comma-separated strings (for profiling one code; not for published tables).
 pub fn codes_at(d: usize, rate: f64) -> Vec<(String, usize, usize)> {
+    let only = std::env::var("FIBQUANT_BENCH_ONLY").ok();
+    let mut out = all_codes_at(d, rate);
+    if let Some(only) = only {
+        out.retain(|(name, _, _)| only.split(',').any(|p| name.contains(p.trim())));
+    }
+    out
+}
+
+fn all_codes_at(d: usize, rate: f64) -> Vec<(String, usize, usize)> {
     let mut out = Vec::new();
     let best = registry::entries()
         .filter(|e| e.dim == d && (e.rate_bits - rate).abs() < 1e-9 && e.k > 1)
@@ -312,7 +322,37 @@ pub fn memcpy_bandwidth(bytes: usize, repeats: usize) -> f64 {
     bytes as f64 / t
 }
 
-/// Section 2: one decode step of attention over all heads, for each method.
+/// Seconds taken by one call of `f`.
+fn time_once(f: &mut impl FnMut()) -> f64 {
+    let t = Instant::now();
+    f();
+    t.elapsed().as_secs_f64()
+}
+
+/// Times `f` and the reference `reference` alternately, `repeats` rounds: returns the median
+/// seconds of `f`, the median of the per-round ratios `reference / f` (so that a burst of load
+/// on this shared machine hits both sides of a ratio), and the reference's timings.
+fn paired(
+    repeats: usize,
+    reference: &mut impl FnMut(),
+    mut f: impl FnMut(),
+) -> (f64, f64, Vec<f64>) {
+    let mut ts = Vec::with_capacity(repeats);
+    let mut ratios = Vec::with_capacity(repeats);
+    let mut refs = Vec::with_capacity(repeats);
+    for _ in 0..repeats {
+        let r = time_once(reference);
+        let t = time_once(&mut f);
+        refs.push(r);
+        ratios.push(r / t);
+        ts.push(t);
+    }
+    (median(ts), median(ratios), refs)
+}
+
+/// Section 2: one decode step of attention over all heads, for each method. Every method is
+/// timed in rounds alternating with plain fp16 attention, and its speed against fp16 is the
+/// median of the per-round ratios.
 pub fn attention(s: &Settings, d: usize) -> Vec<Value> {
     let mut out = Vec::new();
     let copy_bw = memcpy_bandwidth(s.attention_bytes / 2, s.repeats);
@@ -326,50 +366,64 @@ pub fn attention(s: &Settings, d: usize) -> Vec<Value> {
         let mut scores = vec![0f32; n];
         let mut o = vec![0f32; d];
         let total_keys = (heads * n) as f64;
-        let mut record = |method: &str, code: &str, secs: f64, bytes: f64| {
-            out.push(json!({
+        let mut rows_out = Vec::new();
+        let mut record = |method: &str, code: &str, rate: Option<f64>, secs: f64, bytes: f64| {
+            rows_out.push(json!({
                 "section": "attention", "dim": d, "context": n, "heads": heads, "method": method,
-                "code": code, "step_ms": secs * 1e3, "ns_per_key": secs * 1e9 / total_keys,
-                "bytes_read": bytes, "bytes_per_second": bytes / secs,
+                "code": code, "rate_bits": rate, "step_ms": secs * 1e3,
+                "ns_per_key": secs * 1e9 / total_keys, "bytes_read": bytes,
+                "bytes_per_key": bytes / total_keys, "bytes_per_second": bytes / secs,
                 "fraction_of_memcpy": bytes / secs / copy_bw,
             }));
         };
-        // f32: every head holds its own copy (same values: the working set is what matters).
+        // The reference: fp16 K and V, every head its own copy (same values: the working set is
+        // what matters), F16C conversion fused into the loops.
+        let k16: Vec<f16> = base
+            .iter()
+            .map(|&v| f16::from_f32(v))
+            .cycle()
+            .take(heads * n * d)
+            .collect();
+        let v16: Vec<f16> = vals
+            .iter()
+            .map(|&v| f16::from_f32(v))
+            .cycle()
+            .take(heads * n * d)
+            .collect();
+        let (mut scores16, mut o16, mut tile) = (vec![0f32; n], vec![0f32; d], vec![0f32; 64 * d]);
+        let mut fp16_step = || {
+            for h in 0..heads {
+                let r = h * n * d..(h + 1) * n * d;
+                attend_f16(
+                    &q,
+                    &k16[r.clone()],
+                    &v16[r],
+                    &mut scores16,
+                    &mut o16,
+                    &mut tile,
+                );
+            }
+            black_box(&o16);
+        };
+        fp16_step(); // warm-up
+        let fp16_bytes = (heads * n * d * 2 * 2) as f64;
+        let mut fp16_times = Vec::new();
+        let mut vs_fp16 = Vec::new();
         {
             let k32: Vec<f32> = base.iter().copied().cycle().take(heads * n * d).collect();
             let v32: Vec<f32> = vals.iter().copied().cycle().take(heads * n * d).collect();
-            let t = time(s.repeats, || {
+            let (t, ratio, refs) = paired(s.repeats, &mut fp16_step, || {
                 for h in 0..heads {
                     let r = h * n * d..(h + 1) * n * d;
                     attend_f32(&q, &k32[r.clone()], &v32[r], &mut scores, &mut o);
                 }
                 black_box(&o);
             });
-            record("plain f32", "f32", t, (heads * n * d * 4 * 2) as f64);
+            fp16_times.extend(refs);
+            record("plain f32", "f32", None, t, (heads * n * d * 4 * 2) as f64);
+            vs_fp16.push(ratio);
         }
-        {
-            let k16: Vec<f16> = base
-                .iter()
-                .map(|&v| f16::from_f32(v))
-                .cycle()
-                .take(heads * n * d)
-                .collect();
-            let v16: Vec<f16> = vals
-                .iter()
-                .map(|&v| f16::from_f32(v))
-                .cycle()
-                .take(heads * n * d)
-                .collect();
-            let mut tile = vec![0f32; 64 * d];
-            let t = time(s.repeats, || {
-                for h in 0..heads {
-                    let r = h * n * d..(h + 1) * n * d;
-                    attend_f16(&q, &k16[r.clone()], &v16[r], &mut scores, &mut o, &mut tile);
-                }
-                black_box(&o);
-            });
-            record("plain fp16", "fp16", t, (heads * n * d * 2 * 2) as f64);
-        }
+        let mut code_rows = Vec::new();
         for rate in [0.5, 1.0, 2.0, 3.0, 4.0] {
             for (name, k, nc) in codes_at(d, rate) {
                 let codec = Codec::new(CodecConfig::new(d, k, nc)).unwrap();
@@ -380,7 +434,7 @@ pub fn attention(s: &Settings, d: usize) -> Vec<Value> {
                 codec.encode_batch(&vals, &mut vs).unwrap();
                 let kc: Vec<u8> = ks.iter().copied().cycle().take(heads * n * sb).collect();
                 let vc: Vec<u8> = vs.iter().copied().cycle().take(heads * n * sb).collect();
-                let t = time(s.repeats, || {
+                let (t, ratio, refs) = paired(s.repeats, &mut fp16_step, || {
                     for h in 0..heads {
                         let r = h * n * sb..(h + 1) * n * sb;
                         codec.scores(&q, &kc[r.clone()], &mut scores).unwrap();
@@ -389,12 +443,20 @@ pub fn attention(s: &Settings, d: usize) -> Vec<Value> {
                     }
                     black_box(&o);
                 });
-                record("on codes", &name, t, (heads * n * sb * 2) as f64);
+                fp16_times.extend(refs);
+                record(
+                    "on codes",
+                    &name,
+                    Some(rate),
+                    t,
+                    (heads * n * sb * 2) as f64,
+                );
+                vs_fp16.push(ratio);
                 // Decode-then-compute: fewer repeats and heads (it is slow); scaled per key.
                 let dh = heads.min(16);
                 let mut kd = vec![0f32; n * d];
                 let mut vd = vec![0f32; n * d];
-                let t = time(s.repeats.min(3), || {
+                let t_dtc = time(s.repeats.min(3), || {
                     for h in 0..dh {
                         let r = h * n * sb..(h + 1) * n * sb;
                         for (slot, row) in
@@ -410,9 +472,36 @@ pub fn attention(s: &Settings, d: usize) -> Vec<Value> {
                     black_box(&o);
                 }) * heads as f64
                     / dh as f64;
-                record("decode then compute", &name, t, (heads * n * sb * 2) as f64);
+                code_rows.push(t_dtc / t);
+                record(
+                    "decode then compute",
+                    &name,
+                    Some(rate),
+                    t_dtc,
+                    (heads * n * sb * 2) as f64,
+                );
+                vs_fp16.push(f64::NAN);
             }
         }
+        let fp16_t = median(fp16_times);
+        let mut rows_all = vec![json!({
+            "section": "attention", "dim": d, "context": n, "heads": heads, "method": "plain fp16",
+            "code": "fp16", "rate_bits": 16.0, "step_ms": fp16_t * 1e3,
+            "ns_per_key": fp16_t * 1e9 / total_keys, "bytes_read": fp16_bytes,
+            "bytes_per_key": fp16_bytes / total_keys, "bytes_per_second": fp16_bytes / fp16_t,
+            "fraction_of_memcpy": fp16_bytes / fp16_t / copy_bw, "vs_fp16": 1.0,
+        })];
+        let mut dtc = code_rows.into_iter();
+        for (mut r, ratio) in rows_out.into_iter().zip(vs_fp16) {
+            if ratio.is_finite() {
+                r["vs_fp16"] = json!(ratio);
+            }
+            if r["method"] == "on codes" {
+                r["vs_decode_then_compute"] = json!(dtc.next());
+            }
+            rows_all.push(r);
+        }
+        out.extend(rows_all);
     }
     out
 }

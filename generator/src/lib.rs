@@ -8,6 +8,7 @@
 //! special functions behind them, [`npy`] and [`codes`] the file formats of the encode/decode tool.
 
 pub mod bench;
+pub mod bench_report;
 pub mod codes;
 pub mod construct;
 pub mod init;

@@ -197,8 +197,12 @@ enum Command {
         /// Which sections: any of codec, attention, parallel (comma-separated).
         #[arg(long, default_value = "codec,fast-encoder,attention,parallel")]
         sections: String,
+        /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// Print the README's markdown tables (and the targets checked) instead of text.
+        #[arg(long, conflicts_with = "json")]
+        markdown: bool,
     },
     /// Decode a code file into a float32 .npy array.
     Decode {
@@ -442,6 +446,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             quick,
             sections,
             json,
+            markdown,
         } => {
             let mut settings = fibquant_gen::bench::Settings {
                 repeats: repeats.max(1),
@@ -453,7 +458,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 settings.attention_bytes = 1 << 26;
                 settings.contexts = [1024, 4096];
             }
-            run_bench(&settings, &sections, json)
+            run_bench(&settings, &sections, json, markdown)
         }
         Command::Decode { input, output } => {
             let bytes = std::fs::read(&input)
@@ -703,7 +708,10 @@ fn run_bench(
     s: &fibquant_gen::bench::Settings,
     sections: &str,
     json: bool,
+    markdown: bool,
 ) -> Result<ExitCode, String> {
+    // Markdown is printed from the full report at the end, like JSON.
+    let json = json || markdown;
     use fibquant_gen::bench;
     let want = |name: &str| sections.split(',').any(|x| x.trim() == name);
     let mut report = serde_json::Map::new();
@@ -777,13 +785,21 @@ fn run_bench(
                         r["buffer_bytes"].as_u64().unwrap() >> 20
                     );
                     println!(
-                        "{:>6} {:>5} {:<22} {:<26} {:>10} {:>8} {:>9} {:>7}",
-                        "n", "heads", "method", "code", "step ms", "ns/key", "GB/s read", "memcpy"
+                        "{:>6} {:>5} {:<22} {:<26} {:>10} {:>8} {:>9} {:>7} {:>8}",
+                        "n",
+                        "heads",
+                        "method",
+                        "code",
+                        "step ms",
+                        "ns/key",
+                        "GB/s read",
+                        "memcpy",
+                        "vs fp16"
                     );
                     continue;
                 }
                 println!(
-                    "{:>6} {:>5} {:<22} {:<26} {:>10.2} {:>8.2} {:>9.2} {:>6.0}%",
+                    "{:>6} {:>5} {:<22} {:<26} {:>10.2} {:>8.2} {:>9.2} {:>6.0}% {:>8}",
                     r["context"].as_u64().unwrap(),
                     r["heads"].as_u64().unwrap(),
                     r["method"].as_str().unwrap(),
@@ -791,7 +807,10 @@ fn run_bench(
                     r["step_ms"].as_f64().unwrap(),
                     r["ns_per_key"].as_f64().unwrap(),
                     r["bytes_per_second"].as_f64().unwrap() / 1e9,
-                    100.0 * r["fraction_of_memcpy"].as_f64().unwrap()
+                    100.0 * r["fraction_of_memcpy"].as_f64().unwrap(),
+                    r.get("vs_fp16")
+                        .and_then(|v| v.as_f64())
+                        .map_or(String::new(), |v| format!("{v:.2}x"))
                 );
             }
         }
@@ -815,7 +834,9 @@ fn run_bench(
         }
         report.insert("parallel".into(), json!(rows));
     }
-    if json {
+    if markdown {
+        print!("{}", fibquant_gen::bench_report::markdown(&report));
+    } else if json {
         println!(
             "{}",
             serde_json::to_string_pretty(&serde_json::Value::Object(report)).unwrap()

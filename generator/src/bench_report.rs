@@ -1,0 +1,257 @@
+//! `fibquant-gen bench --markdown`: the README's speed tables, and the issue's targets checked
+//! against the measured numbers, printed from one bench report.
+
+use serde_json::{Map, Value};
+use std::fmt::Write;
+
+fn f(v: &Value) -> f64 {
+    v.as_f64().unwrap_or(f64::NAN)
+}
+
+fn u(v: &Value) -> u64 {
+    v.as_u64().unwrap_or(0)
+}
+
+fn s(v: &Value) -> &str {
+    v.as_str().unwrap_or("")
+}
+
+/// Markdown tables for the sections present in `report` (the object `bench --json` prints).
+pub fn markdown(report: &Map<String, Value>) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Kernels: `{}`; medians of {} runs; one thread except the last table.\n",
+        s(&report["kernels"]),
+        report["repeats"]
+    );
+    if let Some(Value::Array(rows)) = report.get("codec") {
+        codec_tables(&mut out, rows);
+    }
+    if let Some(Value::Array(rows)) = report.get("fast_encoder") {
+        fast_encoder_table(&mut out, rows);
+    }
+    if let Some(Value::Array(rows)) = report.get("attention") {
+        attention_table(&mut out, rows);
+    }
+    if let Some(Value::Array(rows)) = report.get("parallel") {
+        let _ = writeln!(
+            out,
+            "**Batch encode on all cores** (`parallel` feature, d = 128):\n"
+        );
+        let _ = writeln!(
+            out,
+            "| code | 1 thread vec/s | all cores vec/s | threads | speedup |"
+        );
+        let _ = writeln!(out, "|---|---|---|---|---|");
+        for r in rows {
+            let _ = writeln!(
+                out,
+                "| k={} N={} | {:.0} | {:.0} | {} | {:.2}x |",
+                r["k"],
+                r["n"],
+                f(&r["single_vectors_per_second"]),
+                f(&r["parallel_vectors_per_second"]),
+                r["threads"],
+                f(&r["speedup"])
+            );
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn codec_tables(out: &mut String, rows: &[Value]) {
+    let _ = writeln!(
+        out,
+        "**Encode / decode** (ns per vector, single thread; MSE on the same vectors; bytes per \
+         vector include the norm and padding, beside the paper-style `16/b` compression):\n"
+    );
+    let _ = writeln!(
+        out,
+        "| d | b | implementation | bytes/vec | vs fp16 (bytes) | 16/b | encode ns | decode ns | MSE |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
+    for r in rows {
+        let (d, b) = (u(&r["dim"]), f(&r["rate_bits"]));
+        let bytes = u(&r["bytes_per_vector"]);
+        let _ = writeln!(
+            out,
+            "| {d} | {b} | {} | {bytes} | {:.2}x | {:.0}x | {:.0} | {:.0} | {:.5} |",
+            s(&r["impl"]),
+            (2 * d) as f64 / bytes as f64,
+            16.0 / b,
+            f(&r["encode_ns"]),
+            f(&r["decode_ns"]),
+            f(&r["mse"])
+        );
+    }
+    let peer = |d: u64, b: f64| {
+        rows.iter().find(|r| {
+            u(&r["dim"]) == d
+                && f(&r["rate_bits"]) == b
+                && s(&r["impl"]).starts_with("turboquant-rs")
+        })
+    };
+    if !rows
+        .iter()
+        .any(|r| s(&r["impl"]).starts_with("turboquant-rs"))
+    {
+        out.push('\n');
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\nRatios against `turboquant-rs` at the same d and b (ours / theirs; below 1 is faster):\n"
+    );
+    let _ = writeln!(
+        out,
+        "| d | b | code | encode ratio | decode ratio | MSE ratio |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|");
+    for r in rows
+        .iter()
+        .filter(|r| s(&r["impl"]).starts_with("fibquant"))
+    {
+        let (d, b) = (u(&r["dim"]), f(&r["rate_bits"]));
+        if let Some(p) = peer(d, b) {
+            let _ = writeln!(
+                out,
+                "| {d} | {b} | {} | {:.2} | {:.2} | {:.3} |",
+                s(&r["impl"]).trim_start_matches("fibquant "),
+                f(&r["encode_ns"]) / f(&p["encode_ns"]),
+                f(&r["decode_ns"]) / f(&p["decode_ns"]),
+                f(&r["mse"]) / f(&p["mse"])
+            );
+        }
+    }
+    out.push('\n');
+}
+
+fn fast_encoder_table(out: &mut String, rows: &[Value]) {
+    let _ = writeln!(
+        out,
+        "**Fast encoder** (inverted file, `runtime/src/ivf.rs`) against exhaustive search on the \
+         same source blocks (ns per block):\n"
+    );
+    let _ = writeln!(
+        out,
+        "| d | k | N | probes | exhaustive ns | IVF ns | speedup | MSE | loss dB |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {}{} | {:.0} | {:.0} | {:.1}x | {:.5} | {:.3} |",
+            r["dim"],
+            r["k"],
+            r["n"],
+            r["probes"],
+            if r["default"] == true {
+                " (default)"
+            } else {
+                ""
+            },
+            f(&r["exhaustive_ns_per_block"]),
+            f(&r["ivf_ns_per_block"]),
+            f(&r["speedup"]),
+            f(&r["mse_ivf"]),
+            f(&r["loss_db"])
+        );
+    }
+    out.push('\n');
+}
+
+fn attention_table(out: &mut String, rows: &[Value]) {
+    let memcpy = rows
+        .iter()
+        .find(|r| r["section"] == "memcpy")
+        .map_or(f64::NAN, |r| f(&r["bytes_per_second"]));
+    let att: Vec<&Value> = rows
+        .iter()
+        .filter(|r| r["section"] == "attention")
+        .collect();
+    let d = att.first().map_or(0, |r| u(&r["dim"]));
+    let _ = writeln!(
+        out,
+        "**Attention, one decode step over all heads** (d = {d}, one query per head, K and V of \
+         every head; memcpy on the same machine in the same run: {:.2} GB/s; \"vs fp16\" is the \
+         median over rounds of fp16 time / method time, each round timing both back to back):\n",
+        memcpy / 1e9
+    );
+    let _ = writeln!(
+        out,
+        "| context | heads | method | code | bytes/key | step ms | ns/key | GB/s read | vs fp16 | codes vs decode-then-compute |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|");
+    for r in &att {
+        if r["method"] == "decode then compute" {
+            continue;
+        }
+        let vs = r.get("vs_fp16").map(f);
+        let dtc = r.get("vs_decode_then_compute").map(f);
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {:.0} | {:.1} | {:.1} | {:.2} | {} | {} |",
+            r["context"],
+            r["heads"],
+            s(&r["method"]),
+            s(&r["code"]),
+            f(&r["bytes_per_key"]),
+            f(&r["step_ms"]),
+            f(&r["ns_per_key"]),
+            f(&r["bytes_per_second"]) / 1e9,
+            vs.map_or(String::new(), |v| format!("{v:.2}x")),
+            dtc.map_or(String::new(), |v| format!("{v:.1}x faster"))
+        );
+    }
+    out.push('\n');
+    // The issue's attention targets, at the longest context.
+    let Some(longest) = att.iter().map(|r| u(&r["context"])).max() else {
+        return;
+    };
+    let codes: Vec<&&Value> = att
+        .iter()
+        .filter(|r| u(&r["context"]) == longest && r["method"] == "on codes")
+        .collect();
+    let worst = |pred: &dyn Fn(f64) -> bool, key: &str| {
+        codes
+            .iter()
+            .filter(|r| pred(f(&r["rate_bits"])))
+            .min_by(|a, b| f(&a[key]).total_cmp(&f(&b[key])))
+            .map(|r| (s(&r["code"]).to_string(), f(&r[key])))
+    };
+    let _ = writeln!(
+        out,
+        "Targets at {longest} keys (worst code in each group):\n"
+    );
+    for (what, pred, key, target) in [
+        (
+            "b <= 2, vs fp16 (target >= 1.5x)",
+            &(|b: f64| b <= 2.0) as &dyn Fn(f64) -> bool,
+            "vs_fp16",
+            1.5,
+        ),
+        (
+            "b <= 4, vs fp16 (target >= 1.0x)",
+            &|b: f64| b <= 4.0,
+            "vs_fp16",
+            1.0,
+        ),
+        (
+            "all codes, vs decode-then-compute (target >= 3x)",
+            &|_: f64| true,
+            "vs_decode_then_compute",
+            3.0,
+        ),
+    ] {
+        if let Some((code, v)) = worst(pred, key) {
+            let _ = writeln!(
+                out,
+                "- {what}: {v:.2}x ({code}): {}",
+                if v >= target { "met" } else { "NOT met" }
+            );
+        }
+    }
+    out.push('\n');
+}
