@@ -166,6 +166,10 @@ pub fn encode_decode(s: &Settings) -> Vec<Value> {
     out
 }
 
+/// Softmax of `scale * scores`, in place. Terms below `e^-60` of the largest are set to zero
+/// (as engines running with flush-to-zero get): over a long context the tail of the softmax
+/// underflows into subnormal numbers, and every later multiply by one costs a microcode assist
+/// of over a hundred cycles, which would swamp what the benchmark measures for every method.
 fn softmax(scores: &mut [f32], scale: f32) {
     let mut m = f32::NEG_INFINITY;
     for s in scores.iter_mut() {
@@ -174,7 +178,8 @@ fn softmax(scores: &mut [f32], scale: f32) {
     }
     let mut sum = 0.0;
     for s in scores.iter_mut() {
-        *s = (*s - m).exp();
+        let x = *s - m;
+        *s = if x < -60.0 { 0.0 } else { x.exp() };
         sum += *s;
     }
     let inv = 1.0 / sum;

@@ -28,6 +28,22 @@ enum Indices<'a> {
     U32(IndexRows<'a, u32>),
 }
 
+/// Weighted-sum contributions with `|w * norm|` below this are dropped (flushed to zero) by
+/// [`Codec::weighted_sum`]. Softmax weights of a long context underflow into subnormal numbers,
+/// and x86 cores take a microcode assist of over a hundred cycles for every subnormal product;
+/// dropping terms this small changes the sum by at most `count * 2^-100 * max |c|`.
+pub const WEIGHT_FLUSH: f32 = 1.0 / (1u128 << 100) as f32;
+
+/// `x`, or zero when `|x| < WEIGHT_FLUSH`.
+#[inline(always)]
+fn flush_tiny(x: f32) -> f32 {
+    if x.abs() < WEIGHT_FLUSH {
+        0.0
+    } else {
+        x
+    }
+}
+
 /// The first `(row, block, index)` with an index not below `n`.
 fn first_bad<T: IndexCell>(rows: IndexRows<'_, T>, n: usize) -> Option<(usize, usize, usize)> {
     rows.iter().enumerate().find_map(|(r, ids)| {
@@ -258,7 +274,8 @@ impl Codec {
 
     /// Weighted sum `out = sum_i weights[i] * x_hat_i` over the slots, accumulated in the rotated
     /// domain with one inverse rotation at the end. `weights.len()` = number of slots,
-    /// `out.len() = d`.
+    /// `out.len() = d`. Terms with `|weights[i] * norm_i|` below [`WEIGHT_FLUSH`] (`2^-100`) are
+    /// dropped, so that underflowing softmax weights never hit the slow subnormal paths.
     pub fn weighted_sum(&self, weights: &[f32], slots: &[u8], out: &mut [f32]) -> Result<()> {
         let d = self.dim();
         let count = self.slot_count(slots)?;
@@ -299,7 +316,7 @@ impl Codec {
             let scaled = &mut scaled[..wc.len()];
             self.chunk_norms(isa, sc, c * CHUNK, scaled)?;
             for (s, &w) in scaled.iter_mut().zip(wc) {
-                *s *= w;
+                *s = flush_tiny(flush_tiny(w) * *s);
             }
             if scalar {
                 kernels::scalar_accumulate(
@@ -336,6 +353,39 @@ mod tests {
             v.push(kernels::detect());
         }
         v
+    }
+
+    /// Tiny and subnormal weights are dropped, exactly: the sum equals the one with those
+    /// weights set to zero (and is zero when all of them are tiny, where keeping them would give
+    /// a non-zero result).
+    #[test]
+    fn tiny_weights_are_flushed() {
+        let codec = Codec::new(CodecConfig::new(64, 4, 256)).unwrap();
+        let mut rng = Xoshiro256::new(12);
+        let count = 200;
+        let x: Vec<f32> = (0..count * 64)
+            .map(|_| rng.next_gaussian() as f32)
+            .collect();
+        let mut slots = vec![0u8; count * codec.slot_bytes()];
+        codec.encode_batch(&x, &mut slots).unwrap();
+        let mut w: Vec<f32> = (0..count).map(|_| rng.next_open01() as f32).collect();
+        let mut zeroed = w.clone();
+        let mut tiny = vec![0f32; count];
+        for i in (0..count).step_by(3) {
+            w[i] = if i % 2 == 0 {
+                f32::from_bits(1 + i as u32)
+            } else {
+                1e-35
+            };
+            tiny[i] = w[i];
+            zeroed[i] = 0.0;
+        }
+        let (mut a, mut b, mut c) = (vec![0f32; 64], vec![0f32; 64], vec![1f32; 64]);
+        codec.weighted_sum(&w, &slots, &mut a).unwrap();
+        codec.weighted_sum(&zeroed, &slots, &mut b).unwrap();
+        codec.weighted_sum(&tiny, &slots, &mut c).unwrap();
+        assert_eq!(a, b);
+        assert!(c.iter().all(|&v| v == 0.0), "{c:?}");
     }
 
     /// Every kernel plan and every ISA agree: the scalar in-register kernel and the gather kernel

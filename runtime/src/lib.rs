@@ -46,6 +46,7 @@ pub mod registry;
 pub mod rng;
 pub mod rotation;
 
+pub use attention::WEIGHT_FLUSH;
 pub use codebook::Codebook;
 pub use codec::{Codec, CodecConfig, NormFormat};
 pub use error::{Error, Result};

@@ -144,8 +144,8 @@ fn unpack_slots_fixed<const BITS: u32>(
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `Isa::Avx2` is only produced by `detect` after checking AVX2 is available.
-        Isa::Avx2 if BITS <= 7 => unsafe {
-            x86_64::unpack_slots_narrow_avx2::<BITS>(slots, slot_bytes, offset, blocks, out)
+        Isa::Avx2 if BITS <= 14 && BITS != 8 => unsafe {
+            x86_64::unpack_slots_shuffle_avx2::<BITS>(slots, slot_bytes, offset, blocks, out)
         },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.

@@ -270,21 +270,33 @@ fn codeword<const K: usize>(codewords: &[f32], i: usize) -> &[f32; K] {
     unsafe { &*(codewords.as_ptr().add(i * K) as *const [f32; K]) }
 }
 
-/// `sum_l a[l] * b[l]` in 8 lanes (lane `l % 8`), summed with [`sum_lanes`].
+/// `sum_l a[l] * b[l]` in 8 lanes (lane `l % 8`), with even and odd groups of 8 in two
+/// accumulators (two independent addition chains), combined with [`sum_pair`]. The SIMD dot
+/// kernels use exactly this order.
 #[inline(always)]
 pub fn dot_lanes(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
+    let mut acc = [[0f32; 8]; 2];
     let mut a8 = a.chunks_exact(8);
     let mut b8 = b.chunks_exact(8);
-    for (x, y) in a8.by_ref().zip(b8.by_ref()) {
+    for (g, (x, y)) in a8.by_ref().zip(b8.by_ref()).enumerate() {
         for l in 0..8 {
-            acc[l] += x[l] * y[l];
+            acc[g % 2][l] += x[l] * y[l];
         }
     }
     for (l, (x, y)) in a8.remainder().iter().zip(b8.remainder()).enumerate() {
-        acc[l] += x * y;
+        acc[0][l] += x * y;
     }
-    sum_lanes(&acc)
+    sum_pair(&acc)
+}
+
+/// `sum_lanes(even + odd)`: the final reduction of the two-accumulator dot products.
+#[inline(always)]
+pub fn sum_pair(acc: &[[f32; 8]; 2]) -> f32 {
+    let mut lanes = [0f32; 8];
+    for (l, v) in lanes.iter_mut().enumerate() {
+        *v = acc[0][l] + acc[1][l];
+    }
+    sum_lanes(&lanes)
 }
 
 /// `out[i] = <q, concat_j C[rows[i][j]]>` for rotated query `q` (length `d`): gathers each
@@ -305,16 +317,16 @@ pub fn gather_dots<const K: usize, T: IndexCell>(
         let n = codewords.len() / K;
         for (o, ids) in out.iter_mut().zip(rows.iter()) {
             check_row(ids, n);
-            let mut acc = [0f32; 8];
-            for (q8, group) in q.chunks_exact(8).zip(ids.chunks_exact(8 / K)) {
+            let mut acc = [[0f32; 8]; 2];
+            for (g, (q8, group)) in q.chunks_exact(8).zip(ids.chunks_exact(8 / K)).enumerate() {
                 for (t, &i) in group.iter().enumerate() {
                     let c = codeword::<K>(codewords, i.index());
                     for l in 0..K {
-                        acc[t * K + l] += q8[t * K + l] * c[l];
+                        acc[g % 2][t * K + l] += q8[t * K + l] * c[l];
                     }
                 }
             }
-            *o = sum_lanes(&acc);
+            *o = sum_pair(&acc);
         }
         return;
     }

@@ -301,20 +301,45 @@ pub unsafe fn scalar_dots_avx2<const BITS: u32>(
             _mm256_loadu_ps(levels.as_ptr().add(8)),
         )
     };
+    // Even- and odd-group accumulators, as in `dot_lanes`.
     for (o, slot) in out.iter_mut().zip(slots.chunks_exact(slot_bytes)) {
         let packed = &slot[offset..];
-        let mut acc = _mm256_setzero_ps();
-        for (g, q8) in q.chunks_exact(8).enumerate() {
-            let c = scalar_group::<BITS>(packed, g, lo, hi);
-            // SAFETY: `q8` holds 8 floats.
-            let qv = unsafe { _mm256_loadu_ps(q8.as_ptr()) };
-            acc = _mm256_add_ps(acc, _mm256_mul_ps(qv, c));
+        let (mut even, mut odd) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let mut q16 = q.chunks_exact(16);
+        for (h, q16) in q16.by_ref().enumerate() {
+            // SAFETY: `q16` holds 16 floats.
+            let (qe, qo) = unsafe {
+                (
+                    _mm256_loadu_ps(q16.as_ptr()),
+                    _mm256_loadu_ps(q16.as_ptr().add(8)),
+                )
+            };
+            let ce = scalar_group::<BITS>(packed, 2 * h, lo, hi);
+            let co = scalar_group::<BITS>(packed, 2 * h + 1, lo, hi);
+            even = _mm256_add_ps(even, _mm256_mul_ps(qe, ce));
+            odd = _mm256_add_ps(odd, _mm256_mul_ps(qo, co));
         }
-        let mut lanes = [0f32; 8];
-        // SAFETY: `lanes` holds 8 floats.
-        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), acc) };
-        *o = super::portable::sum_lanes(&lanes);
+        if q16.remainder().len() == 8 {
+            // SAFETY: the remainder holds 8 floats.
+            let qe = unsafe { _mm256_loadu_ps(q16.remainder().as_ptr()) };
+            let ce = scalar_group::<BITS>(packed, q.len() / 8 - 1, lo, hi);
+            even = _mm256_add_ps(even, _mm256_mul_ps(qe, ce));
+        }
+        *o = finish_pair([even, odd]);
     }
+}
+
+/// [`super::portable::sum_pair`] of two 8-lane accumulators.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn finish_pair(acc: [__m256; 2]) -> f32 {
+    let mut lanes = [[0f32; 8]; 2];
+    // SAFETY: each row holds 8 floats.
+    unsafe {
+        _mm256_storeu_ps(lanes[0].as_mut_ptr(), acc[0]);
+        _mm256_storeu_ps(lanes[1].as_mut_ptr(), acc[1]);
+    }
+    super::portable::sum_pair(&lanes)
 }
 
 /// Scalar (`k = 1`) code weighted sum: `acc += sum_i w[i] * C[idx_i]`, bit-identical to
@@ -339,7 +364,28 @@ pub unsafe fn scalar_accumulate_avx2<const BITS: u32>(
             _mm256_loadu_ps(levels.as_ptr().add(8)),
         )
     };
-    for (&wi, slot) in w.iter().zip(slots.chunks_exact(slot_bytes)) {
+    // Two values per pass over the accumulator: `(a + w0 c0) + w1 c1`, the same sequence of
+    // roundings as two passes, with one load and store of `a`.
+    let mut w2 = w.chunks_exact(2);
+    let mut slots2 = slots.chunks_exact(2 * slot_bytes);
+    for (w2, pair) in w2.by_ref().zip(slots2.by_ref()) {
+        let (p0, p1) = (&pair[offset..], &pair[slot_bytes + offset..]);
+        let (w0, w1) = (_mm256_set1_ps(w2[0]), _mm256_set1_ps(w2[1]));
+        for (g, a8) in acc.chunks_exact_mut(8).enumerate() {
+            let c0 = scalar_group::<BITS>(p0, g, lo, hi);
+            let c1 = scalar_group::<BITS>(p1, g, lo, hi);
+            // SAFETY: `a8` holds 8 floats.
+            unsafe {
+                let a = _mm256_add_ps(_mm256_loadu_ps(a8.as_ptr()), _mm256_mul_ps(w0, c0));
+                _mm256_storeu_ps(a8.as_mut_ptr(), _mm256_add_ps(a, _mm256_mul_ps(w1, c1)));
+            }
+        }
+    }
+    for (&wi, slot) in w2
+        .remainder()
+        .iter()
+        .zip(slots2.remainder().chunks_exact(slot_bytes))
+    {
         let packed = &slot[offset..];
         let wv = _mm256_set1_ps(wi);
         for (g, a8) in acc.chunks_exact_mut(8).enumerate() {
@@ -420,18 +466,28 @@ pub unsafe fn codeword_dots_avx2<const K: usize, T: IndexCell>(
     let n = codewords.len() / K;
     for (o, ids) in out.iter_mut().zip(rows.iter()) {
         super::portable::check_row(ids, n);
-        let mut acc = _mm256_setzero_ps();
-        for (q8, group) in q.chunks_exact(8).zip(ids.chunks_exact(8 / K)) {
-            // SAFETY: `check_row` bounded every index; `q8` holds 8 floats.
+        let per = 8 / K;
+        let (mut even, mut odd) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let mut q16 = q.chunks_exact(16);
+        let mut g16 = ids.chunks_exact(2 * per);
+        for (q16, group) in q16.by_ref().zip(g16.by_ref()) {
+            // SAFETY: `check_row` bounded every index; `q16` holds 16 floats.
             unsafe {
-                let c = codeword_group::<K, T>(codewords, group);
-                acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_loadu_ps(q8.as_ptr()), c));
+                let c0 = codeword_group::<K, T>(codewords, &group[..per]);
+                let c1 = codeword_group::<K, T>(codewords, &group[per..]);
+                even = _mm256_add_ps(even, _mm256_mul_ps(_mm256_loadu_ps(q16.as_ptr()), c0));
+                odd = _mm256_add_ps(odd, _mm256_mul_ps(_mm256_loadu_ps(q16.as_ptr().add(8)), c1));
             }
         }
-        let mut lanes = [0f32; 8];
-        // SAFETY: `lanes` holds 8 floats.
-        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), acc) };
-        *o = super::portable::sum_lanes(&lanes);
+        if q16.remainder().len() == 8 {
+            // SAFETY: as above; the remainder holds 8 floats and `per` indices.
+            unsafe {
+                let c = codeword_group::<K, T>(codewords, &g16.remainder()[..per]);
+                let p = _mm256_mul_ps(_mm256_loadu_ps(q16.remainder().as_ptr()), c);
+                even = _mm256_add_ps(even, p);
+            }
+        }
+        *o = finish_pair([even, odd]);
     }
 }
 
@@ -495,55 +551,67 @@ pub unsafe fn codeword_accumulate_avx2<const K: usize, T: IndexCell>(
     }
 }
 
-/// Unpacks `BITS`-bit indices (`BITS` 1 to 7) of consecutive slots, 8 per step: the 8 indices of
-/// a group span `BITS` bytes; two 32-bit words (from the group's first byte and from the byte
-/// holding index 4) are broadcast into the two register halves and split with per-lane variable
-/// shifts. Same output as [`super::portable::unpack_slots`].
+/// Unpacks `BITS`-bit indices (`BITS` 1 to 14) of consecutive slots, 8 per step: the 8
+/// indices of a group span `BITS` bytes; one 16-byte load is broadcast to both register halves,
+/// `vpshufb` gives each 32-bit lane the 3 bytes that hold its index, and per-lane variable shifts
+/// and a mask finish. Same output as [`super::portable::unpack_slots`].
 ///
 /// # Safety
 /// The CPU must support AVX2.
 #[target_feature(enable = "avx2")]
-pub unsafe fn unpack_slots_narrow_avx2<const BITS: u32>(
+pub unsafe fn unpack_slots_shuffle_avx2<const BITS: u32>(
     slots: &[u8],
     slot_bytes: usize,
     offset: usize,
     blocks: usize,
     out: &mut [u32],
 ) {
-    debug_assert!((1..=7).contains(&BITS));
-    let b = BITS as i32;
-    let half = (4 * BITS / 8) as usize; // byte holding the start of index 4
-    let s1 = (4 * BITS % 8) as i32; // its bit offset in that byte
-    let shifts = _mm256_setr_epi32(0, b, 2 * b, 3 * b, s1, s1 + b, s1 + 2 * b, s1 + 3 * b);
+    debug_assert!((1..=14).contains(&BITS));
+    let b = BITS as usize;
+    // Lane i's index starts at bit i * b: byte p = i * b / 8, bit (i * b) % 8 of that byte; with
+    // b <= 14 it ends within bytes p..p + 3, and p + 2 <= 15 for every lane.
+    let mut ctrl = [0i8; 32];
+    let mut shift = [0i32; 8];
+    for i in 0..8 {
+        let p = i * b / 8;
+        shift[i] = (i * b % 8) as i32;
+        for t in 0..4 {
+            let byte = if p + t < 16 { (p + t) as i8 } else { -128 }; // -128: zero the byte
+            ctrl[(i % 4) * 4 + t + 16 * (i / 4)] = byte;
+        }
+    }
+    // SAFETY: both arrays hold 32 bytes.
+    let (ctrl, shifts) = unsafe {
+        (
+            _mm256_loadu_si256(ctrl.as_ptr() as *const __m256i),
+            _mm256_loadu_si256(shift.as_ptr() as *const __m256i),
+        )
+    };
     let mask = _mm256_set1_epi32((1 << BITS) - 1);
     let groups = blocks / 8;
-    let word = |bytes: &[u8], at: usize| -> i32 {
-        i32::from_le_bytes(bytes[at..at + 4].try_into().unwrap())
-    };
     for (r, o) in out.chunks_exact_mut(blocks).enumerate() {
-        // The rest of the chunk from this slot's indices on: word reads may run into the next
-        // slot (harmless) but never past the end of `slots`.
+        // The rest of the chunk from this slot's indices on: the 16-byte loads may run into the
+        // next slot (harmless) but never past the end of `slots`.
         let Some(packed) = slots.get(r * slot_bytes + offset..) else {
             return;
         };
         let mut done = 0;
         for (g, o8) in o.chunks_exact_mut(8).take(groups).enumerate() {
-            let base = g * BITS as usize;
-            if base + half + 4 > packed.len() {
+            let Some(bytes) = packed.get(g * b..g * b + 16) else {
                 break;
+            };
+            // SAFETY: `bytes` holds 16 bytes and `o8` 8 u32.
+            unsafe {
+                let v =
+                    _mm256_broadcastsi128_si256(_mm_loadu_si128(bytes.as_ptr() as *const __m128i));
+                let w = _mm256_shuffle_epi8(v, ctrl);
+                let idx = _mm256_and_si256(_mm256_srlv_epi32(w, shifts), mask);
+                _mm256_storeu_si256(o8.as_mut_ptr() as *mut __m256i, idx);
             }
-            let v = _mm256_set_m128i(
-                _mm_set1_epi32(word(packed, base + half)),
-                _mm_set1_epi32(word(packed, base)),
-            );
-            let idx = _mm256_and_si256(_mm256_srlv_epi32(v, shifts), mask);
-            // SAFETY: `o8` holds 8 u32.
-            unsafe { _mm256_storeu_si256(o8.as_mut_ptr() as *mut __m256i, idx) };
             done = g + 1;
         }
         if done * 8 < blocks {
-            let rest = &mut o[done * 8..];
-            crate::pack::unpack(&packed[done * BITS as usize..], BITS, rest);
+            crate::pack::unpack(&packed[done * b..], BITS, &mut o[done * 8..]);
         }
     }
 }
