@@ -166,22 +166,53 @@ pub fn encode_decode(s: &Settings) -> Vec<Value> {
     out
 }
 
-/// Softmax of `scale * scores`, in place. Terms below `e^-60` of the largest are set to zero
-/// (as engines running with flush-to-zero get): over a long context the tail of the softmax
-/// underflows into subnormal numbers, and every later multiply by one costs a microcode assist
-/// of over a hundred cycles, which would swamp what the benchmark measures for every method.
+/// `e^x` for `-60 <= x <= 0` (within 2 ulp), branch-free so that softmax loops vectorize, as
+/// CPU inference engines' softmax kernels do: `x = n ln 2 + r` with `|r| <= ln(2) / 2`, a
+/// degree-7 Taylor polynomial for `e^r` (truncation below `3e-9` relative) and `2^n` from the
+/// exponent bits.
+#[inline(always)]
+pub fn exp_softmax(x: f32) -> f32 {
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // Round-to-nearest of x / ln 2 with the 1.5 * 2^23 trick (exact for |x / ln 2| < 2^22).
+    let n = (x * std::f32::consts::LOG2_E + 12_582_912.0) - 12_582_912.0;
+    let r = (x - n * LN2_HI) - n * LN2_LO;
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (1.0 / 6.0
+                    + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r / 5040.0))))));
+    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+}
+
+/// Softmax of `scale * scores`, in place, with [`exp_softmax`]. Terms below `e^-60` of the
+/// largest are set to zero (as engines running with flush-to-zero get): over a long context the
+/// tail of the softmax underflows into subnormal numbers, and every later multiply by one costs a
+/// microcode assist of over a hundred cycles, which would swamp what the benchmark measures for
+/// every method.
 fn softmax(scores: &mut [f32], scale: f32) {
     let mut m = f32::NEG_INFINITY;
     for s in scores.iter_mut() {
         *s *= scale;
         m = m.max(*s);
     }
-    let mut sum = 0.0;
     for s in scores.iter_mut() {
         let x = *s - m;
-        *s = if x < -60.0 { 0.0 } else { x.exp() };
-        sum += *s;
+        *s = if x < -60.0 {
+            0.0
+        } else {
+            exp_softmax(x)
+        };
     }
+    // Eight partial sums, so that the compiler vectorizes the reduction too.
+    let mut lanes = [0f32; 8];
+    let mut eights = scores.chunks_exact(8);
+    for e in eights.by_ref() {
+        for (a, v) in lanes.iter_mut().zip(e) {
+            *a += v;
+        }
+    }
+    let sum: f32 = lanes.iter().sum::<f32>() + eights.remainder().iter().sum::<f32>();
     let inv = 1.0 / sum;
     scores.iter_mut().for_each(|s| *s *= inv);
 }
@@ -351,6 +382,9 @@ fn paired(
         refs.push(r);
         ratios.push(r / t);
         ts.push(t);
+    }
+    if std::env::var_os("FIBQUANT_BENCH_ROUNDS").is_some() {
+        eprintln!("rounds: ref {refs:.4?} method {ts:.4?}");
     }
     (median(ts), median(ratios), refs)
 }
@@ -605,6 +639,17 @@ pub fn fast_encoder(s: &Settings) -> Vec<Value> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn exp_softmax_is_within_two_ulp_of_exp() {
+        let mut x = -60.0f32;
+        while x <= 0.0 {
+            let (got, want) = (super::exp_softmax(x), (x as f64).exp());
+            let ulp = f32::EPSILON as f64 * want;
+            assert!((got as f64 - want).abs() <= 2.0 * ulp, "{x}: {got} vs {want}");
+            x += 0.001_3;
+        }
+    }
+
     use super::*;
 
     #[test]
