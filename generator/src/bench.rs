@@ -198,11 +198,7 @@ fn softmax(scores: &mut [f32], scale: f32) {
     }
     for s in scores.iter_mut() {
         let x = *s - m;
-        *s = if x < -60.0 {
-            0.0
-        } else {
-            exp_softmax(x)
-        };
+        *s = if x < -60.0 { 0.0 } else { exp_softmax(x) };
     }
     // Eight partial sums, so that the compiler vectorizes the reduction too.
     let mut lanes = [0f32; 8];
@@ -645,7 +641,10 @@ mod tests {
         while x <= 0.0 {
             let (got, want) = (super::exp_softmax(x), (x as f64).exp());
             let ulp = f32::EPSILON as f64 * want;
-            assert!((got as f64 - want).abs() <= 2.0 * ulp, "{x}: {got} vs {want}");
+            assert!(
+                (got as f64 - want).abs() <= 2.0 * ulp,
+                "{x}: {got} vs {want}"
+            );
             x += 0.001_3;
         }
     }

@@ -203,6 +203,10 @@ enum Command {
         /// Print the README's markdown tables (and the targets checked) instead of text.
         #[arg(long, conflicts_with = "json")]
         markdown: bool,
+        /// Render the markdown tables from a report saved by `bench --json` instead of measuring
+        /// (for example one measured on another machine).
+        #[arg(long, requires = "markdown")]
+        from_json: Option<PathBuf>,
     },
     /// Decode a code file into a float32 .npy array.
     Decode {
@@ -447,7 +451,19 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             sections,
             json,
             markdown,
+            from_json,
         } => {
+            if let Some(path) = from_json {
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                let report: serde_json::Value = serde_json::from_str(&text)
+                    .map_err(|e| format!("{} is not a bench --json report: {e}", path.display()))?;
+                let Some(report) = report.as_object() else {
+                    return Err(format!("{} is not a bench --json report", path.display()));
+                };
+                print!("{}", fibquant_gen::bench_report::markdown(report));
+                return Ok(ExitCode::SUCCESS);
+            }
             let mut settings = fibquant_gen::bench::Settings {
                 repeats: repeats.max(1),
                 ..Default::default()

@@ -11,6 +11,8 @@
 //! code, and NEON is part of the aarch64 baseline, so the portable kernels are vectorized with it
 //! by the compiler.
 
+#[cfg(target_arch = "x86_64")]
+pub mod avx512;
 pub mod portable;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_64;
@@ -22,27 +24,45 @@ pub enum Isa {
     Portable,
     /// x86_64 AVX2 (with F16C, which every AVX2 CPU has).
     Avx2,
+    /// x86_64 AVX-512 (F, DQ, BW, VL) on top of AVX2: 512-bit versions of the scalar-code
+    /// attention kernels; every other kernel uses its AVX2 version.
+    Avx512,
 }
 
-/// The best implementation this CPU supports. Set `FIBQUANT_FORCE_PORTABLE=1` to force the
-/// portable kernels (for comparisons).
+/// The best implementation this CPU supports. `FIBQUANT_ISA=portable`, `avx2` or `avx512` caps
+/// the choice (for comparisons; `FIBQUANT_FORCE_PORTABLE=1` is the same as `portable`).
 pub fn detect() -> Isa {
     use std::sync::OnceLock;
     static ISA: OnceLock<Isa> = OnceLock::new();
     *ISA.get_or_init(|| {
-        if std::env::var_os("FIBQUANT_FORCE_PORTABLE").is_some_and(|v| v != "0") {
+        let cap = std::env::var("FIBQUANT_ISA").unwrap_or_default();
+        if cap == "portable"
+            || std::env::var_os("FIBQUANT_FORCE_PORTABLE").is_some_and(|v| v != "0")
+        {
             return Isa::Portable;
         }
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("f16c")
-            {
-                return Isa::Avx2;
+        let best = supported().into_iter().last().unwrap_or(Isa::Portable);
+        match cap.as_str() {
+            "avx2" if best == Isa::Avx512 => Isa::Avx2,
+            _ => best,
+        }
+    })
+}
+
+/// Every implementation this CPU can run, from the portable one up (what tests compare).
+pub fn supported() -> Vec<Isa> {
+    let mut v = vec![Isa::Portable];
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::is_x86_feature_detected as has;
+        if has!("avx2") && has!("f16c") {
+            v.push(Isa::Avx2);
+            if has!("avx512f") && has!("avx512dq") && has!("avx512bw") && has!("avx512vl") {
+                v.push(Isa::Avx512);
             }
         }
-        Isa::Portable
-    })
+    }
+    v
 }
 
 /// Nearest codeword in a lane-grouped layout (see [`crate::codebook::SearchIndex`]): returns, for
@@ -57,8 +77,8 @@ pub fn nearest_lanes(
 ) -> ([f32; 8], [u32; 8]) {
     match isa {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `Isa::Avx2` is only produced by `detect` after checking AVX2 is available.
-        Isa::Avx2 => unsafe {
+        // SAFETY: `Isa::Avx2` and `Isa::Avx512` are only produced after checking AVX2 (and F16C).
+        Isa::Avx2 | Isa::Avx512 => unsafe {
             match k {
                 1 => x86_64::nearest_lanes_fixed_avx2::<1>(lanes, norms, x),
                 2 => x86_64::nearest_lanes_fixed_avx2::<2>(lanes, norms, x),
@@ -78,8 +98,8 @@ pub fn nearest_lanes(
 pub fn lane_scores(isa: Isa, lanes: &[f32], norms: &[f32], k: usize, x: &[f32], out: &mut [f32]) {
     match isa {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `Isa::Avx2` is only produced by `detect` after checking AVX2 is available.
-        Isa::Avx2 => unsafe { x86_64::lane_scores_avx2(lanes, norms, k, x, out) },
+        // SAFETY: `Isa::Avx2` and `Isa::Avx512` are only produced after checking AVX2 (and F16C).
+        Isa::Avx2 | Isa::Avx512 => unsafe { x86_64::lane_scores_avx2(lanes, norms, k, x, out) },
         _ => portable::lane_scores(lanes, norms, k, x, out),
     }
 }
@@ -89,8 +109,8 @@ pub fn lane_scores(isa: Isa, lanes: &[f32], norms: &[f32], k: usize, x: &[f32], 
 pub fn fwht(isa: Isa, v: &mut [f32]) {
     match isa {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `Isa::Avx2` is only produced by `detect` after checking AVX2 is available.
-        Isa::Avx2 if v.len() >= 8 => unsafe { x86_64::fwht_avx2(v) },
+        // SAFETY: `Isa::Avx2` and `Isa::Avx512` are only produced after checking AVX2 (and F16C).
+        Isa::Avx2 | Isa::Avx512 if v.len() >= 8 => unsafe { x86_64::fwht_avx2(v) },
         _ => portable::fwht(v),
     }
 }
@@ -99,8 +119,8 @@ pub fn fwht(isa: Isa, v: &mut [f32]) {
 pub fn norms_f16(isa: Isa, slots: &[u8], slot_bytes: usize, out: &mut [f32]) {
     match isa {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `Isa::Avx2` is only produced by `detect` after checking AVX2 and F16C.
-        Isa::Avx2 => unsafe { x86_64::norms_f16_avx2(slots, slot_bytes, out) },
+        // SAFETY: `Isa::Avx2` and `Isa::Avx512` are only produced after checking AVX2 (and F16C).
+        Isa::Avx2 | Isa::Avx512 => unsafe { x86_64::norms_f16_avx2(slots, slot_bytes, out) },
         _ => portable::norms_f16(slots, slot_bytes, out),
     }
 }
@@ -143,13 +163,13 @@ fn unpack_slots_fixed<const BITS: u32>(
 ) {
     match isa {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `Isa::Avx2` is only produced by `detect` after checking AVX2 is available.
-        Isa::Avx2 if BITS <= 14 && BITS != 8 => unsafe {
+        // SAFETY: `Isa::Avx2` and `Isa::Avx512` are only produced after checking AVX2 (and F16C).
+        Isa::Avx2 | Isa::Avx512 if BITS <= 14 && BITS != 8 => unsafe {
             x86_64::unpack_slots_shuffle_avx2::<BITS>(slots, slot_bytes, offset, blocks, out)
         },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
-        Isa::Avx2 => unsafe {
+        Isa::Avx2 | Isa::Avx512 => unsafe {
             x86_64::unpack_slots_avx2::<BITS>(slots, slot_bytes, offset, blocks, out)
         },
         _ => portable::unpack_slots::<BITS>(slots, slot_bytes, offset, blocks, out),
@@ -169,8 +189,8 @@ pub fn table_dots<T: IndexCell>(
 ) {
     match isa {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `Isa::Avx2` is only produced by `detect` after checking AVX2 is available.
-        Isa::Avx2 => unsafe { x86_64::table_dots_avx2(table, n, rows, out) },
+        // SAFETY: `Isa::Avx2` and `Isa::Avx512` are only produced after checking AVX2 (and F16C).
+        Isa::Avx2 | Isa::Avx512 => unsafe { x86_64::table_dots_avx2(table, n, rows, out) },
         _ => portable::table_dots(table, n, rows, out),
     }
 }
@@ -207,13 +227,15 @@ fn gather_dots_fixed<const K: usize, T: IndexCell>(
 ) {
     match isa {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `Isa::Avx2` is only produced by `detect` after checking AVX2 is available.
-        Isa::Avx2 if has_codeword_kernel(isa, K, q.len()) => unsafe {
+        // SAFETY: `Isa::Avx2` and `Isa::Avx512` are only produced after checking AVX2 (and F16C).
+        Isa::Avx2 | Isa::Avx512 if has_codeword_kernel(isa, K, q.len()) => unsafe {
             x86_64::codeword_dots_avx2::<K, T>(q, codewords, rows, out)
         },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
-        Isa::Avx2 => unsafe { x86_64::gather_dots_avx2::<K, T>(q, codewords, k, rows, out) },
+        Isa::Avx2 | Isa::Avx512 => unsafe {
+            x86_64::gather_dots_avx2::<K, T>(q, codewords, k, rows, out)
+        },
         _ => portable::gather_dots::<K, T>(q, codewords, k, rows, out),
     }
 }
@@ -249,13 +271,15 @@ fn gather_accumulate_fixed<const K: usize, T: IndexCell>(
 ) {
     match isa {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `Isa::Avx2` is only produced by `detect` after checking AVX2 is available.
-        Isa::Avx2 if has_codeword_kernel(isa, K, acc.len()) => unsafe {
+        // SAFETY: `Isa::Avx2` and `Isa::Avx512` are only produced after checking AVX2 (and F16C).
+        Isa::Avx2 | Isa::Avx512 if has_codeword_kernel(isa, K, acc.len()) => unsafe {
             x86_64::codeword_accumulate_avx2::<K, T>(w, codewords, rows, acc)
         },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
-        Isa::Avx2 => unsafe { x86_64::gather_accumulate_avx2::<K, T>(w, codewords, k, rows, acc) },
+        Isa::Avx2 | Isa::Avx512 => unsafe {
+            x86_64::gather_accumulate_avx2::<K, T>(w, codewords, k, rows, acc)
+        },
         _ => portable::gather_accumulate::<K, T>(w, codewords, k, rows, acc),
     }
 }
@@ -264,14 +288,21 @@ fn gather_accumulate_fixed<const K: usize, T: IndexCell>(
 /// `isa` for block size `k` and dimension `d` (AVX2, `k` of 2, 4 or 8, `d % 8 == 0`) rather than
 /// a gather into scratch memory.
 pub fn has_codeword_kernel(isa: Isa, k: usize, d: usize) -> bool {
-    isa == Isa::Avx2 && matches!(k, 2 | 4 | 8) && d.is_multiple_of(8)
+    matches!(isa, Isa::Avx2 | Isa::Avx512) && matches!(k, 2 | 4 | 8) && d.is_multiple_of(8)
 }
 
 /// Whether [`scalar_dots`] and [`scalar_accumulate`] have an in-register kernel for `bits`-bit
 /// scalar (`k = 1`) codes of dimension `d` on `isa`. When they do not, callers unpack and use
 /// [`gather_dots`] / [`gather_accumulate`] with `k = 1`, which give bit-identical results.
 pub fn has_scalar_kernel(isa: Isa, bits: u32, d: usize) -> bool {
-    isa == Isa::Avx2 && (1..=4).contains(&bits) && d.is_multiple_of(8)
+    matches!(isa, Isa::Avx2 | Isa::Avx512) && (1..=4).contains(&bits) && d.is_multiple_of(8)
+}
+
+/// Whether the scalar-code kernels use their AVX-512 version: for 16 levels (4-bit codes) one
+/// 512-bit `vpermps` replaces two 256-bit ones and a blend; with 8 levels or fewer the AVX2
+/// version measured as fast (compare with `FIBQUANT_ISA=avx2 fibquant-gen bench`).
+fn avx512_scalar(isa: Isa, bits: u32, d: usize) -> bool {
+    isa == Isa::Avx512 && bits == 4 && d.is_multiple_of(16)
 }
 
 /// Scalar-code scores straight from the packed slots (`levels`: the `2^bits` levels padded to
@@ -290,9 +321,14 @@ pub fn scalar_dots(
     assert!(has_scalar_kernel(isa, bits, q.len()), "no scalar kernel");
     assert!(slot_bytes >= offset + q.len() * bits as usize / 8);
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: `has_scalar_kernel` checked AVX2 (detected by `detect`), `bits` in 1..=4 and
-    // `d % 8 == 0`; the slot size was asserted above.
+    // SAFETY: `has_scalar_kernel` checked AVX2 (detected by `supported`), `bits` in 1..=4 and
+    // `d % 8 == 0` (`d % 16 == 0` for the AVX-512 kernel); the slot size was asserted above.
     unsafe {
+        if avx512_scalar(isa, bits, q.len()) {
+            // AVX-512 was checked by `supported` before producing `Isa::Avx512`.
+            avx512::scalar_dots::<4>(levels, q, slots, slot_bytes, offset, out);
+            return;
+        }
         match bits {
             1 => x86_64::scalar_dots_avx2::<1>(levels, q, slots, slot_bytes, offset, out),
             2 => x86_64::scalar_dots_avx2::<2>(levels, q, slots, slot_bytes, offset, out),
@@ -322,6 +358,11 @@ pub fn scalar_accumulate(
     #[cfg(target_arch = "x86_64")]
     // SAFETY: as in `scalar_dots`.
     unsafe {
+        if avx512_scalar(isa, bits, acc.len()) {
+            // AVX-512 was checked by `supported` before producing `Isa::Avx512`.
+            avx512::scalar_accumulate::<4>(levels, w, slots, slot_bytes, offset, acc);
+            return;
+        }
         match bits {
             1 => x86_64::scalar_accumulate_avx2::<1>(levels, w, slots, slot_bytes, offset, acc),
             2 => x86_64::scalar_accumulate_avx2::<2>(levels, w, slots, slot_bytes, offset, acc),
@@ -339,14 +380,9 @@ mod tests {
     use crate::rng::Xoshiro256;
 
     fn isas() -> Vec<Isa> {
-        let mut v = vec![Isa::Portable];
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("f16c")
-        {
-            v.push(Isa::Avx2);
-        } else {
-            eprintln!("AVX2 not available: only the portable kernels are tested");
+        let v = supported();
+        if v.len() == 1 {
+            eprintln!("no SIMD level available: only the portable kernels are tested");
         }
         v
     }

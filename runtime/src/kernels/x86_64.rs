@@ -251,9 +251,16 @@ pub unsafe fn gather_accumulate_avx2<const K: usize, T: IndexCell>(
 #[target_feature(enable = "avx2")]
 fn scalar_group<const BITS: u32>(packed: &[u8], g: usize, lo: __m256, hi: __m256) -> __m256 {
     let b = BITS as usize;
-    let mut w = [0u8; 4];
-    w[..b].copy_from_slice(&packed[g * b..(g + 1) * b]);
-    let w = u32::from_le_bytes(w) as i32;
+    // One 4-byte load (a broadcast straight from memory) when `packed` extends that far: the
+    // bytes past the group's `BITS` are shifted and masked away.
+    let w = match packed.get(g * b..g * b + 4) {
+        Some(w4) => u32::from_le_bytes(w4.try_into().unwrap()) as i32,
+        None => {
+            let mut w = [0u8; 4];
+            w[..b].copy_from_slice(&packed[g * b..(g + 1) * b]);
+            u32::from_le_bytes(w) as i32
+        }
+    };
     let shifts = _mm256_setr_epi32(
         0,
         BITS as i32,
@@ -301,9 +308,12 @@ pub unsafe fn scalar_dots_avx2<const BITS: u32>(
             _mm256_loadu_ps(levels.as_ptr().add(8)),
         )
     };
-    // Even- and odd-group accumulators, as in `dot_lanes`.
-    for (o, slot) in out.iter_mut().zip(slots.chunks_exact(slot_bytes)) {
-        let packed = &slot[offset..];
+    // Even- and odd-group accumulators, as in `dot_lanes`. Each slot's indices are read from a
+    // view that runs to the end of `slots`, so that group loads may overrun into the next slot.
+    for (i, o) in out.iter_mut().enumerate() {
+        let Some(packed) = slots.get(i * slot_bytes + offset..) else {
+            return;
+        };
         let (mut even, mut odd) = (_mm256_setzero_ps(), _mm256_setzero_ps());
         let mut q16 = q.chunks_exact(16);
         for (h, q16) in q16.by_ref().enumerate() {
@@ -329,17 +339,17 @@ pub unsafe fn scalar_dots_avx2<const BITS: u32>(
     }
 }
 
-/// [`super::portable::sum_pair`] of two 8-lane accumulators.
+/// [`super::portable::sum_pair`] of two 8-lane accumulators, in registers, in the same order:
+/// `v = even + odd`, then `((v0 + v4) + (v2 + v6)) + ((v1 + v5) + (v3 + v7))`.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn finish_pair(acc: [__m256; 2]) -> f32 {
-    let mut lanes = [[0f32; 8]; 2];
-    // SAFETY: each row holds 8 floats.
-    unsafe {
-        _mm256_storeu_ps(lanes[0].as_mut_ptr(), acc[0]);
-        _mm256_storeu_ps(lanes[1].as_mut_ptr(), acc[1]);
-    }
-    super::portable::sum_pair(&lanes)
+pub(crate) fn finish_pair(acc: [__m256; 2]) -> f32 {
+    let v = _mm256_add_ps(acc[0], acc[1]);
+    // [v0 + v4, v1 + v5, v2 + v6, v3 + v7]
+    let t = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    // [(v0 + v4) + (v2 + v6), (v1 + v5) + (v3 + v7), ..]
+    let u = _mm_add_ps(t, _mm_movehl_ps(t, t));
+    _mm_cvtss_f32(_mm_add_ss(u, _mm_movehdup_ps(u)))
 }
 
 /// Scalar (`k = 1`) code weighted sum: `acc += sum_i w[i] * C[idx_i]`, bit-identical to
@@ -366,10 +376,11 @@ pub unsafe fn scalar_accumulate_avx2<const BITS: u32>(
     };
     // Two values per pass over the accumulator: `(a + w0 c0) + w1 c1`, the same sequence of
     // roundings as two passes, with one load and store of `a`.
+    // Index views run to the end of `slots`, so that group loads may overrun into the next slot.
+    let view = |i: usize| slots.get(i * slot_bytes + offset..).unwrap_or(&[]);
     let mut w2 = w.chunks_exact(2);
-    let mut slots2 = slots.chunks_exact(2 * slot_bytes);
-    for (w2, pair) in w2.by_ref().zip(slots2.by_ref()) {
-        let (p0, p1) = (&pair[offset..], &pair[slot_bytes + offset..]);
+    for (p, w2) in w2.by_ref().enumerate() {
+        let (p0, p1) = (view(2 * p), view(2 * p + 1));
         let (w0, w1) = (_mm256_set1_ps(w2[0]), _mm256_set1_ps(w2[1]));
         for (g, a8) in acc.chunks_exact_mut(8).enumerate() {
             let c0 = scalar_group::<BITS>(p0, g, lo, hi);
@@ -381,12 +392,9 @@ pub unsafe fn scalar_accumulate_avx2<const BITS: u32>(
             }
         }
     }
-    for (&wi, slot) in w2
-        .remainder()
-        .iter()
-        .zip(slots2.remainder().chunks_exact(slot_bytes))
-    {
-        let packed = &slot[offset..];
+    let done = w.len() - w2.remainder().len();
+    for (i, &wi) in w2.remainder().iter().enumerate() {
+        let packed = view(done + i);
         let wv = _mm256_set1_ps(wi);
         for (g, a8) in acc.chunks_exact_mut(8).enumerate() {
             let c = scalar_group::<BITS>(packed, g, lo, hi);
