@@ -109,21 +109,46 @@ fn codec_tables(out: &mut String, rows: &[Value]) {
         "| d | b | code | encode ratio | decode ratio | MSE ratio |"
     );
     let _ = writeln!(out, "|---|---|---|---|---|---|");
+    let mut worst: [(f64, String); 2] = [(0.0, String::new()), (0.0, String::new())];
     for r in rows
         .iter()
         .filter(|r| s(&r["impl"]).starts_with("fibquant"))
     {
         let (d, b) = (u(&r["dim"]), f(&r["rate_bits"]));
         if let Some(p) = peer(d, b) {
+            let code = format!(
+                "d={d} b={b} {}",
+                s(&r["impl"]).trim_start_matches("fibquant ")
+            );
+            let ratios = [
+                f(&r["encode_ns"]) / f(&p["encode_ns"]),
+                f(&r["decode_ns"]) / f(&p["decode_ns"]),
+            ];
+            for (w, ratio) in worst.iter_mut().zip(ratios) {
+                if ratio > w.0 {
+                    *w = (ratio, code.clone());
+                }
+            }
             let _ = writeln!(
                 out,
                 "| {d} | {b} | {} | {:.2} | {:.2} | {:.3} |",
                 s(&r["impl"]).trim_start_matches("fibquant "),
-                f(&r["encode_ns"]) / f(&p["encode_ns"]),
-                f(&r["decode_ns"]) / f(&p["decode_ns"]),
+                ratios[0],
+                ratios[1],
                 f(&r["mse"]) / f(&p["mse"])
             );
         }
+    }
+    let _ = writeln!(
+        out,
+        "\nTargets against `turboquant-rs` (worst code, ratio <= 1.0 wanted):\n"
+    );
+    for (what, (ratio, code)) in ["encode", "decode"].iter().zip(&worst) {
+        let _ = writeln!(
+            out,
+            "- {what}: {ratio:.2} ({code}): {}",
+            if *ratio <= 1.0 { "met" } else { "NOT met" }
+        );
     }
     out.push('\n');
 }
@@ -157,6 +182,27 @@ fn fast_encoder_table(out: &mut String, rows: &[Value]) {
             f(&r["speedup"]),
             f(&r["mse_ivf"]),
             f(&r["loss_db"])
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nTargets at N = 65536 with the default probes (loss <= 0.05 dB, speedup >= 10x):\n"
+    );
+    for r in rows
+        .iter()
+        .filter(|r| u(&r["n"]) == 65536 && r["default"] == true)
+    {
+        let (loss, speedup) = (f(&r["loss_db"]), f(&r["speedup"]));
+        let _ = writeln!(
+            out,
+            "- d={} k={}: {loss:.3} dB, {speedup:.1}x: {}",
+            r["dim"],
+            r["k"],
+            if loss <= 0.05 && speedup >= 10.0 {
+                "met"
+            } else {
+                "NOT met"
+            }
         );
     }
     out.push('\n');
