@@ -2,10 +2,17 @@
 //!
 //! Every kernel has a portable implementation in [`portable`] (the reference; written so that the
 //! compiler vectorizes it for the baseline target, which on aarch64 means NEON) and, on x86_64, an
-//! AVX2 implementation in [`x86_64`] chosen at run time when the CPU has AVX2. The AVX2 kernels
-//! perform the same floating-point operations in the same order as the portable ones (no fused
-//! multiply-add), so they return bit-identical results: codebooks generated on any x86_64 machine
-//! are byte-identical, and the tests compare the paths for exact equality.
+//! AVX2 implementation in [`x86_64`] (hand-written intrinsics, or the portable body compiled
+//! with AVX2 enabled) chosen at run time, plus AVX-512 versions in [`avx512`] where they measured
+//! faster. The SIMD kernels perform the same floating-point operations in the same order as the
+//! portable ones (no fused multiply-add), so they return bit-identical results: codebooks
+//! generated on any x86_64 machine are byte-identical, and the tests compare every path the CPU
+//! supports ([`supported`]) for exact equality.
+//!
+//! The attention kernels follow the data: [`norms_f16`] (norms of a chunk of slots), then the
+//! indices, read in place ([`IndexRows`] over the slot bytes, 8- and 16-bit codes) or unpacked
+//! ([`unpack_slots`]), then [`table_dots`], [`gather_dots`] / [`gather_accumulate`], or the
+//! in-register scalar-code kernels [`scalar_dots`] / [`scalar_accumulate`].
 //!
 //! There is no hand-written NEON module: this project's machines cannot compile or test aarch64
 //! code, and NEON is part of the aarch64 baseline, so the portable kernels are vectorized with it
