@@ -4,21 +4,8 @@
 //! [`super::portable::dot_lanes`], so results are bit-identical to the portable and AVX2 paths
 //! (tests check this). With 16 levels in one register, 4-bit codes need no blend.
 
+use super::x86_64::group_word;
 use std::arch::x86_64::*;
-
-/// Reads the 32-bit little-endian word at byte `at` of `packed` (a view that may run past the
-/// slot), or the `b` bytes that remain, zero-extended.
-#[inline(always)]
-fn word(packed: &[u8], at: usize, b: usize) -> i32 {
-    match packed.get(at..at + 4) {
-        Some(w) => i32::from_le_bytes(w.try_into().unwrap()),
-        None => {
-            let mut w = [0u8; 4];
-            w[..b].copy_from_slice(&packed[at..at + b]);
-            i32::from_le_bytes(w)
-        }
-    }
-}
 
 /// The 16 levels (before the norm) of index groups `2h` and `2h + 1` of a scalar-code slot.
 #[inline]
@@ -32,8 +19,8 @@ fn scalar_pair<const BITS: u32>(
 ) -> __m512 {
     let b = BITS as usize;
     let v = _mm512_inserti32x8::<1>(
-        _mm512_castsi256_si512(_mm256_set1_epi32(word(packed, 2 * h * b, b))),
-        _mm256_set1_epi32(word(packed, (2 * h + 1) * b, b)),
+        _mm512_castsi256_si512(_mm256_set1_epi32(group_word(packed, 2 * h * b, b))),
+        _mm256_set1_epi32(group_word(packed, (2 * h + 1) * b, b)),
     );
     let idx = _mm512_and_si512(_mm512_srlv_epi32(v, shifts), mask);
     _mm512_permutexvar_ps(idx, levels)

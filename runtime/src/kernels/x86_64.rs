@@ -244,6 +244,22 @@ pub unsafe fn gather_accumulate_avx2<const K: usize, T: IndexCell>(
     super::portable::gather_accumulate::<K, T>(w, codewords, k, rows, acc)
 }
 
+/// The 32-bit little-endian word at byte `at` of `packed` (a view that may run past the slot),
+/// or, near the end of `packed`, the `b` bytes of the group zero-extended: one 4-byte load (a
+/// broadcast straight from memory) in the common case; the bytes past the group's are shifted
+/// and masked away by the callers.
+#[inline(always)]
+pub(crate) fn group_word(packed: &[u8], at: usize, b: usize) -> i32 {
+    match packed.get(at..at + 4) {
+        Some(w) => i32::from_le_bytes(w.try_into().unwrap()),
+        None => {
+            let mut w = [0u8; 4];
+            w[..b].copy_from_slice(&packed[at..at + b]);
+            i32::from_le_bytes(w)
+        }
+    }
+}
+
 /// The 8 scalar-code reconstruction values (before the norm) of index group `g` of a slot whose
 /// indices start at `packed`: 8 indices of `BITS <= 4` bits are `BITS` whole bytes, unpacked in
 /// register with variable shifts and looked up with `vpermps` (two and a blend for 16 levels).
@@ -251,16 +267,7 @@ pub unsafe fn gather_accumulate_avx2<const K: usize, T: IndexCell>(
 #[target_feature(enable = "avx2")]
 fn scalar_group<const BITS: u32>(packed: &[u8], g: usize, lo: __m256, hi: __m256) -> __m256 {
     let b = BITS as usize;
-    // One 4-byte load (a broadcast straight from memory) when `packed` extends that far: the
-    // bytes past the group's `BITS` are shifted and masked away.
-    let w = match packed.get(g * b..g * b + 4) {
-        Some(w4) => u32::from_le_bytes(w4.try_into().unwrap()) as i32,
-        None => {
-            let mut w = [0u8; 4];
-            w[..b].copy_from_slice(&packed[g * b..(g + 1) * b]);
-            u32::from_le_bytes(w) as i32
-        }
-    };
+    let w = group_word(packed, g * b, b);
     let shifts = _mm256_setr_epi32(
         0,
         BITS as i32,
