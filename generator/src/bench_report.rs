@@ -22,8 +22,8 @@ pub fn markdown(report: &Map<String, Value>) -> String {
     let _ = writeln!(
         out,
         "Kernels: `{}`; medians of {} runs; one thread except the last table.\n",
-        s(&report["kernels"]),
-        report["repeats"]
+        report.get("kernels").map_or("?", s),
+        report.get("repeats").map_or(0, u)
     );
     if let Some(Value::Array(rows)) = report.get("codec") {
         codec_tables(&mut out, rows);

@@ -458,7 +458,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                     .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
                 let report: serde_json::Value = serde_json::from_str(&text)
                     .map_err(|e| format!("{} is not a bench --json report: {e}", path.display()))?;
-                let Some(report) = report.as_object() else {
+                let Some(report) = report.as_object().filter(|r| r.contains_key("kernels")) else {
                     return Err(format!("{} is not a bench --json report", path.display()));
                 };
                 print!("{}", fibquant_gen::bench_report::markdown(report));

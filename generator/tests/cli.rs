@@ -190,6 +190,16 @@ fn write_npy(path: &Path, rows: usize, cols: usize, data: Vec<f32>) {
     std::fs::write(path, fibquant_gen::npy::to_bytes(&a)).unwrap();
 }
 
+/// `fibquant-gen encode` with the k = 4, N = 256 code at head dim `dim`, plus `extra` arguments.
+fn encode_k4n256(dim: &str, input: &Path, output: &Path, extra: &[&str]) -> Output {
+    let (input, output) = (input.to_str().unwrap(), output.to_str().unwrap());
+    let mut args = vec![
+        "encode", "--dim", dim, "--k", "4", "--n", "256", "--input", input, "--output", output,
+    ];
+    args.extend_from_slice(extra);
+    gen(&args)
+}
+
 #[test]
 fn encode_decode_npy_round_trip_and_bad_rows() {
     let dir = tempfile::tempdir().unwrap();
@@ -203,20 +213,7 @@ fn encode_decode_npy_round_trip_and_bad_rows() {
         .collect();
     write_npy(&input, rows, d, data.clone());
     let p = |x: &Path| x.to_str().unwrap().to_string();
-    let o = gen(&[
-        "encode",
-        "--dim",
-        "64",
-        "--k",
-        "4",
-        "--n",
-        "256",
-        "--input",
-        &p(&input),
-        "--output",
-        &p(&codes),
-        "--json",
-    ]);
+    let o = encode_k4n256("64", &input, &codes, &["--json"]);
     assert!(o.status.success(), "{}", text(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["slot_bytes"], 18);
@@ -238,55 +235,19 @@ fn encode_decode_npy_round_trip_and_bad_rows() {
     bad[123 * d + 9] = f32::NAN;
     write_npy(&input, rows, d, bad);
     let fresh = dir.path().join("never.fq");
-    let o = gen(&[
-        "encode",
-        "--dim",
-        "64",
-        "--k",
-        "4",
-        "--n",
-        "256",
-        "--input",
-        &p(&input),
-        "--output",
-        &p(&fresh),
-    ]);
+    let o = encode_k4n256("64", &input, &fresh, &[]);
     assert!(!o.status.success());
     assert!(text(&o).contains("row 123"), "{}", text(&o));
     assert!(!fresh.exists());
     // Wrong width, garbage input, truncated code file.
-    let o = gen(&[
-        "encode",
-        "--dim",
-        "128",
-        "--k",
-        "4",
-        "--n",
-        "256",
-        "--input",
-        &p(&input),
-        "--output",
-        &p(&fresh),
-    ]);
+    let o = encode_k4n256("128", &input, &fresh, &[]);
     assert!(
         !o.status.success() && text(&o).contains("--dim is 128"),
         "{}",
         text(&o)
     );
     std::fs::write(&input, b"not numpy").unwrap();
-    let o = gen(&[
-        "encode",
-        "--dim",
-        "64",
-        "--k",
-        "4",
-        "--n",
-        "256",
-        "--input",
-        &p(&input),
-        "--output",
-        &p(&fresh),
-    ]);
+    let o = encode_k4n256("64", &input, &fresh, &[]);
     assert!(
         !o.status.success() && text(&o).contains("bad magic"),
         "{}",
@@ -301,4 +262,47 @@ fn encode_decode_npy_round_trip_and_bad_rows() {
         text(&o)
     );
     assert!(!fresh.exists());
+}
+
+#[test]
+fn bench_markdown_renders_a_saved_report_and_refuses_garbage() {
+    let saved = repo().join("docs/bench/dev-2core.json");
+    let o = gen(&[
+        "bench",
+        "--markdown",
+        "--from-json",
+        saved.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("| context | heads | method |"), "{out}");
+    assert!(out.contains("Targets at 32768 keys"), "{out}");
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, b"[1, 2").unwrap();
+    let o = gen(&["bench", "--markdown", "--from-json", bad.to_str().unwrap()]);
+    assert!(
+        !o.status.success() && text(&o).contains("not a bench --json report"),
+        "{}",
+        text(&o)
+    );
+    std::fs::write(&bad, b"{}").unwrap();
+    let o = gen(&["bench", "--markdown", "--from-json", bad.to_str().unwrap()]);
+    assert!(
+        !o.status.success() && text(&o).contains("not a bench --json report"),
+        "{}",
+        text(&o)
+    );
+    let missing = dir.path().join("missing.json");
+    let o = gen(&[
+        "bench",
+        "--markdown",
+        "--from-json",
+        missing.to_str().unwrap(),
+    ]);
+    assert!(
+        !o.status.success() && text(&o).contains("cannot read"),
+        "{}",
+        text(&o)
+    );
 }
