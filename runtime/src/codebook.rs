@@ -97,6 +97,9 @@ pub struct Codebook {
     norms_sq: Vec<f32>,
     index: SearchIndex,
     ivf: Option<crate::ivf::IvfIndex>,
+    /// The exact grid search ([`crate::cells`]), built on first use where [`cells_per_dim`]
+    /// names a grid.
+    cells: LazyCells,
     /// k = 1 with ascending levels: the midpoints between neighbours. The nearest level of `x`
     /// is the number of midpoints below `x`.
     thresholds: Option<Vec<f32>>,
@@ -110,6 +113,34 @@ pub struct Codebook {
 /// 0.008 dB on source samples but raised the perplexity of the real model by 1.0 at b = 3
 /// (46.96 -> 47.97, `fibquant-eval perplexity --k-code 4x4096 --v-code 4x4096`).
 pub const IVF_THRESHOLD: usize = 16384;
+
+/// Cells per coordinate of the exact grid search ([`crate::cells::CellIndex`]) used for `k`
+/// and `n`, or `None` where exhaustive search is used. Chosen with
+/// `cargo run --release -p fibquant --example cells_sweep` (candidates searched, memory and
+/// speed per grid size, checked against exhaustive search): 3.5x to 7x faster than exhaustive for
+/// the registry's `k` = 2 to 4 codebooks up to these sizes, with grids of 33 KiB (k = 2) to
+/// 3.7 MiB (k = 4, N = 1024). Larger `k = 4` codebooks need grids of tens of MiB, and at `k = 8`
+/// a grid of 8-dimensional cells searches as many codewords as the whole codebook.
+pub fn cells_per_dim(k: usize, n: usize) -> Option<usize> {
+    match (k, n) {
+        (_, 0..=15) => None,
+        (2, ..=4096) => Some(16),
+        (3, ..=4096) => Some(12),
+        (4, ..=256) => Some(6),
+        (4, ..=1024) => Some(8),
+        _ => None,
+    }
+}
+
+/// The lazily built grid of a [`Codebook`]: derived data, so it takes no part in equality.
+#[derive(Debug, Clone, Default)]
+struct LazyCells(std::sync::OnceLock<Option<crate::cells::CellIndex>>);
+
+impl PartialEq for LazyCells {
+    fn eq(&self, _: &LazyCells) -> bool {
+        true
+    }
+}
 
 /// Codewords per group in [`SearchIndex`].
 pub const LANES: usize = 8;
@@ -174,21 +205,28 @@ impl SearchIndex {
     pub fn nearest(&self, x: &[f32]) -> (u32, f32) {
         let (best, best_group) =
             crate::kernels::nearest_lanes(self.isa, &self.lanes, &self.norms, self.k, x);
-        let mut best_i = u32::MAX;
-        let mut best_s = f32::INFINITY;
-        for l in 0..LANES {
-            let i = best_group[l] * LANES as u32 + l as u32;
-            if (i as usize) < self.n && (best[l] < best_s || (best[l] == best_s && i < best_i)) {
-                best_s = best[l];
-                best_i = i;
-            }
-        }
-        if best_i == u32::MAX {
+        let (best_i, best_s) = lowest_lane(&best, &best_group);
+        if best_i as usize >= self.n || !best_s.is_finite() {
             // Only reachable with non-finite input: fall back to codeword 0.
-            best_i = 0;
+            return (0, best_s);
         }
         (best_i, best_s)
     }
+}
+
+/// Merges the per-lane minima of a lane-grouped search (`best[l]`, reached at group
+/// `best_group[l]`) into the lowest score and its position `group * LANES + lane`, the lowest
+/// such position among equal scores (what one sequential scan in index order keeps). Branch-free:
+/// which lane wins is data, and mispredicted branches cost more than the search of a short list.
+#[inline(always)]
+pub(crate) fn lowest_lane(best: &[f32; LANES], best_group: &[u32; LANES]) -> (u32, f32) {
+    let min = best.iter().copied().fold(f32::INFINITY, f32::min);
+    let mut pos = u32::MAX;
+    for l in 0..LANES {
+        let p = best_group[l] * LANES as u32 + l as u32;
+        pos = if best[l] == min { pos.min(p) } else { pos };
+    }
+    (pos, min)
 }
 
 /// Checks a rate point's shape: positive `dim` and `k`, `k` dividing `dim`, `n >= 2`.
@@ -253,6 +291,7 @@ impl Codebook {
             norms_sq,
             index,
             ivf,
+            cells: LazyCells::default(),
             thresholds,
             header: None,
         })
@@ -373,8 +412,47 @@ impl Codebook {
         }
         match &self.ivf {
             Some(ivf) => ivf.nearest(block).0,
-            None => self.index.nearest(block).0,
+            None => match self.cells().and_then(|c| c.nearest(block)) {
+                Some(i) => i,
+                None => self.index.nearest(block).0,
+            },
         }
+    }
+
+    /// [`nearest`](Self::nearest) of every block of `blocks` (`k` values each) into `out` (one
+    /// index per block; `out.len()` must be `blocks.len() / k`). The same answers, faster than
+    /// one call per block where the exact grid search applies.
+    pub fn nearest_many(&self, blocks: &[f32], out: &mut [u32]) {
+        debug_assert_eq!(out.len(), blocks.len() / self.k);
+        match (
+            self.thresholds.is_some() || self.ivf.is_some(),
+            self.cells(),
+        ) {
+            (false, Some(cells)) => {
+                cells.nearest_many(blocks, out);
+                for (o, block) in out.iter_mut().zip(blocks.chunks_exact(self.k)) {
+                    if *o == crate::kernels::OUTSIDE {
+                        *o = self.index.nearest(block).0;
+                    }
+                }
+            }
+            _ => {
+                for (o, block) in out.iter_mut().zip(blocks.chunks_exact(self.k)) {
+                    *o = self.nearest(block);
+                }
+            }
+        }
+    }
+
+    /// The exact grid search, built on first call, where [`cells_per_dim`] names one.
+    pub fn cells(&self) -> Option<&crate::cells::CellIndex> {
+        self.cells
+            .0
+            .get_or_init(|| {
+                let per_dim = cells_per_dim(self.k, self.n)?;
+                crate::cells::CellIndex::new(&self.codewords, &self.norms_sq, self.k, per_dim)
+            })
+            .as_ref()
     }
 
     /// Exhaustive nearest-codeword search (exact), whatever the codebook size.

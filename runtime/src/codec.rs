@@ -229,12 +229,7 @@ impl Codec {
                 *u = v * inv;
             }
             self.rotation.apply(&unit[..d], &mut rotated[..d]);
-            for (idx, block) in indices
-                .iter_mut()
-                .zip(rotated[..d].chunks_exact(self.config.k))
-            {
-                *idx = self.codebook.nearest(block);
-            }
+            self.codebook.nearest_many(&rotated[..d], indices);
         }
         pack(indices, self.bits, index_slot);
         Ok(())

@@ -99,6 +99,30 @@ pub fn nearest_lanes(
     }
 }
 
+pub use portable::{CellGrid, OUTSIDE};
+
+/// Nearest codeword of every `k`-coordinate block of `blocks` through a grid of candidate lists
+/// (see [`portable::nearest_cells`]), into `out`; blocks outside the grid get [`OUTSIDE`].
+/// Specialized for `k` = 2, 3, 4 and 8; other `k` get [`OUTSIDE`] everywhere.
+pub fn nearest_cells(isa: Isa, k: usize, grid: &CellGrid, blocks: &[f32], out: &mut [u32]) {
+    macro_rules! sizes {
+        ($($k:literal)*) => {
+            match (isa, k) {
+                $(
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: `Isa::Avx2` and `Isa::Avx512` are only produced after checking AVX2.
+                (Isa::Avx2 | Isa::Avx512, $k) => unsafe {
+                    x86_64::nearest_cells_avx2::<$k>(grid, blocks, out)
+                },
+                (_, $k) => portable::nearest_cells::<$k>(grid, blocks, out),
+                )*
+                _ => out.fill(OUTSIDE),
+            }
+        };
+    }
+    sizes!(2 3 4 8)
+}
+
 /// Scores `||c||^2 - 2 <x, c>` of every codeword of a lane-grouped layout into `out`, in index
 /// order (see [`portable::lane_scores`]).
 #[inline]

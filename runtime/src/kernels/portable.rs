@@ -402,3 +402,90 @@ pub fn norms_f16(slots: &[u8], slot_bytes: usize, out: &mut [f32]) {
         *o = crate::fp16::f16_bits_to_f32(u16::from_le_bytes([s[0], s[1]]));
     }
 }
+
+/// A grid of candidate lists ([`crate::cells::CellIndex`]) as the search kernel reads it.
+#[derive(Debug, Clone, Copy)]
+pub struct CellGrid<'a> {
+    /// Interior boundaries per coordinate, ascending, padded with `+inf`.
+    pub inner: &'a [f32; 16],
+    /// Half-width of the covered box.
+    pub radius: f32,
+    /// Cell-number stride of each coordinate (`per_dim^j`).
+    pub strides: &'a [u32],
+    /// Group offset of each cell's list, plus the end.
+    pub starts: &'a [u32],
+    /// The candidates, [`LANES`] per group; a group is `K + 2` rows of [`LANES`] values: the `K`
+    /// coordinates (lane layout), the squared norms (`+inf` padding) and the codebook indices as
+    /// `f32` bit patterns (`u32::MAX` padding), so that one cell's list is a few adjacent cache
+    /// lines.
+    pub groups: &'a [f32],
+}
+
+/// Answer written by [`nearest_cells`] for a block outside the grid's box (or not finite): the
+/// caller searches it exhaustively.
+pub const OUTSIDE: u32 = u32::MAX;
+
+/// The cell of the block `x` (`K` values) in `grid`, or `None` when `x` leaves the box (or is
+/// not finite). Branch-free up to the final test.
+#[inline(always)]
+pub fn grid_cell<const K: usize>(grid: &CellGrid, x: &[f32]) -> Option<usize> {
+    let mut cell = 0u32;
+    let mut inside = true;
+    for (&v, &stride) in x[..K].iter().zip(grid.strides) {
+        // Also false for NaN.
+        inside &= v.abs() <= grid.radius;
+        let d: u32 = grid.inner.iter().map(|&b| (b <= v) as u32).sum();
+        cell += d * stride;
+    }
+    inside.then_some(cell as usize)
+}
+
+/// Nearest codeword of every `K`-coordinate block of `blocks` through the grid `grid`, into
+/// `out` (one per block): per block, the cell from `K` boundary counts, then a scan of that
+/// cell's list computing each score `||c||^2 - 2 <x, c>` with the operations of
+/// [`nearest_lanes`] in the same order; each lane keeps its lowest score and, among equal ones,
+/// its first (lowest) index, and the lanes merge to the lowest index of the lowest score. Blocks
+/// outside the box get [`OUTSIDE`]. One call per vector keeps the whole loop inlined: the lists
+/// are short, so per-call overhead would dominate.
+#[inline(always)]
+pub fn nearest_cells<const K: usize>(grid: &CellGrid, blocks: &[f32], out: &mut [u32]) {
+    let width = (K + 2) * LANES;
+    for (x, o) in blocks.chunks_exact(K).zip(out.iter_mut()) {
+        let Some(cell) = grid_cell::<K>(grid, x) else {
+            *o = OUTSIDE;
+            continue;
+        };
+        let (s, e) = (grid.starts[cell] as usize, grid.starts[cell + 1] as usize);
+        let mut best = [f32::INFINITY; LANES];
+        let mut best_id = [OUTSIDE; LANES];
+        for group in grid.groups[s * width..e * width].chunks_exact(width) {
+            let mut acc = [0f32; LANES];
+            for (j, &xj) in x.iter().enumerate() {
+                let row = &group[j * LANES..(j + 1) * LANES];
+                for l in 0..LANES {
+                    acc[l] += xj * row[l];
+                }
+            }
+            let norms = &group[K * LANES..(K + 1) * LANES];
+            let ids = &group[(K + 1) * LANES..(K + 2) * LANES];
+            for l in 0..LANES {
+                let s = norms[l] - 2.0 * acc[l];
+                let better = s < best[l];
+                best[l] = if better { s } else { best[l] };
+                best_id[l] = if better { ids[l].to_bits() } else { best_id[l] };
+            }
+        }
+        let min = best
+            .iter()
+            .fold(f32::INFINITY, |m, &b| if b < m { b } else { m });
+        let mut id = OUTSIDE;
+        for l in 0..LANES {
+            id = if best[l] == min {
+                id.min(best_id[l])
+            } else {
+                id
+            };
+        }
+        *o = id;
+    }
+}

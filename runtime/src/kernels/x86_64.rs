@@ -630,3 +630,63 @@ pub unsafe fn unpack_slots_shuffle_avx2<const BITS: u32>(
         }
     }
 }
+
+/// AVX2 version of [`super::portable::nearest_cells`], bit-identical: the same scores in the
+/// same order (no fused multiply-add), `vminps` for the running minimum (equal to the portable
+/// select for the finite scores of a block inside the box), and the same lane merge.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[target_feature(enable = "avx2")]
+pub unsafe fn nearest_cells_avx2<const K: usize>(
+    grid: &super::portable::CellGrid,
+    blocks: &[f32],
+    out: &mut [u32],
+) {
+    use super::portable::{grid_cell, OUTSIDE};
+    let width = (K + 2) * 8;
+    let two = _mm256_set1_ps(2.0);
+    for (x, o) in blocks.chunks_exact(K).zip(out.iter_mut()) {
+        let Some(cell) = grid_cell::<K>(grid, x) else {
+            *o = OUTSIDE;
+            continue;
+        };
+        let (s, e) = (grid.starts[cell] as usize, grid.starts[cell + 1] as usize);
+        let mut xs = [_mm256_setzero_ps(); K];
+        for (v, &xj) in xs.iter_mut().zip(x) {
+            *v = _mm256_set1_ps(xj);
+        }
+        let mut best = _mm256_set1_ps(f32::INFINITY);
+        let mut best_id = _mm256_set1_epi32(-1);
+        for group in grid.groups[s * width..e * width].chunks_exact(width) {
+            let p = group.as_ptr();
+            let mut acc = _mm256_setzero_ps();
+            for (j, xj) in xs.iter().enumerate() {
+                // SAFETY: `group` holds (K + 2) * 8 floats and j < K.
+                let row = unsafe { _mm256_loadu_ps(p.add(j * 8)) };
+                acc = _mm256_add_ps(acc, _mm256_mul_ps(*xj, row));
+            }
+            // SAFETY: rows K and K + 1 of the group (norms, indices).
+            let (norms, ids) = unsafe {
+                (
+                    _mm256_loadu_ps(p.add(K * 8)),
+                    _mm256_loadu_si256(p.add((K + 1) * 8) as *const __m256i),
+                )
+            };
+            let score = _mm256_sub_ps(norms, _mm256_mul_ps(two, acc));
+            let better = _mm256_cmp_ps::<_CMP_LT_OQ>(score, best);
+            best = _mm256_min_ps(score, best);
+            best_id = _mm256_blendv_epi8(best_id, ids, _mm256_castps_si256(better));
+        }
+        // Lowest score across lanes, then the lowest index among the lanes holding it.
+        let mut min = _mm256_min_ps(best, _mm256_permute2f128_ps::<1>(best, best));
+        min = _mm256_min_ps(min, _mm256_permute_ps::<0b01_00_11_10>(min));
+        min = _mm256_min_ps(min, _mm256_permute_ps::<0b10_11_00_01>(min));
+        let at_min = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_EQ_OQ>(best, min));
+        let mut id = _mm256_blendv_epi8(_mm256_set1_epi32(-1), best_id, at_min);
+        id = _mm256_min_epu32(id, _mm256_permute2x128_si256::<1>(id, id));
+        id = _mm256_min_epu32(id, _mm256_shuffle_epi32::<0b01_00_11_10>(id));
+        id = _mm256_min_epu32(id, _mm256_shuffle_epi32::<0b10_11_00_01>(id));
+        *o = _mm256_cvtsi256_si32(id) as u32;
+    }
+}
