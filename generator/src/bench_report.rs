@@ -150,6 +150,41 @@ fn codec_tables(out: &mut String, rows: &[Value]) {
             if *ratio <= 1.0 { "met" } else { "NOT met" }
         );
     }
+    let _ = writeln!(
+        out,
+        "\nPer rate, the lowest-MSE FibQuant code that is no slower than `turboquant-rs` in \
+         both encode and decode:\n"
+    );
+    let mut rates: Vec<(u64, f64)> = rows
+        .iter()
+        .filter(|r| s(&r["impl"]).starts_with("turboquant-rs"))
+        .map(|r| (u(&r["dim"]), f(&r["rate_bits"])))
+        .collect();
+    rates.dedup();
+    for (d, b) in rates {
+        let Some(p) = peer(d, b) else { continue };
+        let best = rows
+            .iter()
+            .filter(|r| {
+                s(&r["impl"]).starts_with("fibquant")
+                    && u(&r["dim"]) == d
+                    && f(&r["rate_bits"]) == b
+                    && f(&r["encode_ns"]) <= f(&p["encode_ns"])
+                    && f(&r["decode_ns"]) <= f(&p["decode_ns"])
+            })
+            .min_by(|x, y| f(&x["mse"]).total_cmp(&f(&y["mse"])));
+        let _ = match best {
+            Some(r) => writeln!(
+                out,
+                "- d={d} b={b}: {} (encode {:.2}, decode {:.2}, MSE {:.3} of theirs): met",
+                s(&r["impl"]).trim_start_matches("fibquant "),
+                f(&r["encode_ns"]) / f(&p["encode_ns"]),
+                f(&r["decode_ns"]) / f(&p["decode_ns"]),
+                f(&r["mse"]) / f(&p["mse"])
+            ),
+            None => writeln!(out, "- d={d} b={b}: no code: NOT met"),
+        };
+    }
     out.push('\n');
 }
 
@@ -295,6 +330,29 @@ fn attention_table(out: &mut String, rows: &[Value]) {
             let _ = writeln!(
                 out,
                 "- {what}: {v:.2}x ({code}): {}",
+                if v >= target { "met" } else { "NOT met" }
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\nPer rate at {longest} keys, the fastest code against fp16 (target 1.5x at b <= 2, \
+         1.0x above):\n"
+    );
+    let mut rates: Vec<f64> = codes.iter().map(|r| f(&r["rate_bits"])).collect();
+    rates.dedup();
+    for b in rates {
+        let target = if b <= 2.0 { 1.5 } else { 1.0 };
+        if let Some(r) = codes
+            .iter()
+            .filter(|r| f(&r["rate_bits"]) == b)
+            .max_by(|x, y| f(&x["vs_fp16"]).total_cmp(&f(&y["vs_fp16"])))
+        {
+            let v = f(&r["vs_fp16"]);
+            let _ = writeln!(
+                out,
+                "- b={b}: {v:.2}x ({}): {}",
+                s(&r["code"]),
                 if v >= target { "met" } else { "NOT met" }
             );
         }

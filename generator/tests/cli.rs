@@ -277,6 +277,18 @@ fn bench_markdown_renders_a_saved_report_and_refuses_garbage() {
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("| context | heads | method |"), "{out}");
     assert!(out.contains("Targets at 32768 keys"), "{out}");
+    // One per-rate line for each rate with a peer (d = 64, 128 x b = 2, 3, 4), one per rate
+    // measured in the attention section (b = 0.5 to 4).
+    let after = |title: &str| {
+        out.split(title).nth(1).map_or(0, |rest| {
+            rest.lines()
+                .skip_while(|l| !l.starts_with("- "))
+                .take_while(|l| l.starts_with("- "))
+                .count()
+        })
+    };
+    assert_eq!(after("Per rate, the lowest-MSE FibQuant code"), 6, "{out}");
+    assert_eq!(after("Per rate at 32768 keys"), 5, "{out}");
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.json");
     std::fs::write(&bad, b"[1, 2").unwrap();

@@ -566,6 +566,29 @@ pub unsafe fn codeword_accumulate_avx2<const K: usize, T: IndexCell>(
     }
 }
 
+/// One group of [`unpack_slots_shuffle_avx2`]: 8 indices from the 16 bytes at `bytes`, written to
+/// `out`.
+///
+/// # Safety
+/// AVX2; `bytes` points at 16 readable bytes and `out` at 8 writable `u32`.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn unpack_group(
+    bytes: *const u8,
+    out: *mut u32,
+    ctrl: __m256i,
+    shifts: __m256i,
+    mask: __m256i,
+) {
+    // SAFETY: the caller guarantees both pointers' extents.
+    unsafe {
+        let v = _mm256_broadcastsi128_si256(_mm_loadu_si128(bytes as *const __m128i));
+        let w = _mm256_shuffle_epi8(v, ctrl);
+        let idx = _mm256_and_si256(_mm256_srlv_epi32(w, shifts), mask);
+        _mm256_storeu_si256(out as *mut __m256i, idx);
+    }
+}
+
 /// Unpacks `BITS`-bit indices (`BITS` 1 to 14) of consecutive slots, 8 per step: the 8
 /// indices of a group span `BITS` bytes; one 16-byte load is broadcast to both register halves,
 /// `vpshufb` gives each 32-bit lane the 3 bytes that hold its index, and per-lane variable shifts
@@ -604,7 +627,33 @@ pub unsafe fn unpack_slots_shuffle_avx2<const BITS: u32>(
     };
     let mask = _mm256_set1_epi32((1 << BITS) - 1);
     let groups = blocks / 8;
-    for (r, o) in out.chunks_exact_mut(blocks).enumerate() {
+    // Slots whose every 16-byte group load stays inside `slots` take a loop without per-group
+    // checks (all but the last one or two of a chunk).
+    let reach = offset + groups.saturating_sub(1) * b + 16;
+    let fast = if blocks.is_multiple_of(8) && groups > 0 && slot_bytes > 0 {
+        (slots.len().saturating_sub(reach) / slot_bytes + usize::from(slots.len() >= reach))
+            .min(out.len() / blocks)
+    } else {
+        0
+    };
+    for (r, o) in out.chunks_exact_mut(blocks).enumerate().take(fast) {
+        let base = r * slot_bytes + offset;
+        for g in 0..groups {
+            // SAFETY: AVX2 (this function's contract); `r < fast`, so
+            // `r * slot_bytes + reach <= slots.len()`: the 16 bytes read from `base + g * b`
+            // (`g < groups`) are inside `slots`; `o` holds `groups * 8` u32.
+            unsafe {
+                unpack_group(
+                    slots.as_ptr().add(base + g * b),
+                    o.as_mut_ptr().add(g * 8),
+                    ctrl,
+                    shifts,
+                    mask,
+                )
+            };
+        }
+    }
+    for (r, o) in out.chunks_exact_mut(blocks).enumerate().skip(fast) {
         // The rest of the chunk from this slot's indices on: the 16-byte loads may run into the
         // next slot (harmless) but never past the end of `slots`.
         let Some(packed) = slots.get(r * slot_bytes + offset..) else {
@@ -615,14 +664,8 @@ pub unsafe fn unpack_slots_shuffle_avx2<const BITS: u32>(
             let Some(bytes) = packed.get(g * b..g * b + 16) else {
                 break;
             };
-            // SAFETY: `bytes` holds 16 bytes and `o8` 8 u32.
-            unsafe {
-                let v =
-                    _mm256_broadcastsi128_si256(_mm_loadu_si128(bytes.as_ptr() as *const __m128i));
-                let w = _mm256_shuffle_epi8(v, ctrl);
-                let idx = _mm256_and_si256(_mm256_srlv_epi32(w, shifts), mask);
-                _mm256_storeu_si256(o8.as_mut_ptr() as *mut __m256i, idx);
-            }
+            // SAFETY: AVX2; `bytes` holds 16 bytes and `o8` 8 u32.
+            unsafe { unpack_group(bytes.as_ptr(), o8.as_mut_ptr(), ctrl, shifts, mask) };
             done = g + 1;
         }
         if done * 8 < blocks {
