@@ -76,6 +76,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             t_sum.push(t.elapsed().as_secs_f64());
         }
         let per_key = 1e9 / (count * heads) as f64;
+        if std::env::var_os("ROUNDS").is_some() {
+            eprintln!("{t_scores:.4?} {t_sum:.4?}");
+        }
         println!(
             "k={k} N={n}: scores {:.1} ns/key, weighted_sum {:.1} ns/key",
             median(t_scores) * per_key,

@@ -346,6 +346,8 @@ mod tests {
     use super::*;
     use crate::codec::CodecConfig;
     use crate::rng::Xoshiro256;
+    use crate::Codebook;
+    use std::sync::Arc;
 
     fn isas() -> Vec<Isa> {
         kernels::supported()
@@ -404,82 +406,103 @@ mod tests {
             (128, 8, 256),
         ] {
             let codec = Codec::new(CodecConfig::new(d, k, n)).unwrap();
-            let count = 300; // more than two chunks, with a remainder
-            let x: Vec<f32> = (0..count * d).map(|_| rng.next_gaussian() as f32).collect();
-            let mut slots = vec![0u8; count * codec.slot_bytes()];
-            codec.encode_batch(&x, &mut slots).unwrap();
-            let qr: Vec<f32> = (0..d).map(|_| rng.next_gaussian() as f32).collect();
-            let w: Vec<f32> = (0..count).map(|_| rng.next_open01() as f32).collect();
+            check_every_plan_and_isa(&codec, &mut rng);
+        }
+    }
 
-            let mut want = vec![0f32; count];
-            codec
-                .scores_rotated(Isa::Portable, ScorePlan::Gather, &qr, &slots, &mut want)
-                .unwrap();
-            let mut want_acc = vec![0f32; d];
-            codec
-                .weighted_sum_rotated(Isa::Portable, false, &w, &slots, &mut want_acc)
-                .unwrap();
-            // Reference in f64 from decoded rotated vectors, for the table's tolerance.
-            let mut exact_acc = vec![0f64; d];
-            let mut acc_bound = vec![0f64; d];
-            let mut exact = vec![0f64; count];
-            let mut bound = vec![0f64; count];
-            let mut xr = vec![0f32; d];
-            for (i, slot) in slots.chunks_exact(codec.slot_bytes()).enumerate() {
-                codec.decode_rotated(slot, &mut xr).unwrap();
-                exact[i] = qr.iter().zip(&xr).map(|(a, b)| *a as f64 * *b as f64).sum();
-                bound[i] = qr
-                    .iter()
-                    .zip(&xr)
-                    .map(|(a, b)| (*a as f64 * *b as f64).abs())
-                    .sum();
-                for ((e, b), &v) in exact_acc.iter_mut().zip(&mut acc_bound).zip(&xr) {
-                    *e += w[i] as f64 * v as f64;
-                    *b += (w[i] as f64 * v as f64).abs();
+    /// The same for a custom codebook with 17-bit indices (the generic unpacker).
+    #[test]
+    fn every_plan_and_isa_agree_on_wide_indices() {
+        let mut rng = Xoshiro256::new(13);
+        let (d, k, n) = (16, 2, (1 << 16) + 5);
+        let codewords = (0..n * k)
+            .map(|_| rng.next_gaussian() as f32 * 0.3)
+            .collect();
+        let codebook = Codebook::new(d, k, n, codewords).unwrap();
+        let codec = Codec::with_codebook(CodecConfig::new(d, k, n), Arc::new(codebook)).unwrap();
+        assert_eq!(codec.index_bits(), 17);
+        check_every_plan_and_isa(&codec, &mut rng);
+    }
+
+    /// Every plan and ISA on `codec` against the portable gather kernels (bit for bit) and an
+    /// f64 reference from decoded slots (within the forward error bound).
+    fn check_every_plan_and_isa(codec: &Codec, rng: &mut Xoshiro256) {
+        let (d, k, n) = (codec.dim(), codec.config().k, codec.config().n);
+        let count = 300; // more than two chunks, with a remainder
+        let x: Vec<f32> = (0..count * d).map(|_| rng.next_gaussian() as f32).collect();
+        let mut slots = vec![0u8; count * codec.slot_bytes()];
+        codec.encode_batch(&x, &mut slots).unwrap();
+        let qr: Vec<f32> = (0..d).map(|_| rng.next_gaussian() as f32).collect();
+        let w: Vec<f32> = (0..count).map(|_| rng.next_open01() as f32).collect();
+
+        let mut want = vec![0f32; count];
+        codec
+            .scores_rotated(Isa::Portable, ScorePlan::Gather, &qr, &slots, &mut want)
+            .unwrap();
+        let mut want_acc = vec![0f32; d];
+        codec
+            .weighted_sum_rotated(Isa::Portable, false, &w, &slots, &mut want_acc)
+            .unwrap();
+        // Reference in f64 from decoded rotated vectors, for the table's tolerance.
+        let mut exact_acc = vec![0f64; d];
+        let mut acc_bound = vec![0f64; d];
+        let mut exact = vec![0f64; count];
+        let mut bound = vec![0f64; count];
+        let mut xr = vec![0f32; d];
+        for (i, slot) in slots.chunks_exact(codec.slot_bytes()).enumerate() {
+            codec.decode_rotated(slot, &mut xr).unwrap();
+            exact[i] = qr.iter().zip(&xr).map(|(a, b)| *a as f64 * *b as f64).sum();
+            bound[i] = qr
+                .iter()
+                .zip(&xr)
+                .map(|(a, b)| (*a as f64 * *b as f64).abs())
+                .sum();
+            for ((e, b), &v) in exact_acc.iter_mut().zip(&mut acc_bound).zip(&xr) {
+                *e += w[i] as f64 * v as f64;
+                *b += (w[i] as f64 * v as f64).abs();
+            }
+        }
+        for j in 0..d {
+            let tol = (count as f64 + 2.0) * f32::EPSILON as f64 * acc_bound[j];
+            assert!(
+                (want_acc[j] as f64 - exact_acc[j]).abs() <= tol,
+                "d={d} k={k} n={n} weighted sum coordinate {j}"
+            );
+        }
+        for isa in isas() {
+            let mut plans = vec![ScorePlan::Gather, ScorePlan::Table];
+            if codec.has_scalar_kernel(isa) {
+                plans.push(ScorePlan::Scalar);
+            }
+            for plan in plans {
+                let mut got = vec![0f32; count];
+                codec
+                    .scores_rotated(isa, plan, &qr, &slots, &mut got)
+                    .unwrap();
+                // Forward error bound of an f32 sum of d products in any order, then a
+                // product with the norm: (d + 2) * eps * sum |terms|.
+                for i in 0..count {
+                    let tol = (d as f64 + 2.0) * f32::EPSILON as f64 * bound[i];
+                    assert!(
+                        (got[i] as f64 - exact[i]).abs() <= tol,
+                        "d={d} k={k} n={n} {isa:?} {plan:?} slot {i}: {} vs {}",
+                        got[i],
+                        exact[i]
+                    );
+                }
+                if plan != ScorePlan::Table {
+                    assert_eq!(got, want, "d={d} k={k} n={n} {isa:?} {plan:?}");
                 }
             }
-            for j in 0..d {
-                let tol = (count as f64 + 2.0) * f32::EPSILON as f64 * acc_bound[j];
-                assert!(
-                    (want_acc[j] as f64 - exact_acc[j]).abs() <= tol,
-                    "d={d} k={k} n={n} weighted sum coordinate {j}"
-                );
-            }
-            for isa in isas() {
-                let mut plans = vec![ScorePlan::Gather, ScorePlan::Table];
-                if codec.has_scalar_kernel(isa) {
-                    plans.push(ScorePlan::Scalar);
+            for scalar in [false, true] {
+                if scalar && !codec.has_scalar_kernel(isa) {
+                    continue;
                 }
-                for plan in plans {
-                    let mut got = vec![0f32; count];
-                    codec
-                        .scores_rotated(isa, plan, &qr, &slots, &mut got)
-                        .unwrap();
-                    // Forward error bound of an f32 sum of d products in any order, then a
-                    // product with the norm: (d + 2) * eps * sum |terms|.
-                    for i in 0..count {
-                        let tol = (d as f64 + 2.0) * f32::EPSILON as f64 * bound[i];
-                        assert!(
-                            (got[i] as f64 - exact[i]).abs() <= tol,
-                            "d={d} k={k} n={n} {isa:?} {plan:?} slot {i}: {} vs {}",
-                            got[i],
-                            exact[i]
-                        );
-                    }
-                    if plan != ScorePlan::Table {
-                        assert_eq!(got, want, "d={d} k={k} n={n} {isa:?} {plan:?}");
-                    }
-                }
-                for scalar in [false, true] {
-                    if scalar && !codec.has_scalar_kernel(isa) {
-                        continue;
-                    }
-                    let mut acc = vec![0f32; d];
-                    codec
-                        .weighted_sum_rotated(isa, scalar, &w, &slots, &mut acc)
-                        .unwrap();
-                    assert_eq!(acc, want_acc, "d={d} k={k} n={n} {isa:?} scalar={scalar}");
-                }
+                let mut acc = vec![0f32; d];
+                codec
+                    .weighted_sum_rotated(isa, scalar, &w, &slots, &mut acc)
+                    .unwrap();
+                assert_eq!(acc, want_acc, "d={d} k={k} n={n} {isa:?} scalar={scalar}");
             }
         }
     }
