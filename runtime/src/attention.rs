@@ -410,18 +410,21 @@ mod tests {
         }
     }
 
-    /// The same for a custom codebook with 17-bit indices (the generic unpacker).
+    /// The same for custom codebooks: 17-bit indices (the generic unpacker), and `d = 24` (three
+    /// 8-lane groups: an odd group left over after the pairs).
     #[test]
-    fn every_plan_and_isa_agree_on_wide_indices() {
+    fn every_plan_and_isa_agree_on_custom_codebooks() {
         let mut rng = Xoshiro256::new(13);
-        let (d, k, n) = (16, 2, (1 << 16) + 5);
-        let codewords = (0..n * k)
-            .map(|_| rng.next_gaussian() as f32 * 0.3)
-            .collect();
-        let codebook = Codebook::new(d, k, n, codewords).unwrap();
-        let codec = Codec::with_codebook(CodecConfig::new(d, k, n), Arc::new(codebook)).unwrap();
-        assert_eq!(codec.index_bits(), 17);
-        check_every_plan_and_isa(&codec, &mut rng);
+        for (d, k, n, bits) in [(16, 2, (1 << 16) + 5, 17), (24, 4, 300, 9), (24, 8, 16, 4)] {
+            let codewords = (0..n * k)
+                .map(|_| rng.next_gaussian() as f32 * 0.3)
+                .collect();
+            let codebook = Codebook::new(d, k, n, codewords).unwrap();
+            let config = CodecConfig::new(d, k, n);
+            let codec = Codec::with_codebook(config, Arc::new(codebook)).unwrap();
+            assert_eq!(codec.index_bits(), bits);
+            check_every_plan_and_isa(&codec, &mut rng);
+        }
     }
 
     /// Every plan and ISA on `codec` against the portable gather kernels (bit for bit) and an
