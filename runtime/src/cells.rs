@@ -28,12 +28,20 @@ pub const MAX_CELLS: usize = 1 << 16;
 /// Most cells per coordinate.
 pub const MAX_PER_DIM: usize = 16;
 
+/// Largest candidate table a grid may hold (bytes); the registry's grids take at most 4 MiB.
+pub const MAX_GRID_BYTES: usize = 16 << 20;
+
+/// Codeword coordinates must lie within `[2^-MAX_SCALE_LOG2, 2^MAX_SCALE_LOG2]` in magnitude (the
+/// largest one), so that the scores neither overflow nor lose their relative error bound to
+/// underflow.
+const MAX_SCALE_LOG2: i32 = 40;
+
 /// Codewords compared against each candidate when pruning a cell's list (the ones with the lowest
 /// worst-case score over the cell).
 const PRUNERS: usize = 12;
 
 /// A grid of candidate lists for exact nearest-codeword search (see the module docs).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct CellIndex {
     k: usize,
     per_dim: usize,
@@ -56,7 +64,10 @@ impl CellIndex {
     /// Builds the grid for `codewords` (`n * k` finite values) with squared norms `norms_sq`
     /// (computed as the codebook computes them: `sum of c_j * c_j` in f32), `per_dim` cells per
     /// coordinate. Returns `None` unless `k` is one the search kernel is specialized for (2, 3, 4
-    /// or 8), `1 <= per_dim <= MAX_PER_DIM` and `per_dim^k <= MAX_CELLS`.
+    /// or 8), `1 <= per_dim <= MAX_PER_DIM` and `per_dim^k <= MAX_CELLS`; also where the grid
+    /// would not pay or not be exact: the largest coordinate's magnitude outside
+    /// `[2^-40, 2^40]`, or a table over [`MAX_GRID_BYTES`] (duplicate or clustered codewords
+    /// are never pruned: ties).
     pub fn new(codewords: &[f32], norms_sq: &[f32], k: usize, per_dim: usize) -> Option<CellIndex> {
         let n = norms_sq.len();
         if ![2, 3, 4, 8].contains(&k)
@@ -71,6 +82,10 @@ impl CellIndex {
         let mut coords: Vec<f32> = codewords.to_vec();
         coords.sort_by(f32::total_cmp);
         let max_abs = coords[0].abs().max(coords[coords.len() - 1].abs());
+        let scale = 2f32.powi(MAX_SCALE_LOG2);
+        if !(max_abs >= 1.0 / scale && max_abs <= scale) {
+            return None;
+        }
         // Blocks beyond the outermost codeword coordinates are rare; 1.25x covers all but a tiny
         // tail, which falls back to exhaustive search.
         let radius = (1.25 * max_abs).max(f32::MIN_POSITIVE);
@@ -101,7 +116,10 @@ impl CellIndex {
                 nsq as f64 + 2.0 * radius as f64 * l1
             })
             .fold(0.0, f64::max);
-        let margin = 2.0 * 2.0 * (2 * k + 4) as f64 * unit * worst;
+        // Underflow adds at most 2^-150 of absolute error per rounding (2k + 2 of them per score,
+        // two scores), covered by an absolute term (negligible at the allowed scales).
+        let margin = 2.0 * 2.0 * (2 * k + 4) as f64 * unit * worst
+            + 2.0 * (2 * k + 2) as f64 * 2f64.powi(-150);
 
         // Real offsets: the stored norm minus the exact squared norm of the stored coordinates.
         let exact: Vec<f64> = codewords
@@ -175,6 +193,9 @@ impl CellIndex {
                 })
             });
             starts.push((groups.len() / width) as u32);
+            if (groups.len() + kept.len().div_ceil(LANES) * width) * 4 > MAX_GRID_BYTES {
+                return None;
+            }
             for group in kept.chunks(LANES) {
                 let base = groups.len();
                 groups.resize(base + k * LANES, 0.0);
@@ -224,9 +245,9 @@ impl CellIndex {
             .count()
     }
 
-    /// Memory held by the grid, in bytes.
+    /// Heap memory held by the grid (its tables), in bytes.
     pub fn heap_bytes(&self) -> usize {
-        4 * (MAX_PER_DIM + self.strides.len() + self.starts.len() + self.groups.len())
+        4 * (self.strides.len() + self.starts.len() + self.groups.len())
     }
 
     fn grid(&self) -> kernels::CellGrid<'_> {
@@ -457,5 +478,46 @@ mod tests {
         assert!(CellIndex::new(&cw, &norms, 2, 0).is_none());
         assert!(CellIndex::new(&cw, &norms, 2, MAX_PER_DIM + 1).is_none());
         assert!(CellIndex::new(&cw[..30], &norms, 2, 4).is_none());
+    }
+
+    /// Where a grid would not be exact or would not pay, there is none (and the codebook searches
+    /// exhaustively): codewords so small that scores underflow, so large that they overflow, and
+    /// a codebook of one repeated codeword (every cell would keep all of it).
+    #[test]
+    fn grids_are_refused_at_extreme_scales_and_for_degenerate_codebooks() {
+        let circle: Vec<f32> = (0..16)
+            .flat_map(|i| {
+                let t = i as f32 * std::f32::consts::TAU / 16.0;
+                [t.cos(), t.sin()]
+            })
+            .collect();
+        let norms = |cw: &[f32]| -> Vec<f32> {
+            cw.chunks_exact(2)
+                .map(|c| c[0] * c[0] + c[1] * c[1])
+                .collect()
+        };
+        assert!(CellIndex::new(&circle, &norms(&circle), 2, 4).is_some());
+        for scale in [1e-23f32, 3e38] {
+            let cw: Vec<f32> = circle.iter().map(|&v| v * scale).collect();
+            assert!(
+                CellIndex::new(&cw, &norms(&cw), 2, 4).is_none(),
+                "scale {scale}"
+            );
+            let cb = crate::Codebook::new(2, 2, 16, cw.clone()).unwrap();
+            assert!(cb.cells().is_none());
+            let x = [0.0, 1.2 * scale];
+            let mut out = [0u32];
+            cb.nearest_many(&x, &mut out);
+            assert_eq!(out[0], cb.nearest_exhaustive(&x), "scale {scale}");
+        }
+        // One repeated codeword: every cell keeps all copies; the codebook declines such a grid.
+        let same: Vec<f32> = [0.3f32, -0.2].repeat(64);
+        let grid = CellIndex::new(&same, &norms(&same), 2, 4).unwrap();
+        assert_eq!(grid.stored(), grid.per_dim().pow(2) * 64);
+        let cb = crate::Codebook::new(2, 2, 64, same).unwrap();
+        assert!(cb.cells().is_none());
+        let mut out = [u32::MAX];
+        cb.nearest_many(&[0.1, 0.1], &mut out);
+        assert_eq!(out[0], 0);
     }
 }

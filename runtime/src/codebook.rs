@@ -445,13 +445,19 @@ impl Codebook {
         }
     }
 
-    /// The exact grid search, built on first call, where [`cells_per_dim`] names one.
+    /// The exact grid search, built on first call, where [`cells_per_dim`] names one and the
+    /// grid pays: not when its cells keep on average more than half the codebook (duplicate or
+    /// clustered codewords, which a custom codebook may have), nor where
+    /// [`CellIndex::new`](crate::cells::CellIndex::new) declines.
     pub fn cells(&self) -> Option<&crate::cells::CellIndex> {
         self.cells
             .0
             .get_or_init(|| {
                 let per_dim = cells_per_dim(self.k, self.n)?;
-                crate::cells::CellIndex::new(&self.codewords, &self.norms_sq, self.k, per_dim)
+                let grid =
+                    crate::cells::CellIndex::new(&self.codewords, &self.norms_sq, self.k, per_dim)?;
+                let cells = grid.per_dim().pow(self.k as u32);
+                (2 * grid.stored() <= cells * self.n).then_some(grid)
             })
             .as_ref()
     }

@@ -24,8 +24,10 @@ pub mod portable;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_64;
 
-/// Which implementation the dispatcher picked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which implementation the dispatcher picked. Ordered from the portable one up. Every
+/// dispatcher below lowers an `Isa` this CPU lacks to the best one it has, so passing any value
+/// is safe (only the `unsafe` kernels in the per-architecture modules trust their caller).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Isa {
     /// Portable Rust (auto-vectorized for the compile target's baseline).
     Portable,
@@ -56,6 +58,15 @@ pub fn detect() -> Isa {
     })
 }
 
+/// `isa`, or the best implementation this CPU has if it lacks `isa` (the hardware's limit, not
+/// the `FIBQUANT_ISA` cap, so that tests can compare every supported path).
+#[inline]
+fn usable(isa: Isa) -> Isa {
+    use std::sync::OnceLock;
+    static BEST: OnceLock<Isa> = OnceLock::new();
+    isa.min(*BEST.get_or_init(|| supported().into_iter().max().unwrap_or(Isa::Portable)))
+}
+
 /// Every implementation this CPU can run, from the portable one up (what tests compare).
 pub fn supported() -> Vec<Isa> {
     let mut v = vec![Isa::Portable];
@@ -82,9 +93,11 @@ pub fn nearest_lanes(
     k: usize,
     x: &[f32],
 ) -> ([f32; 8], [u32; 8]) {
+    let isa = usable(isa);
     match isa {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `Isa::Avx2` and `Isa::Avx512` are only produced after checking AVX2 (and F16C).
+        // SAFETY: the caller's `isa` went through `usable`, so `Isa::Avx2` and up mean that AVX2
+        // and F16C were detected on this CPU.
         Isa::Avx2 | Isa::Avx512 => unsafe {
             match k {
                 1 => x86_64::nearest_lanes_fixed_avx2::<1>(lanes, norms, x),
@@ -105,12 +118,14 @@ pub use portable::{CellGrid, OUTSIDE};
 /// (see [`portable::nearest_cells`]), into `out`; blocks outside the grid get [`OUTSIDE`].
 /// Specialized for `k` = 2, 3, 4 and 8; other `k` get [`OUTSIDE`] everywhere.
 pub fn nearest_cells(isa: Isa, k: usize, grid: &CellGrid, blocks: &[f32], out: &mut [u32]) {
+    let isa = usable(isa);
     macro_rules! sizes {
         ($($k:literal)*) => {
             match (isa, k) {
                 $(
                 #[cfg(target_arch = "x86_64")]
-                // SAFETY: `Isa::Avx2` and `Isa::Avx512` are only produced after checking AVX2.
+                // SAFETY: the caller's `isa` went through `usable`, so `Isa::Avx2` and up mean that AVX2
+                // and F16C were detected on this CPU.
                 (Isa::Avx2 | Isa::Avx512, $k) => unsafe {
                     x86_64::nearest_cells_avx2::<$k>(grid, blocks, out)
                 },
@@ -127,9 +142,11 @@ pub fn nearest_cells(isa: Isa, k: usize, grid: &CellGrid, blocks: &[f32], out: &
 /// order (see [`portable::lane_scores`]).
 #[inline]
 pub fn lane_scores(isa: Isa, lanes: &[f32], norms: &[f32], k: usize, x: &[f32], out: &mut [f32]) {
+    let isa = usable(isa);
     match isa {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `Isa::Avx2` and `Isa::Avx512` are only produced after checking AVX2 (and F16C).
+        // SAFETY: the caller's `isa` went through `usable`, so `Isa::Avx2` and up mean that AVX2
+        // and F16C were detected on this CPU.
         Isa::Avx2 | Isa::Avx512 => unsafe { x86_64::lane_scores_avx2(lanes, norms, k, x, out) },
         _ => portable::lane_scores(lanes, norms, k, x, out),
     }
@@ -138,9 +155,11 @@ pub fn lane_scores(isa: Isa, lanes: &[f32], norms: &[f32], k: usize, x: &[f32], 
 /// In-place unnormalized fast Walsh-Hadamard transform (`v.len()` a power of two).
 #[inline]
 pub fn fwht(isa: Isa, v: &mut [f32]) {
+    let isa = usable(isa);
     match isa {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `Isa::Avx2` and `Isa::Avx512` are only produced after checking AVX2 (and F16C).
+        // SAFETY: the caller's `isa` went through `usable`, so `Isa::Avx2` and up mean that AVX2
+        // and F16C were detected on this CPU.
         Isa::Avx2 | Isa::Avx512 if v.len() >= 8 => unsafe { x86_64::fwht_avx2(v) },
         _ => portable::fwht(v),
     }
@@ -148,9 +167,11 @@ pub fn fwht(isa: Isa, v: &mut [f32]) {
 
 /// Reads the binary16 norm at the start of each slot into `out` (one per slot).
 pub fn norms_f16(isa: Isa, slots: &[u8], slot_bytes: usize, out: &mut [f32]) {
+    let isa = usable(isa);
     match isa {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `Isa::Avx2` and `Isa::Avx512` are only produced after checking AVX2 (and F16C).
+        // SAFETY: the caller's `isa` went through `usable`, so `Isa::Avx2` and up mean that AVX2
+        // and F16C were detected on this CPU.
         Isa::Avx2 | Isa::Avx512 => unsafe { x86_64::norms_f16_avx2(slots, slot_bytes, out) },
         _ => portable::norms_f16(slots, slot_bytes, out),
     }
@@ -158,7 +179,9 @@ pub fn norms_f16(isa: Isa, slots: &[u8], slot_bytes: usize, out: &mut [f32]) {
 
 /// Unpacks the `blocks` indices of each slot in `slots` (consecutive slots of `slot_bytes` bytes,
 /// indices from byte `offset`) into `out`, `blocks` entries per slot. Widths 1 to 16 bits take a
-/// compile-time specialized path.
+/// compile-time specialized path. Rows of `out` beyond the whole slots of `slots` are left as
+/// they are. Panics unless a slot holds its indices (`offset + ceil(blocks * bits / 8) <=
+/// slot_bytes`).
 pub fn unpack_slots(
     isa: Isa,
     bits: u32,
@@ -168,6 +191,14 @@ pub fn unpack_slots(
     blocks: usize,
     out: &mut [u32],
 ) {
+    let isa = usable(isa);
+    assert!(
+        slot_bytes > 0
+            && offset
+                .checked_add(crate::pack::packed_bytes(blocks, bits))
+                .is_some_and(|end| end <= slot_bytes),
+        "slots of {slot_bytes} bytes cannot hold {blocks} {bits}-bit indices after {offset} bytes"
+    );
     macro_rules! widths {
         ($($b:literal)*) => {
             match bits {
@@ -194,7 +225,8 @@ fn unpack_slots_fixed<const BITS: u32>(
 ) {
     match isa {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `Isa::Avx2` and `Isa::Avx512` are only produced after checking AVX2 (and F16C).
+        // SAFETY: the caller's `isa` went through `usable`, so `Isa::Avx2` and up mean that AVX2
+        // and F16C were detected on this CPU.
         Isa::Avx2 | Isa::Avx512 if BITS <= 14 && BITS != 8 => unsafe {
             x86_64::unpack_slots_shuffle_avx2::<BITS>(slots, slot_bytes, offset, blocks, out)
         },
@@ -218,9 +250,11 @@ pub fn table_dots<T: IndexCell>(
     rows: IndexRows<T>,
     out: &mut [f32],
 ) {
+    let isa = usable(isa);
     match isa {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `Isa::Avx2` and `Isa::Avx512` are only produced after checking AVX2 (and F16C).
+        // SAFETY: the caller's `isa` went through `usable`, so `Isa::Avx2` and up mean that AVX2
+        // and F16C were detected on this CPU.
         Isa::Avx2 | Isa::Avx512 => unsafe { x86_64::table_dots_avx2(table, n, rows, out) },
         _ => portable::table_dots(table, n, rows, out),
     }
@@ -236,6 +270,7 @@ pub fn gather_dots<T: IndexCell>(
     rows: IndexRows<T>,
     out: &mut [f32],
 ) {
+    let isa = usable(isa);
     macro_rules! sizes {
         ($($k:literal)*) => {
             match k {
@@ -258,7 +293,8 @@ fn gather_dots_fixed<const K: usize, T: IndexCell>(
 ) {
     match isa {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `Isa::Avx2` and `Isa::Avx512` are only produced after checking AVX2 (and F16C).
+        // SAFETY: the caller's `isa` went through `usable`, so `Isa::Avx2` and up mean that AVX2
+        // and F16C were detected on this CPU.
         Isa::Avx2 | Isa::Avx512 if has_codeword_kernel(isa, K, q.len()) => unsafe {
             x86_64::codeword_dots_avx2::<K, T>(q, codewords, rows, out)
         },
@@ -280,6 +316,7 @@ pub fn gather_accumulate<T: IndexCell>(
     rows: IndexRows<T>,
     acc: &mut [f32],
 ) {
+    let isa = usable(isa);
     macro_rules! sizes {
         ($($k:literal)*) => {
             match k {
@@ -302,7 +339,8 @@ fn gather_accumulate_fixed<const K: usize, T: IndexCell>(
 ) {
     match isa {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `Isa::Avx2` and `Isa::Avx512` are only produced after checking AVX2 (and F16C).
+        // SAFETY: the caller's `isa` went through `usable`, so `Isa::Avx2` and up mean that AVX2
+        // and F16C were detected on this CPU.
         Isa::Avx2 | Isa::Avx512 if has_codeword_kernel(isa, K, acc.len()) => unsafe {
             x86_64::codeword_accumulate_avx2::<K, T>(w, codewords, rows, acc)
         },
@@ -349,10 +387,11 @@ pub fn scalar_dots(
     offset: usize,
     out: &mut [f32],
 ) {
+    let isa = usable(isa);
     assert!(has_scalar_kernel(isa, bits, q.len()), "no scalar kernel");
     assert!(slot_bytes >= offset + q.len() * bits as usize / 8);
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: `has_scalar_kernel` checked AVX2 (detected by `supported`), `bits` in 1..=4 and
+    // SAFETY: `has_scalar_kernel` checked AVX2 (`isa` went through `usable`), `bits` in 1..=4 and
     // `d % 8 == 0` (`d % 16 == 0` for the AVX-512 kernel); the slot size was asserted above.
     unsafe {
         if avx512_scalar(isa, bits, q.len()) {
@@ -384,6 +423,7 @@ pub fn scalar_accumulate(
     offset: usize,
     acc: &mut [f32],
 ) {
+    let isa = usable(isa);
     assert!(has_scalar_kernel(isa, bits, acc.len()), "no scalar kernel");
     assert!(slot_bytes >= offset + acc.len() * bits as usize / 8);
     #[cfg(target_arch = "x86_64")]
@@ -559,6 +599,57 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// Any `Isa` value is safe to pass: one the CPU lacks is lowered to the best it has (on a
+    /// CPU without AVX-512, running the AVX-512 kernels would be an illegal instruction).
+    #[test]
+    fn an_isa_the_cpu_lacks_is_lowered_not_trusted() {
+        let mut rng = Xoshiro256::new(9);
+        let v: Vec<f32> = (0..64).map(|_| rng.next_gaussian() as f32).collect();
+        let (mut want, mut got) = (v.clone(), v.clone());
+        fwht(Isa::Portable, &mut want);
+        fwht(Isa::Avx512, &mut got);
+        assert_eq!(got, want);
+        let slots: Vec<u8> = (0..4 * 34).map(|i| (i * 37 % 251) as u8).collect();
+        let mut levels = [0f32; 16];
+        for (i, l) in levels.iter_mut().enumerate() {
+            *l = i as f32 * 0.25 - 2.0;
+        }
+        let q = &v;
+        for isa in [Isa::Avx2, Isa::Avx512] {
+            if has_scalar_kernel(isa, 4, 64) {
+                let (mut a, mut b) = (vec![0f32; 4], vec![0f32; 4]);
+                scalar_dots(isa, 4, &levels, q, &slots, 34, 2, &mut a);
+                let best = *supported().last().unwrap();
+                scalar_dots(best.min(isa), 4, &levels, q, &slots, 34, 2, &mut b);
+                assert_eq!(a, b, "{isa:?}");
+            }
+        }
+    }
+
+    /// More output rows than whole slots: every path fills the rows it has slots for and leaves
+    /// the rest (the AVX2 kernel once read a partial trailing slot); an offset that overflows is
+    /// refused, not read.
+    #[test]
+    fn unpack_stops_at_the_last_whole_slot_and_refuses_impossible_layouts() {
+        let (bits, blocks, slot_bytes) = (5, 8, 5);
+        let mut slots = vec![0u8; 2 * slot_bytes + 3];
+        let want: Vec<u32> = (0..2 * blocks as u32).map(|i| (i * 7) % 32).collect();
+        for (slot, w) in slots.chunks_exact_mut(slot_bytes).zip(want.chunks(blocks)) {
+            crate::pack::pack(w, bits, slot);
+        }
+        for isa in isas() {
+            let mut got = vec![u32::MAX; 3 * blocks];
+            unpack_slots(isa, bits, &slots, slot_bytes, 0, blocks, &mut got);
+            assert_eq!(&got[..2 * blocks], &want[..], "{isa:?}");
+            assert!(got[2 * blocks..].iter().all(|&v| v == u32::MAX), "{isa:?}");
+            let refused = std::panic::catch_unwind(|| {
+                let mut out = vec![0u32; blocks];
+                unpack_slots(isa, 4, &[0u8; 64], 1, usize::MAX - 7, blocks, &mut out);
+            });
+            assert!(refused.is_err(), "{isa:?}");
         }
     }
 

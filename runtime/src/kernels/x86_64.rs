@@ -627,21 +627,31 @@ pub unsafe fn unpack_slots_shuffle_avx2<const BITS: u32>(
     };
     let mask = _mm256_set1_epi32((1 << BITS) - 1);
     let groups = blocks / 8;
-    // Slots whose every 16-byte group load stays inside `slots` take a loop without per-group
-    // checks (all but the last one or two of a chunk).
-    let reach = offset + groups.saturating_sub(1) * b + 16;
-    let fast = if blocks.is_multiple_of(8) && groups > 0 && slot_bytes > 0 {
-        (slots.len().saturating_sub(reach) / slot_bytes + usize::from(slots.len() >= reach))
-            .min(out.len() / blocks)
-    } else {
+    // Rows with a whole slot behind them (as the portable kernel's `chunks_exact`).
+    let rows = if slot_bytes == 0 || blocks == 0 {
         0
+    } else {
+        (slots.len() / slot_bytes).min(out.len() / blocks)
+    };
+    // Slots whose every 16-byte group load stays inside `slots` take a loop without per-group
+    // checks (all but the last few of a chunk): slot `r` qualifies when
+    // `r * slot_bytes + reach <= slots.len()`.
+    let reach = offset.checked_add(groups.saturating_sub(1) * b + 16);
+    let fast = match reach {
+        Some(reach)
+            if rows > 0 && blocks.is_multiple_of(8) && groups > 0 && slots.len() >= reach =>
+        {
+            ((slots.len() - reach) / slot_bytes + 1).min(rows)
+        }
+        _ => 0,
     };
     for (r, o) in out.chunks_exact_mut(blocks).enumerate().take(fast) {
         let base = r * slot_bytes + offset;
         for g in 0..groups {
-            // SAFETY: AVX2 (this function's contract); `r < fast`, so
-            // `r * slot_bytes + reach <= slots.len()`: the 16 bytes read from `base + g * b`
-            // (`g < groups`) are inside `slots`; `o` holds `groups * 8` u32.
+            // SAFETY: AVX2 (this function's contract); `r < fast`, so `r * slot_bytes + reach <=
+            // slots.len()` (no overflow: `reach` was computed checked, and the sum is at most
+            // `slots.len()`): the 16 bytes read from `base + g * b` (`g < groups`) are inside
+            // `slots`; `o` holds `groups * 8` u32.
             unsafe {
                 unpack_group(
                     slots.as_ptr().add(base + g * b),
@@ -653,7 +663,12 @@ pub unsafe fn unpack_slots_shuffle_avx2<const BITS: u32>(
             };
         }
     }
-    for (r, o) in out.chunks_exact_mut(blocks).enumerate().skip(fast) {
+    for (r, o) in out
+        .chunks_exact_mut(blocks)
+        .enumerate()
+        .take(rows)
+        .skip(fast)
+    {
         // The rest of the chunk from this slot's indices on: the 16-byte loads may run into the
         // next slot (harmless) but never past the end of `slots`.
         let Some(packed) = slots.get(r * slot_bytes + offset..) else {
@@ -675,8 +690,9 @@ pub unsafe fn unpack_slots_shuffle_avx2<const BITS: u32>(
 }
 
 /// AVX2 version of [`super::portable::nearest_cells`], bit-identical: the same scores in the
-/// same order (no fused multiply-add), `vminps` for the running minimum (equal to the portable
-/// select for the finite scores of a block inside the box), and the same lane merge.
+/// same order (no fused multiply-add), `vminps` for the running minimum (it returns its second
+/// operand, the running best, on ties and NaN, exactly as the portable strict `<` select), and
+/// the same lane merge.
 ///
 /// # Safety
 /// The CPU must support AVX2.
