@@ -172,6 +172,8 @@ pub fn table_dots<T: IndexCell>(table: &[f32], n: usize, rows: IndexRows<T>, out
 /// A stored block index: a byte (8-bit codes read in place), two little-endian bytes (16-bit
 /// codes read in place) or an unpacked `u32`.
 pub trait IndexCell: Copy {
+    /// The largest index the cell can hold.
+    const MAX: usize;
     /// The index value.
     fn index(self) -> usize;
     /// The largest index of a row (0 for an empty row), computed in the cell's own width so
@@ -180,6 +182,7 @@ pub trait IndexCell: Copy {
 }
 
 impl IndexCell for u8 {
+    const MAX: usize = u8::MAX as usize;
     #[inline(always)]
     fn index(self) -> usize {
         self as usize
@@ -191,6 +194,7 @@ impl IndexCell for u8 {
 }
 
 impl IndexCell for [u8; 2] {
+    const MAX: usize = u16::MAX as usize;
     #[inline(always)]
     fn index(self) -> usize {
         u16::from_le_bytes(self) as usize
@@ -202,6 +206,7 @@ impl IndexCell for [u8; 2] {
 }
 
 impl IndexCell for u32 {
+    const MAX: usize = u32::MAX as usize;
     #[inline(always)]
     fn index(self) -> usize {
         self as usize
@@ -212,11 +217,15 @@ impl IndexCell for u32 {
     }
 }
 
-/// Panics unless every index of `row` is below `n` and the row has `blocks` indices: the
-/// precondition that makes the unchecked look-ups of the kernels below sound. One vectorized
-/// pass per row instead of a bounds check per look-up.
+/// Panics unless every index of `row` is below `n`: the precondition that makes the unchecked
+/// look-ups of the kernels below sound. One vectorized pass per row instead of a bounds check per
+/// look-up, and none at all where the cell cannot hold an index as large as `n` (8-bit cells with
+/// `N = 256`, 16-bit cells with `N = 65536`).
 #[inline(always)]
 pub(crate) fn check_row<T: IndexCell>(row: &[T], n: usize) {
+    if T::MAX < n {
+        return;
+    }
     assert!(
         T::max_index(row) < n,
         "block index out of range for a codebook of {n} codewords"
