@@ -2,7 +2,7 @@
 //! separately over 32768 slots of `d = 64` (a profiling aid; the published figures come from
 //! `fibquant-gen bench`). The working set fits in L2 on most CPUs, so this shows the arithmetic,
 //! not the memory traffic, unless `HEADS` (default 1) copies of the slots are scored one after
-//! the other.
+//! the other. `ROUNDS=1` also prints every repeat's time.
 //!
 //! ```text
 //! cargo run --release -p fibquant --example attn_parts            # every code below

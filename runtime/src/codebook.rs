@@ -117,8 +117,8 @@ pub const IVF_THRESHOLD: usize = 16384;
 /// Cells per coordinate of the exact grid search ([`crate::cells::CellIndex`]) used for `k`
 /// and `n`, or `None` where exhaustive search is used. Chosen with
 /// `cargo run --release -p fibquant --example cells_sweep` (candidates searched, memory and
-/// speed per grid size, checked against exhaustive search): from 1.8x (k = 2, N = 64) to 23x
-/// (k = 3, N = 4096) faster than exhaustive for the registry's `k` = 2 to 4 codebooks up to
+/// speed per grid size, checked against exhaustive search): from 1.8x (k = 2, N = 64) to 18x
+/// to 23x (k = 3, N = 4096) faster than exhaustive for the registry's `k` = 2 to 4 codebooks up to
 /// these sizes, depending on the machine, with grids of 33 KiB (k = 2) to 3.7 MiB (k = 4,
 /// N = 1024). Larger `k = 4` codebooks need grids of tens of MiB, and at `k = 8`
 /// a grid of 8-dimensional cells searches as many codewords as the whole codebook.

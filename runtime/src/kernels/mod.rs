@@ -44,17 +44,15 @@ pub fn detect() -> Isa {
     use std::sync::OnceLock;
     static ISA: OnceLock<Isa> = OnceLock::new();
     *ISA.get_or_init(|| {
-        let cap = std::env::var("FIBQUANT_ISA").unwrap_or_default();
-        if cap == "portable"
-            || std::env::var_os("FIBQUANT_FORCE_PORTABLE").is_some_and(|v| v != "0")
-        {
+        let cap = match std::env::var("FIBQUANT_ISA").unwrap_or_default().as_str() {
+            "portable" => Isa::Portable,
+            "avx2" => Isa::Avx2,
+            _ => Isa::Avx512,
+        };
+        if std::env::var_os("FIBQUANT_FORCE_PORTABLE").is_some_and(|v| v != "0") {
             return Isa::Portable;
         }
-        let best = supported().into_iter().last().unwrap_or(Isa::Portable);
-        match cap.as_str() {
-            "avx2" if best == Isa::Avx512 => Isa::Avx2,
-            _ => best,
-        }
+        usable(cap)
     })
 }
 
