@@ -11,8 +11,11 @@
 //! - **table** (scores, small `N`): a per-query table `T[j][n] = <(P q)_j, C[n]>` turns each key
 //!   into `d / k` look-ups;
 //! - **gather** (everything else): each slot's codewords are gathered into an L1 scratch vector
-//!   and combined with 8-lane dot products or multiply-adds.
+//!   and combined with 8-lane dot products or multiply-adds;
+//! - **bytes** (indices of 1, 2, 4 or 8 bits with `N = 2^bits`, long calls): one table look-up
+//!   (scores) or one histogram addition (weighted sum) per index byte, see `byte_tables`.
 
+use crate::byte_tables::{self, BytePlan};
 use crate::codec::{Codec, NormFormat, MAX_DIM};
 use crate::error::{check_len, Error, Result};
 use crate::kernels::{self, IndexCell, IndexRows, Isa};
@@ -65,6 +68,19 @@ enum ScorePlan {
     Table,
     /// Gathered codewords, direct dot products.
     Gather,
+    /// Per-query table over whole index bytes.
+    Bytes,
+}
+
+/// How [`Codec::weighted_sum`] accumulates the codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SumPlan {
+    /// In-register scalar-code kernel.
+    Scalar,
+    /// Gathered codewords, direct multiply-adds.
+    Gather,
+    /// Histogram over whole index bytes, expanded at the end.
+    Bytes,
 }
 
 /// Largest look-up table built by [`Codec::scores`] (bytes): beyond L2 the look-ups miss cache
@@ -79,13 +95,27 @@ impl Codec {
         // products (`has_codeword_kernel`), measured on AVX2, gathering is as fast or faster up
         // to k = 4 and the table wins from k = 8 (fewer, scalar look-ups).
         let table_pays = k >= 8 || !kernels::has_codeword_kernel(isa, k, self.dim());
-        if self.has_scalar_kernel(isa) {
+        let bytes = BytePlan::of(self).filter(|b| b.pays_for_scores());
+        if count >= byte_tables::MIN_SLOTS && bytes.is_some() {
+            ScorePlan::Bytes
+        } else if self.has_scalar_kernel(isa) {
             ScorePlan::Scalar
         } else if table_pays && k > 1 && 4 * n <= count && self.blocks() * n * 4 <= MAX_TABLE_BYTES
         {
             ScorePlan::Table
         } else {
             ScorePlan::Gather
+        }
+    }
+
+    fn sum_plan(&self, isa: Isa, count: usize) -> SumPlan {
+        let bytes = BytePlan::of(self).filter(|b| b.pays_for_sums());
+        if count >= byte_tables::MIN_SLOTS && bytes.is_some() {
+            SumPlan::Bytes
+        } else if self.has_scalar_kernel(isa) {
+            SumPlan::Scalar
+        } else {
+            SumPlan::Gather
         }
     }
 
@@ -235,6 +265,12 @@ impl Codec {
         } else {
             Vec::new()
         };
+        let byte_plan = BytePlan::of(self).filter(|_| plan == ScorePlan::Bytes);
+        let byte_table = byte_plan.map_or(Vec::new(), |b| b.score_table(cw, qr));
+        let plan = match (plan, byte_plan) {
+            (ScorePlan::Bytes, None) => ScorePlan::Gather,
+            _ => plan,
+        };
         let levels = self.scalar_levels();
         let mut idx = Vec::new();
         let mut norms = [0f32; CHUNK];
@@ -247,6 +283,8 @@ impl Codec {
             self.chunk_norms(isa, sc, c * CHUNK, norms)?;
             if plan == ScorePlan::Scalar {
                 kernels::scalar_dots(isa, self.index_bits(), &levels, qr, sc, sb, offset, oc);
+            } else if plan == ScorePlan::Bytes {
+                kernels::byte_table_dots(isa, &byte_table, sc, sb, offset, oc);
             } else {
                 self.with_indices(isa, sc, c * CHUNK, &mut idx, &mut |ids| {
                     macro_rules! run {
@@ -287,17 +325,16 @@ impl Codec {
         let mut acc = [0f32; MAX_DIM];
         let acc = &mut acc[..d];
         let isa = kernels::detect();
-        self.weighted_sum_rotated(isa, self.has_scalar_kernel(isa), weights, slots, acc)?;
+        self.weighted_sum_rotated(isa, self.sum_plan(isa, count), weights, slots, acc)?;
         self.rotation().apply_inverse(acc, out);
         Ok(())
     }
 
-    /// `acc += sum_i weights[i] * x_hat_i` in the rotated domain, with the in-register scalar
-    /// kernel when `scalar` is set.
+    /// `acc += sum_i weights[i] * x_hat_i` in the rotated domain, with a chosen kernel plan.
     fn weighted_sum_rotated(
         &self,
         isa: Isa,
-        scalar: bool,
+        plan: SumPlan,
         weights: &[f32],
         slots: &[u8],
         acc: &mut [f32],
@@ -306,6 +343,8 @@ impl Codec {
         let cw = self.codebook().codewords();
         let (sb, offset) = (self.slot_bytes(), self.config().norm.bytes());
         let levels = self.scalar_levels();
+        let byte_plan = BytePlan::of(self).filter(|_| plan == SumPlan::Bytes);
+        let mut hist = vec![[0f32; 256]; byte_plan.map_or(0, |b| b.bytes())];
         let mut idx = Vec::new();
         let mut scaled = [0f32; CHUNK];
         for (c, (wc, sc)) in weights
@@ -318,7 +357,9 @@ impl Codec {
             for (s, &w) in scaled.iter_mut().zip(wc) {
                 *s = flush_tiny(flush_tiny(w) * *s);
             }
-            if scalar {
+            if byte_plan.is_some() {
+                kernels::byte_histogram(isa, scaled, sc, sb, offset, &mut hist);
+            } else if plan == SumPlan::Scalar {
                 kernels::scalar_accumulate(
                     isa,
                     self.index_bits(),
@@ -336,6 +377,9 @@ impl Codec {
                     Indices::U32(r) => kernels::gather_accumulate(isa, k, scaled, cw, r, acc),
                 })?;
             }
+        }
+        if let Some(b) = byte_plan {
+            b.expand(cw, &hist, acc);
         }
         Ok(())
     }
@@ -427,6 +471,59 @@ mod tests {
         }
     }
 
+    /// Long calls on codes whose indices fill whole bytes take the byte plan where it measured
+    /// faster, and the public functions return exactly what that plan computes.
+    #[test]
+    fn long_calls_take_the_byte_plan() {
+        let mut rng = Xoshiro256::new(14);
+        let count = byte_tables::MIN_SLOTS + 100;
+        for (d, k, n, scores, sums) in [
+            (64, 8, 16, true, true),
+            (128, 8, 256, true, true),
+            (64, 4, 256, true, false),
+            (64, 1, 2, true, true),
+            (128, 1, 4, true, true),
+            (64, 1, 16, false, false),
+            (128, 2, 256, false, false),
+            (64, 2, 64, false, false),
+        ] {
+            let codec = Codec::new(CodecConfig::new(d, k, n)).unwrap();
+            let isa = kernels::detect();
+            let what = format!("d={d} k={k} n={n}");
+            assert_eq!(
+                codec.score_plan(isa, count) == ScorePlan::Bytes,
+                scores,
+                "{what}"
+            );
+            assert_eq!(codec.sum_plan(isa, count) == SumPlan::Bytes, sums, "{what}");
+            assert_ne!(codec.score_plan(isa, 100), ScorePlan::Bytes, "{what}");
+            assert_ne!(codec.sum_plan(isa, 100), SumPlan::Bytes, "{what}");
+            let x: Vec<f32> = (0..count * d).map(|_| rng.next_gaussian() as f32).collect();
+            let mut slots = vec![0u8; count * codec.slot_bytes()];
+            codec.encode_batch(&x, &mut slots).unwrap();
+            let q: Vec<f32> = (0..d).map(|_| rng.next_gaussian() as f32).collect();
+            let w: Vec<f32> = (0..count).map(|_| rng.next_open01() as f32).collect();
+            let (mut got, mut want) = (vec![0f32; count], vec![0f32; count]);
+            codec.scores(&q, &slots, &mut got).unwrap();
+            let mut qr = vec![0f32; d];
+            codec.rotation().apply(&q, &mut qr);
+            let plan = codec.score_plan(isa, count);
+            codec
+                .scores_rotated(isa, plan, &qr, &slots, &mut want)
+                .unwrap();
+            assert_eq!(got, want, "{what}");
+            let (mut got, mut acc) = (vec![0f32; d], vec![0f32; d]);
+            codec.weighted_sum(&w, &slots, &mut got).unwrap();
+            let plan = codec.sum_plan(isa, count);
+            codec
+                .weighted_sum_rotated(isa, plan, &w, &slots, &mut acc)
+                .unwrap();
+            let mut want = vec![0f32; d];
+            codec.rotation().apply_inverse(&acc, &mut want);
+            assert_eq!(got, want, "{what}");
+        }
+    }
+
     /// Every plan and ISA on `codec` against the portable gather kernels (bit for bit) and an
     /// f64 reference from decoded slots (within the forward error bound).
     fn check_every_plan_and_isa(codec: &Codec, rng: &mut Xoshiro256) {
@@ -444,7 +541,7 @@ mod tests {
             .unwrap();
         let mut want_acc = vec![0f32; d];
         codec
-            .weighted_sum_rotated(Isa::Portable, false, &w, &slots, &mut want_acc)
+            .weighted_sum_rotated(Isa::Portable, SumPlan::Gather, &w, &slots, &mut want_acc)
             .unwrap();
         // Reference in f64 from decoded rotated vectors, for the table's tolerance.
         let mut exact_acc = vec![0f64; d];
@@ -465,17 +562,50 @@ mod tests {
                 *b += (w[i] as f64 * v as f64).abs();
             }
         }
-        for j in 0..d {
-            let tol = (count as f64 + 2.0) * f32::EPSILON as f64 * acc_bound[j];
-            assert!(
-                (want_acc[j] as f64 - exact_acc[j]).abs() <= tol,
-                "d={d} k={k} n={n} weighted sum coordinate {j}"
-            );
+        // Forward error bound of an f32 sum of `count` products in any order or grouping.
+        let check_sum = |acc: &[f32], what: &str| {
+            for j in 0..d {
+                let tol = (count as f64 + 2.0) * f32::EPSILON as f64 * acc_bound[j];
+                assert!(
+                    (acc[j] as f64 - exact_acc[j]).abs() <= tol,
+                    "d={d} k={k} n={n} {what}: weighted sum coordinate {j}"
+                );
+            }
+        };
+        check_sum(&want_acc, "portable gather");
+        let bytes = BytePlan::of(codec).is_some();
+        // The byte plan, like the table, differs from the gather kernels by rounding only, and
+        // is bit-identical across ISAs: its reference is its portable run.
+        let mut want_bytes = vec![0f32; count];
+        let mut want_bytes_acc = vec![0f32; d];
+        if bytes {
+            codec
+                .scores_rotated(
+                    Isa::Portable,
+                    ScorePlan::Bytes,
+                    &qr,
+                    &slots,
+                    &mut want_bytes,
+                )
+                .unwrap();
+            codec
+                .weighted_sum_rotated(
+                    Isa::Portable,
+                    SumPlan::Bytes,
+                    &w,
+                    &slots,
+                    &mut want_bytes_acc,
+                )
+                .unwrap();
+            check_sum(&want_bytes_acc, "byte histogram");
         }
         for isa in isas() {
             let mut plans = vec![ScorePlan::Gather, ScorePlan::Table];
             if codec.has_scalar_kernel(isa) {
                 plans.push(ScorePlan::Scalar);
+            }
+            if bytes {
+                plans.push(ScorePlan::Bytes);
             }
             for plan in plans {
                 let mut got = vec![0f32; count];
@@ -493,19 +623,28 @@ mod tests {
                         exact[i]
                     );
                 }
-                if plan != ScorePlan::Table {
-                    assert_eq!(got, want, "d={d} k={k} n={n} {isa:?} {plan:?}");
+                match plan {
+                    ScorePlan::Table => {}
+                    ScorePlan::Bytes => assert_eq!(got, want_bytes, "d={d} k={k} n={n} {isa:?}"),
+                    _ => assert_eq!(got, want, "d={d} k={k} n={n} {isa:?} {plan:?}"),
                 }
             }
-            for scalar in [false, true] {
-                if scalar && !codec.has_scalar_kernel(isa) {
+            for plan in [SumPlan::Gather, SumPlan::Scalar, SumPlan::Bytes] {
+                if (plan == SumPlan::Scalar && !codec.has_scalar_kernel(isa))
+                    || (plan == SumPlan::Bytes && !bytes)
+                {
                     continue;
                 }
                 let mut acc = vec![0f32; d];
                 codec
-                    .weighted_sum_rotated(isa, scalar, &w, &slots, &mut acc)
+                    .weighted_sum_rotated(isa, plan, &w, &slots, &mut acc)
                     .unwrap();
-                assert_eq!(acc, want_acc, "d={d} k={k} n={n} {isa:?} scalar={scalar}");
+                let want = if plan == SumPlan::Bytes {
+                    &want_bytes_acc
+                } else {
+                    &want_acc
+                };
+                assert_eq!(&acc, want, "d={d} k={k} n={n} {isa:?} {plan:?}");
             }
         }
     }

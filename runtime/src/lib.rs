@@ -35,6 +35,7 @@
 #![deny(missing_docs)]
 
 mod attention;
+mod byte_tables;
 pub mod cells;
 pub mod codebook;
 pub mod codec;

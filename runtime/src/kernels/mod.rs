@@ -12,7 +12,9 @@
 //! The attention kernels follow the data: [`norms_f16`] (norms of a chunk of slots), then the
 //! indices, read in place ([`IndexRows`] over the slot bytes, 8- and 16-bit codes) or unpacked
 //! ([`unpack_slots`]), then [`table_dots`], [`gather_dots`] / [`gather_accumulate`], or the
-//! in-register scalar-code kernels [`scalar_dots`] / [`scalar_accumulate`].
+//! in-register scalar-code kernels [`scalar_dots`] / [`scalar_accumulate`]. Codes whose indices
+//! fill whole bytes skip the indices altogether: [`byte_table_dots`] and [`byte_histogram`] work
+//! on the index bytes of the slots.
 //!
 //! There is no hand-written NEON module: this project's machines cannot compile or test aarch64
 //! code, and NEON is part of the aarch64 baseline, so the portable kernels are vectorized with it
@@ -255,6 +257,46 @@ pub fn table_dots<T: IndexCell>(
         // and F16C were detected on this CPU.
         Isa::Avx2 | Isa::Avx512 => unsafe { x86_64::table_dots_avx2(table, n, rows, out) },
         _ => portable::table_dots(table, n, rows, out),
+    }
+}
+
+/// Byte-table scores: `out[i] = sum_p table[p][b]` over the index bytes `b` of slot `i` (see
+/// [`portable::byte_table_dots`]). Panics unless a slot holds `table.len()` bytes after `offset`.
+pub fn byte_table_dots(
+    isa: Isa,
+    table: &[[f32; 256]],
+    slots: &[u8],
+    slot_bytes: usize,
+    offset: usize,
+    out: &mut [f32],
+) {
+    match usable(isa) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `usable` returned `Isa::Avx2` or up, so AVX2 was detected on this CPU.
+        Isa::Avx2 | Isa::Avx512 => unsafe {
+            x86_64::byte_table_dots_avx2(table, slots, slot_bytes, offset, out)
+        },
+        _ => portable::byte_table_dots(table, slots, slot_bytes, offset, out),
+    }
+}
+
+/// Byte histogram of weights: `hist[p][b] += w[i]` over the index bytes `b` of slot `i` (see
+/// [`portable::byte_histogram`]). Panics unless a slot holds `hist.len()` bytes after `offset`.
+pub fn byte_histogram(
+    isa: Isa,
+    w: &[f32],
+    slots: &[u8],
+    slot_bytes: usize,
+    offset: usize,
+    hist: &mut [[f32; 256]],
+) {
+    match usable(isa) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `usable` returned `Isa::Avx2` or up, so AVX2 was detected on this CPU.
+        Isa::Avx2 | Isa::Avx512 => unsafe {
+            x86_64::byte_histogram_avx2(w, slots, slot_bytes, offset, hist)
+        },
+        _ => portable::byte_histogram(w, slots, slot_bytes, offset, hist),
     }
 }
 

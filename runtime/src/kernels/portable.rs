@@ -169,6 +169,68 @@ pub fn table_dots<T: IndexCell>(table: &[f32], n: usize, rows: IndexRows<T>, out
     }
 }
 
+/// Look-up-table scores over whole index bytes: `out[i] = sum_p table[p][byte_p(slot i)]`, where
+/// slot `i` is `slots[i * slot_bytes..][..slot_bytes]` and `byte_p` its byte `offset + p`
+/// (`table.len()` index bytes per slot). Four running sums per slot, combined as
+/// `(s0 + s1) + (s2 + s3)`. Rows of `out` beyond the whole slots are left as they are. Panics
+/// unless a slot holds its index bytes.
+#[inline(always)]
+pub fn byte_table_dots(
+    table: &[[f32; 256]],
+    slots: &[u8],
+    slot_bytes: usize,
+    offset: usize,
+    out: &mut [f32],
+) {
+    let bytes = table.len();
+    assert!(
+        offset + bytes <= slot_bytes,
+        "slots cannot hold the index bytes"
+    );
+    for (o, slot) in out.iter_mut().zip(slots.chunks_exact(slot_bytes)) {
+        let ids = &slot[offset..offset + bytes];
+        let mut acc = [0f32; 4];
+        let mut t4 = table.chunks_exact(4);
+        let mut i4 = ids.chunks_exact(4);
+        for (t, i) in t4.by_ref().zip(i4.by_ref()) {
+            for l in 0..4 {
+                // A byte indexes a 256-entry row: never out of bounds, no check emitted.
+                acc[l] += t[l][i[l] as usize];
+            }
+        }
+        for (a, (t, &i)) in acc
+            .iter_mut()
+            .zip(t4.remainder().iter().zip(i4.remainder()))
+        {
+            *a += t[i as usize];
+        }
+        *o = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+    }
+}
+
+/// Histogram of weights over whole index bytes: `hist[p][byte_p(slot i)] += w[i]` for every
+/// whole slot `i` in order (slot layout as in [`byte_table_dots`], `hist.len()` index bytes per
+/// slot). Panics unless a slot holds its index bytes.
+#[inline(always)]
+pub fn byte_histogram(
+    w: &[f32],
+    slots: &[u8],
+    slot_bytes: usize,
+    offset: usize,
+    hist: &mut [[f32; 256]],
+) {
+    let bytes = hist.len();
+    assert!(
+        offset + bytes <= slot_bytes,
+        "slots cannot hold the index bytes"
+    );
+    for (&wi, slot) in w.iter().zip(slots.chunks_exact(slot_bytes)) {
+        for (h, &i) in hist.iter_mut().zip(&slot[offset..offset + bytes]) {
+            h[i as usize] += wi;
+        }
+    }
+}
+
 /// A stored block index: a byte (8-bit codes read in place), two little-endian bytes (16-bit
 /// codes read in place) or an unpacked `u32`.
 pub trait IndexCell: Copy {

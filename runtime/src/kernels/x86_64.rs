@@ -214,6 +214,36 @@ pub unsafe fn table_dots_avx2<T: IndexCell>(
     super::portable::table_dots(table, n, rows, out)
 }
 
+/// [`super::portable::byte_table_dots`] compiled for AVX2.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[target_feature(enable = "avx2")]
+pub unsafe fn byte_table_dots_avx2(
+    table: &[[f32; 256]],
+    slots: &[u8],
+    slot_bytes: usize,
+    offset: usize,
+    out: &mut [f32],
+) {
+    super::portable::byte_table_dots(table, slots, slot_bytes, offset, out)
+}
+
+/// [`super::portable::byte_histogram`] compiled for AVX2.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[target_feature(enable = "avx2")]
+pub unsafe fn byte_histogram_avx2(
+    w: &[f32],
+    slots: &[u8],
+    slot_bytes: usize,
+    offset: usize,
+    hist: &mut [[f32; 256]],
+) {
+    super::portable::byte_histogram(w, slots, slot_bytes, offset, hist)
+}
+
 /// [`super::portable::gather_dots`] compiled for AVX2.
 ///
 /// # Safety

@@ -1,0 +1,148 @@
+//! The byte plan of attention on codes, for codes whose indices fill whole bytes (`N = 2^bits`
+//! with `bits` 1, 2, 4 or 8).
+//!
+//! A slot's index byte `p` holds the indices of `per = 8 / bits` consecutive blocks, so its 256
+//! values enumerate every combination of their codewords. Scores then cost one look-up per index
+//! byte instead of one product per block: a per-query table `T[p][v]` holds the partial dot
+//! product of the rotated query with the blocks that byte value `v` encodes. The weighted sum is
+//! the dual: a histogram `H[p][v]` of the scaled weights of the slots whose byte `p` is `v`
+//! (one addition per index byte and slot), expanded once at the end into the rotated-domain
+//! accumulator. Both cost `256 * d` multiply-adds per call to set up or finish, which is why
+//! [`MIN_SLOTS`] keeps short calls on the per-slot kernels.
+//!
+//! Both build on an expanded codebook `E[t][i][v] = C[field_t(v)][i]`: coordinate `i` of the
+//! codeword that block `t` of a byte with value `v` selects, `field_t(v) = (v >> t * bits) &
+//! (N - 1)`. Table rows and finished coordinates are then 256-long vector operations.
+
+use crate::codec::Codec;
+
+/// Fewest slots for which [`Codec::scores`] and [`Codec::weighted_sum`] use the byte plan: its
+/// fixed cost (`256 * d` multiply-adds, a table of up to [`MAX_BYTES`] KiB) is then below a tenth
+/// of the per-slot work it replaces.
+pub(crate) const MIN_SLOTS: usize = 1024;
+
+/// Most index bytes per slot for the byte plan: a table (or histogram) of 1 KiB per byte stays
+/// within 64 KiB, in L1 or L2.
+pub(crate) const MAX_BYTES: usize = 64;
+
+/// The byte layout of a codec's indices.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BytePlan {
+    /// Bits per index (1, 2, 4 or 8).
+    bits: u32,
+    /// Blocks per index byte, `8 / bits`.
+    per: usize,
+    /// Coordinates per block.
+    k: usize,
+    /// Blocks per slot.
+    blocks: usize,
+    /// Index bytes per slot.
+    bytes: usize,
+}
+
+impl BytePlan {
+    /// The byte plan of `codec`, if its indices fill whole bytes, every byte value is a valid
+    /// combination of indices (`N = 2^bits`) and a slot has at most [`MAX_BYTES`] index bytes.
+    pub(crate) fn of(codec: &Codec) -> Option<BytePlan> {
+        let bits = codec.index_bits();
+        let (k, n, blocks) = (codec.config().k, codec.config().n, codec.blocks());
+        if !matches!(bits, 1 | 2 | 4 | 8) || n != 1 << bits {
+            return None;
+        }
+        let per = 8 / bits as usize;
+        let bytes = blocks.div_ceil(per);
+        (bytes <= MAX_BYTES).then_some(BytePlan {
+            bits,
+            per,
+            k,
+            blocks,
+            bytes,
+        })
+    }
+
+    /// Whether scores are faster with the byte table than with the per-block kernels. Measured
+    /// (`fibquant-gen bench` and side-by-side runs on an Intel Xeon with AVX-512 and an AMD EPYC
+    /// with AVX2, `d = 64` and `128`): the table wins 1.5x to 4.5x for sub-byte indices and
+    /// 1.2x to 1.6x for 8-bit indices up to 32 bytes a slot; it loses to the in-register
+    /// scalar-code kernel at `k = 1, N = 16` (0.7x to 1.0x, half a look-up per coordinate) and
+    /// breaks even beyond 32 KiB of table.
+    pub(crate) fn pays_for_scores(&self) -> bool {
+        self.bytes <= 32 && !(self.k == 1 && self.bits >= 4)
+    }
+
+    /// Whether weighted sums are faster with the byte histogram than with the per-block kernels.
+    /// A histogram addition is a load-add-store through memory, about 0.8 ns on both machines
+    /// above, so it pays where one index byte replaces several codeword products: sub-byte
+    /// indices (1.1x to 3.5x) and `k = 8` codewords (1.2x to 1.4x), but not 8-bit indices of
+    /// `k <= 4` (0.55x to 0.95x) nor the in-register kernel at `k = 1, N = 16` (0.4x to 0.7x).
+    pub(crate) fn pays_for_sums(&self) -> bool {
+        (self.bits <= 4 || self.k >= 8) && !(self.k == 1 && self.bits >= 4)
+    }
+
+    /// Index bytes per slot.
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Blocks held by index byte `p` (`per`, or fewer in a last, partly padded byte).
+    fn blocks_in(&self, p: usize) -> usize {
+        self.per.min(self.blocks - p * self.per)
+    }
+
+    /// The expanded codebook: `per * k` rows of 256, row `t * k + i` being `E[t][i]`.
+    fn expanded(&self, codewords: &[f32]) -> Vec<[f32; 256]> {
+        let mask = (1usize << self.bits) - 1;
+        let mut e = vec![[0f32; 256]; self.per * self.k];
+        for (r, row) in e.iter_mut().enumerate() {
+            let (t, i) = (r / self.k, r % self.k);
+            let shift = t * self.bits as usize;
+            for (v, x) in row.iter_mut().enumerate() {
+                *x = codewords[((v >> shift) & mask) * self.k + i];
+            }
+        }
+        e
+    }
+
+    /// The score table of the rotated query `qr`: `T[p][v] = sum_t sum_i qr[(p * per + t) * k +
+    /// i] * E[t][i][v]`, accumulated in that order from zero.
+    pub(crate) fn score_table(&self, codewords: &[f32], qr: &[f32]) -> Vec<[f32; 256]> {
+        let e = self.expanded(codewords);
+        let mut table = vec![[0f32; 256]; self.bytes];
+        for (p, row) in table.iter_mut().enumerate() {
+            let first = p * self.per * self.k;
+            let q = &qr[first..first + self.blocks_in(p) * self.k];
+            for (&qc, er) in q.iter().zip(&e) {
+                for (x, &ev) in row.iter_mut().zip(er) {
+                    *x += qc * ev;
+                }
+            }
+        }
+        table
+    }
+
+    /// Adds the weighted sum that histogram `hist` stands for to `acc` (rotated domain):
+    /// `acc[(p * per + t) * k + i] += <H[p], E[t][i]>`, each dot product taken in 8 lanes
+    /// (lane `l` sums the entries `v = l mod 8` in order) then combined pairwise.
+    pub(crate) fn expand(&self, codewords: &[f32], hist: &[[f32; 256]], acc: &mut [f32]) {
+        let e = self.expanded(codewords);
+        for (p, h) in hist.iter().enumerate() {
+            let first = p * self.per * self.k;
+            let out = &mut acc[first..first + self.blocks_in(p) * self.k];
+            for (a, er) in out.iter_mut().zip(&e) {
+                let mut lanes = [0f32; 8];
+                for (h8, e8) in h.chunks_exact(8).zip(er.chunks_exact(8)) {
+                    for l in 0..8 {
+                        lanes[l] += h8[l] * e8[l];
+                    }
+                }
+                let quads = [
+                    lanes[0] + lanes[4],
+                    lanes[1] + lanes[5],
+                    lanes[2] + lanes[6],
+                    lanes[3] + lanes[7],
+                ];
+                *a += (quads[0] + quads[2]) + (quads[1] + quads[3]);
+            }
+        }
+    }
+}
