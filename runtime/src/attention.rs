@@ -454,12 +454,18 @@ mod tests {
         }
     }
 
-    /// The same for custom codebooks: 17-bit indices (the generic unpacker), and `d = 24` (three
-    /// 8-lane groups: an odd group left over after the pairs).
+    /// The same for custom codebooks: 17-bit indices (the generic unpacker), `d = 24` (three
+    /// 8-lane groups: an odd group left over after the pairs), and `k = 2` with 40 codewords
+    /// (held in AVX-512 registers with zero padding, indices checked against `N`).
     #[test]
     fn every_plan_and_isa_agree_on_custom_codebooks() {
         let mut rng = Xoshiro256::new(13);
-        for (d, k, n, bits) in [(16, 2, (1 << 16) + 5, 17), (24, 4, 300, 9), (24, 8, 16, 4)] {
+        for (d, k, n, bits) in [
+            (16, 2, (1 << 16) + 5, 17),
+            (24, 4, 300, 9),
+            (24, 8, 16, 4),
+            (64, 2, 40, 6),
+        ] {
             let codewords = (0..n * k)
                 .map(|_| rng.next_gaussian() as f32 * 0.3)
                 .collect();

@@ -331,6 +331,14 @@ fn gather_dots_fixed<const K: usize, T: IndexCell>(
     rows: IndexRows<T>,
     out: &mut [f32],
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(rows) =
+        T::as_u32_rows(rows).filter(|r| avx512_pairs(isa, K, codewords, q.len(), r.blocks))
+    {
+        // SAFETY: `avx512_pairs` checked the ISA (which went through `usable`), `k = 2`, at most
+        // 64 codewords, `d % 32 == 0` and rows of `d / 2` indices.
+        return unsafe { avx512::pair_dots(q, codewords, rows, out) };
+    }
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the caller's `isa` went through `usable`, so `Isa::Avx2` and up mean that AVX2
@@ -377,6 +385,13 @@ fn gather_accumulate_fixed<const K: usize, T: IndexCell>(
     rows: IndexRows<T>,
     acc: &mut [f32],
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(rows) =
+        T::as_u32_rows(rows).filter(|r| avx512_pairs(isa, K, codewords, acc.len(), r.blocks))
+    {
+        // SAFETY: as in `gather_dots_fixed`.
+        return unsafe { avx512::pair_accumulate(w, codewords, rows, acc) };
+    }
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the caller's `isa` went through `usable`, so `Isa::Avx2` and up mean that AVX2
@@ -398,6 +413,18 @@ fn gather_accumulate_fixed<const K: usize, T: IndexCell>(
 /// a gather into scratch memory.
 pub fn has_codeword_kernel(isa: Isa, k: usize, d: usize) -> bool {
     matches!(isa, Isa::Avx2 | Isa::Avx512) && matches!(k, 2 | 4 | 8) && d.is_multiple_of(8)
+}
+
+/// Whether [`gather_dots`] and [`gather_accumulate`] keep a `k = 2` codebook in AVX-512 registers
+/// (at most 64 codewords, `d % 32 == 0`, unpacked `u32` rows of `d / 2` indices): two permutes
+/// and a blend per coordinate of 16 blocks replace 16 codeword loads.
+#[cfg(target_arch = "x86_64")]
+fn avx512_pairs(isa: Isa, k: usize, codewords: &[f32], d: usize, blocks: usize) -> bool {
+    isa == Isa::Avx512
+        && k == 2
+        && codewords.len() <= 2 * avx512::PAIR_CODEWORDS
+        && d.is_multiple_of(32)
+        && 2 * blocks == d
 }
 
 /// Whether [`scalar_dots`] and [`scalar_accumulate`] have an in-register kernel for `bits`-bit
@@ -639,6 +666,72 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// The `k = 2` kernels on unpacked rows, every ISA (the AVX-512 one keeps up to 64
+    /// codewords in registers) bit for bit against the portable ones: every row count from 1 to
+    /// 9 (whole groups of four and remainders), dimensions with and without a whole number of
+    /// 16-block steps, codebook sizes up to and past 64.
+    #[test]
+    fn every_pair_path_is_bit_identical_to_portable() {
+        let mut rng = Xoshiro256::new(21);
+        for d in [16, 32, 64, 96, 128] {
+            for n in [2, 17, 33, 64, 65] {
+                let codewords: Vec<f32> = (0..2 * n).map(|_| rng.next_gaussian() as f32).collect();
+                let q: Vec<f32> = (0..d).map(|_| rng.next_gaussian() as f32).collect();
+                for count in 1..=9 {
+                    let blocks = d / 2;
+                    let ids: Vec<u32> = (0..count * blocks)
+                        .map(|_| (rng.next_u64() % n as u64) as u32)
+                        .collect();
+                    let rows = IndexRows {
+                        data: &ids[..],
+                        stride: blocks,
+                        offset: 0,
+                        blocks,
+                    };
+                    let w: Vec<f32> = (0..count).map(|_| rng.next_gaussian() as f32).collect();
+                    let mut want = vec![0f32; count];
+                    portable::gather_dots::<2, u32>(&q, &codewords, 2, rows, &mut want);
+                    let mut want_acc = q.clone();
+                    portable::gather_accumulate::<2, u32>(&w, &codewords, 2, rows, &mut want_acc);
+                    for isa in isas() {
+                        let mut got = vec![0f32; count];
+                        gather_dots(isa, 2, &q, &codewords, rows, &mut got);
+                        assert_eq!(got, want, "{isa:?} d={d} n={n} count={count}");
+                        let mut acc = q.clone();
+                        gather_accumulate(isa, 2, &w, &codewords, rows, &mut acc);
+                        assert_eq!(acc, want_acc, "{isa:?} d={d} n={n} count={count}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// An index not below `N` panics on every ISA, in-register kernels included (they would
+    /// otherwise return another codeword's values).
+    #[test]
+    fn every_pair_path_refuses_an_index_out_of_range() {
+        let (d, n) = (64, 40);
+        let codewords = vec![0.5f32; 2 * n];
+        let mut ids = vec![3u32; 5 * d / 2];
+        ids[2 * d / 2 + 7] = n as u32;
+        let rows = IndexRows {
+            data: &ids[..],
+            stride: d / 2,
+            offset: 0,
+            blocks: d / 2,
+        };
+        for isa in isas() {
+            let dots = std::panic::catch_unwind(|| {
+                gather_dots(isa, 2, &[1.0; 64], &codewords, rows, &mut [0.0; 5])
+            });
+            assert!(dots.is_err(), "{isa:?} scores");
+            let sums = std::panic::catch_unwind(|| {
+                gather_accumulate(isa, 2, &[1.0; 5], &codewords, rows, &mut [0.0; 64])
+            });
+            assert!(sums.is_err(), "{isa:?} weighted sum");
         }
     }
 

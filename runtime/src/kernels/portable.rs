@@ -241,6 +241,13 @@ pub trait IndexCell: Copy {
     /// The largest index of a row (0 for an empty row), computed in the cell's own width so
     /// that it vectorizes.
     fn max_index(row: &[Self]) -> usize;
+    /// The same rows as `u32` cells, for kernels that load unpacked indices as whole vectors;
+    /// `None` for other cell types.
+    #[inline(always)]
+    fn as_u32_rows(rows: IndexRows<'_, Self>) -> Option<IndexRows<'_, u32>> {
+        let _ = rows;
+        None
+    }
 }
 
 impl IndexCell for u8 {
@@ -276,6 +283,10 @@ impl IndexCell for u32 {
     #[inline(always)]
     fn max_index(row: &[u32]) -> usize {
         row.iter().fold(0u32, |m, &i| m.max(i)) as usize
+    }
+    #[inline(always)]
+    fn as_u32_rows(rows: IndexRows<'_, u32>) -> Option<IndexRows<'_, u32>> {
+        Some(rows)
     }
 }
 
