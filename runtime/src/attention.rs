@@ -225,7 +225,10 @@ impl Codec {
     }
 
     /// Scores `out[i] = <q, x_hat_i>` for every slot `i` of `slots`, without decoding.
-    /// `q.len() = d`, `out.len()` = number of slots.
+    /// `q.len() = d`, `out.len()` = number of slots. The kernel plan depends on the code and on
+    /// the number of slots (long calls on codes with whole-byte indices use per-query tables),
+    /// so a slot's score can differ in the last bits between calls of different lengths; every
+    /// plan is within float rounding of the exact dot product, and identical on every CPU.
     pub fn scores(&self, q: &[f32], slots: &[u8], out: &mut [f32]) -> Result<()> {
         let d = self.dim();
         check_len("query", d, q.len())?;
@@ -266,7 +269,8 @@ impl Codec {
             Vec::new()
         };
         let byte_plan = BytePlan::of(self).filter(|_| plan == ScorePlan::Bytes);
-        let byte_table = byte_plan.map_or(Vec::new(), |b| b.score_table(cw, qr));
+        let byte_table =
+            byte_plan.map_or(Vec::new(), |b| b.score_table(self.byte_codebook(&b), qr));
         let plan = match (plan, byte_plan) {
             (ScorePlan::Bytes, None) => ScorePlan::Gather,
             _ => plan,
@@ -313,7 +317,9 @@ impl Codec {
     /// Weighted sum `out = sum_i weights[i] * x_hat_i` over the slots, accumulated in the rotated
     /// domain with one inverse rotation at the end. `weights.len()` = number of slots,
     /// `out.len() = d`. Terms with `|weights[i] * norm_i|` below [`WEIGHT_FLUSH`] (`2^-100`) are
-    /// dropped, so that underflowing softmax weights never hit the slow subnormal paths.
+    /// dropped, so that underflowing softmax weights never hit the slow subnormal paths. As with
+    /// [`scores`](Self::scores), long calls may take another summation order (a histogram of
+    /// weights per index byte) than short ones.
     pub fn weighted_sum(&self, weights: &[f32], slots: &[u8], out: &mut [f32]) -> Result<()> {
         let d = self.dim();
         let count = self.slot_count(slots)?;
@@ -379,7 +385,7 @@ impl Codec {
             }
         }
         if let Some(b) = byte_plan {
-            b.expand(cw, &hist, acc);
+            b.expand(self.byte_codebook(&b), &hist, acc);
         }
         Ok(())
     }

@@ -16,9 +16,10 @@
 
 use crate::codec::Codec;
 
-/// Fewest slots for which [`Codec::scores`] and [`Codec::weighted_sum`] use the byte plan: its
-/// fixed cost (`256 * d` multiply-adds, a table of up to [`MAX_BYTES`] KiB) is then below a tenth
-/// of the per-slot work it replaces.
+/// Fewest slots for which [`Codec::scores`] and [`Codec::weighted_sum`] use the byte plan. Its
+/// fixed cost per call (a query table and a histogram expansion of `256 * d` multiply-adds each,
+/// a few microseconds) measured break-even at about 512 slots on the development machine
+/// (`k8N16`, `k4N256`, scalar `N = 2` at `d = 64, 128`), and 1.1x to 1.6x faster at 1024.
 pub(crate) const MIN_SLOTS: usize = 1024;
 
 /// Most index bytes per slot for the byte plan: a table (or histogram) of 1 KiB per byte stays
@@ -89,8 +90,9 @@ impl BytePlan {
         self.per.min(self.blocks - p * self.per)
     }
 
-    /// The expanded codebook: `per * k` rows of 256, row `t * k + i` being `E[t][i]`.
-    fn expanded(&self, codewords: &[f32]) -> Vec<[f32; 256]> {
+    /// The expanded codebook: `per * k` rows of 256, row `t * k + i` being `E[t][i]` (built once
+    /// per codec, see `Codec::byte_codebook`).
+    pub(crate) fn expanded(&self, codewords: &[f32]) -> Vec<[f32; 256]> {
         let mask = (1usize << self.bits) - 1;
         let mut e = vec![[0f32; 256]; self.per * self.k];
         for (r, row) in e.iter_mut().enumerate() {
@@ -104,14 +106,13 @@ impl BytePlan {
     }
 
     /// The score table of the rotated query `qr`: `T[p][v] = sum_t sum_i qr[(p * per + t) * k +
-    /// i] * E[t][i][v]`, accumulated in that order from zero.
-    pub(crate) fn score_table(&self, codewords: &[f32], qr: &[f32]) -> Vec<[f32; 256]> {
-        let e = self.expanded(codewords);
+    /// i] * E[t][i][v]`, accumulated in that order from zero (`e`: [`expanded`](Self::expanded)).
+    pub(crate) fn score_table(&self, e: &[[f32; 256]], qr: &[f32]) -> Vec<[f32; 256]> {
         let mut table = vec![[0f32; 256]; self.bytes];
         for (p, row) in table.iter_mut().enumerate() {
             let first = p * self.per * self.k;
             let q = &qr[first..first + self.blocks_in(p) * self.k];
-            for (&qc, er) in q.iter().zip(&e) {
+            for (&qc, er) in q.iter().zip(e) {
                 for (x, &ev) in row.iter_mut().zip(er) {
                     *x += qc * ev;
                 }
@@ -123,12 +124,11 @@ impl BytePlan {
     /// Adds the weighted sum that histogram `hist` stands for to `acc` (rotated domain):
     /// `acc[(p * per + t) * k + i] += <H[p], E[t][i]>`, each dot product taken in 8 lanes
     /// (lane `l` sums the entries `v = l mod 8` in order) then combined pairwise.
-    pub(crate) fn expand(&self, codewords: &[f32], hist: &[[f32; 256]], acc: &mut [f32]) {
-        let e = self.expanded(codewords);
+    pub(crate) fn expand(&self, e: &[[f32; 256]], hist: &[[f32; 256]], acc: &mut [f32]) {
         for (p, h) in hist.iter().enumerate() {
             let first = p * self.per * self.k;
             let out = &mut acc[first..first + self.blocks_in(p) * self.k];
-            for (a, er) in out.iter_mut().zip(&e) {
+            for (a, er) in out.iter_mut().zip(e) {
                 let mut lanes = [0f32; 8];
                 for (h8, e8) in h.chunks_exact(8).zip(er.chunks_exact(8)) {
                     for l in 0..8 {

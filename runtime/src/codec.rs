@@ -109,6 +109,8 @@ pub struct Codec {
     bits: u32,
     blocks: usize,
     slot_bytes: usize,
+    /// The byte plan's expanded codebook (`crate::byte_tables`), built on first use.
+    byte_codebook: std::sync::OnceLock<Vec<[f32; 256]>>,
 }
 
 /// Largest head dimension accepted (keeps stack scratch buffers bounded).
@@ -159,7 +161,15 @@ impl Codec {
             bits,
             blocks,
             slot_bytes,
+            byte_codebook: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The expanded codebook of the byte plan `plan` (which must be this codec's), built on
+    /// first use.
+    pub(crate) fn byte_codebook(&self, plan: &crate::byte_tables::BytePlan) -> &[[f32; 256]] {
+        self.byte_codebook
+            .get_or_init(|| plan.expanded(self.codebook.codewords()))
     }
 
     /// The configuration.
