@@ -90,11 +90,12 @@ impl BytePlan {
         self.per.min(self.blocks - p * self.per)
     }
 
-    /// The expanded codebook: `per * k` rows of 256, row `t * k + i` being `E[t][i]` (built once
-    /// per codec, see `Codec::byte_codebook`).
+    /// The expanded codebook: `min(per, blocks) * k` rows of 256, row `t * k + i` being
+    /// `E[t][i]` (built once per codec, see `Codec::byte_plan`).
     pub(crate) fn expanded(&self, codewords: &[f32]) -> Vec<[f32; 256]> {
         let mask = (1usize << self.bits) - 1;
-        let mut e = vec![[0f32; 256]; self.per * self.k];
+        // Only the block positions that a byte of this code holds (`blocks < per` for tiny `d`).
+        let mut e = vec![[0f32; 256]; self.per.min(self.blocks) * self.k];
         for (r, row) in e.iter_mut().enumerate() {
             let (t, i) = (r / self.k, r % self.k);
             let shift = t * self.bits as usize;

@@ -110,7 +110,19 @@ pub struct Codec {
     blocks: usize,
     slot_bytes: usize,
     /// The byte plan's expanded codebook (`crate::byte_tables`), built on first use.
-    byte_codebook: std::sync::OnceLock<Vec<[f32; 256]>>,
+    byte_codebook: LazyByteCodebook,
+}
+
+/// The expanded codebook of [`Codec::byte_plan`], built on first use and shared by clones;
+/// derived data, so `Debug` shows only its size.
+#[derive(Clone, Default)]
+struct LazyByteCodebook(std::sync::OnceLock<Arc<Vec<[f32; 256]>>>);
+
+impl std::fmt::Debug for LazyByteCodebook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let rows = self.0.get().map_or(0, |e| e.len());
+        write!(f, "LazyByteCodebook({rows} rows)")
+    }
 }
 
 /// Largest head dimension accepted (keeps stack scratch buffers bounded).
@@ -161,15 +173,19 @@ impl Codec {
             bits,
             blocks,
             slot_bytes,
-            byte_codebook: std::sync::OnceLock::new(),
+            byte_codebook: LazyByteCodebook::default(),
         })
     }
 
-    /// The expanded codebook of the byte plan `plan` (which must be this codec's), built on
-    /// first use.
-    pub(crate) fn byte_codebook(&self, plan: &crate::byte_tables::BytePlan) -> &[[f32; 256]] {
-        self.byte_codebook
-            .get_or_init(|| plan.expanded(self.codebook.codewords()))
+    /// This codec's byte plan, if its indices fill whole bytes, with its expanded codebook
+    /// (built on first use).
+    pub(crate) fn byte_plan(&self) -> Option<(crate::byte_tables::BytePlan, &[[f32; 256]])> {
+        let plan = crate::byte_tables::BytePlan::of(self)?;
+        let e = self
+            .byte_codebook
+            .0
+            .get_or_init(|| Arc::new(plan.expanded(self.codebook.codewords())));
+        Some((plan, e.as_slice()))
     }
 
     /// The configuration.

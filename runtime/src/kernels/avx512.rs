@@ -1,6 +1,7 @@
-//! x86_64 AVX-512 (F, DQ) kernels: 16-lane versions of the scalar-code attention kernels. A
-//! 512-bit register holds two consecutive groups of 8 coordinates (even group in the low half,
-//! odd group in the high half), which is exactly the even/odd accumulator order of
+//! x86_64 AVX-512 (F, DQ) kernels: 16-lane versions of the scalar-code attention kernels, and
+//! `k = 2` attention kernels that keep a codebook of up to 64 codewords in registers. A 512-bit
+//! register holds two consecutive groups of 8 coordinates (even group in the low half, odd group
+//! in the high half), which is exactly the even/odd accumulator order of
 //! [`super::portable::dot_lanes`], so results are bit-identical to the portable and AVX2 paths
 //! (tests check this). With 16 levels in one register, 4-bit codes need no blend.
 

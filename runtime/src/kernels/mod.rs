@@ -36,7 +36,8 @@ pub enum Isa {
     /// x86_64 AVX2 (with F16C, which every AVX2 CPU has).
     Avx2,
     /// x86_64 AVX-512 (F, DQ, BW, VL) on top of AVX2: 512-bit versions of the scalar-code
-    /// attention kernels; every other kernel uses its AVX2 version.
+    /// attention kernels and of the `k = 2` ones (codebooks of up to 64 codewords in registers);
+    /// every other kernel uses its AVX2 version.
     Avx512,
 }
 
@@ -422,7 +423,7 @@ pub fn has_codeword_kernel(isa: Isa, k: usize, d: usize) -> bool {
 fn avx512_pairs(isa: Isa, k: usize, codewords: &[f32], d: usize, blocks: usize) -> bool {
     isa == Isa::Avx512
         && k == 2
-        && codewords.len() <= 2 * avx512::PAIR_CODEWORDS
+        && (2..=2 * avx512::PAIR_CODEWORDS).contains(&codewords.len())
         && d.is_multiple_of(32)
         && 2 * blocks == d
 }
@@ -715,23 +716,66 @@ mod tests {
     fn every_pair_path_refuses_an_index_out_of_range() {
         let (d, n) = (64, 40);
         let codewords = vec![0.5f32; 2 * n];
-        let mut ids = vec![3u32; 5 * d / 2];
-        ids[2 * d / 2 + 7] = n as u32;
-        let rows = IndexRows {
-            data: &ids[..],
-            stride: d / 2,
-            offset: 0,
-            blocks: d / 2,
-        };
-        for isa in isas() {
-            let dots = std::panic::catch_unwind(|| {
-                gather_dots(isa, 2, &[1.0; 64], &codewords, rows, &mut [0.0; 5])
-            });
-            assert!(dots.is_err(), "{isa:?} scores");
-            let sums = std::panic::catch_unwind(|| {
-                gather_accumulate(isa, 2, &[1.0; 5], &codewords, rows, &mut [0.0; 64])
-            });
-            assert!(sums.is_err(), "{isa:?} weighted sum");
+        // `n` reads a zero pad entry of the register tables, `64 + 3` aliases entry 3.
+        for bad in [n as u32, 64 + 3, u32::MAX] {
+            let mut ids = vec![3u32; 5 * d / 2];
+            ids[2 * d / 2 + 7] = bad;
+            let rows = IndexRows {
+                data: &ids[..],
+                stride: d / 2,
+                offset: 0,
+                blocks: d / 2,
+            };
+            for isa in isas() {
+                let dots = std::panic::catch_unwind(|| {
+                    gather_dots(isa, 2, &[1.0; 64], &codewords, rows, &mut [0.0; 5])
+                });
+                assert!(dots.is_err(), "{isa:?} scores, index {bad}");
+                let sums = std::panic::catch_unwind(|| {
+                    gather_accumulate(isa, 2, &[1.0; 5], &codewords, rows, &mut [0.0; 64])
+                });
+                assert!(sums.is_err(), "{isa:?} weighted sum, index {bad}");
+            }
+        }
+    }
+
+    /// The byte kernels on every ISA against a direct reference, for index byte counts 1 to 6
+    /// (whole groups of four and remainders), a norm offset and slots with bytes after the
+    /// indices. Table entries and weights are small integers, so every summation order gives
+    /// the exact result and equality is the right test.
+    #[test]
+    fn every_byte_kernel_path_matches_the_direct_sums() {
+        let mut rng = Xoshiro256::new(22);
+        for bytes in 1..=6 {
+            for (offset, tail) in [(0, 0), (2, 0), (4, 3)] {
+                let slot_bytes = offset + bytes + tail;
+                let count = 37;
+                let slots: Vec<u8> = (0..count * slot_bytes)
+                    .map(|_| rng.next_u64() as u8)
+                    .collect();
+                let table: Vec<[f32; 256]> = (0..bytes)
+                    .map(|_| std::array::from_fn(|_| (rng.next_u64() % 2001) as f32 - 1000.0))
+                    .collect();
+                let w: Vec<f32> = (0..count)
+                    .map(|_| (rng.next_u64() % 201) as f32 - 100.0)
+                    .collect();
+                let mut want = vec![0f32; count];
+                let mut want_hist = vec![[0f32; 256]; bytes];
+                for (i, slot) in slots.chunks_exact(slot_bytes).enumerate() {
+                    for (p, &b) in slot[offset..offset + bytes].iter().enumerate() {
+                        want[i] += table[p][b as usize];
+                        want_hist[p][b as usize] += w[i];
+                    }
+                }
+                for isa in isas() {
+                    let mut got = vec![0f32; count];
+                    byte_table_dots(isa, &table, &slots, slot_bytes, offset, &mut got);
+                    assert_eq!(got, want, "{isa:?} bytes={bytes} offset={offset}");
+                    let mut hist = vec![[0f32; 256]; bytes];
+                    byte_histogram(isa, &w, &slots, slot_bytes, offset, &mut hist);
+                    assert_eq!(hist, want_hist, "{isa:?} bytes={bytes} offset={offset}");
+                }
+            }
         }
     }
 
