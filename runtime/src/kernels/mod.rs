@@ -779,6 +779,27 @@ mod tests {
         }
     }
 
+    /// Slot layouts that cannot hold the index bytes (empty slots, an offset past the slot, an
+    /// offset that overflows) are refused with a panic on every ISA, before any read.
+    #[test]
+    fn byte_kernels_refuse_impossible_slot_layouts() {
+        let slots = [0u8; 12];
+        let table = [[1f32; 256]; 2];
+        for (slot_bytes, offset) in [(0, 0), (3, 2), (4, usize::MAX)] {
+            for isa in isas() {
+                let dots = std::panic::catch_unwind(|| {
+                    byte_table_dots(isa, &table, &slots, slot_bytes, offset, &mut [0.0; 4])
+                });
+                assert!(dots.is_err(), "{isa:?} {slot_bytes} {offset}");
+                let sums = std::panic::catch_unwind(|| {
+                    let mut hist = [[0f32; 256]; 2];
+                    byte_histogram(isa, &[1.0; 4], &slots, slot_bytes, offset, &mut hist)
+                });
+                assert!(sums.is_err(), "{isa:?} {slot_bytes} {offset}");
+            }
+        }
+    }
+
     /// Any `Isa` value is safe to pass: one the CPU lacks is lowered to the best it has (on a
     /// CPU without AVX-512, running the AVX-512 kernels would be an illegal instruction).
     #[test]

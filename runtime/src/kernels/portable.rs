@@ -173,7 +173,7 @@ pub fn table_dots<T: IndexCell>(table: &[f32], n: usize, rows: IndexRows<T>, out
 /// slot `i` is `slots[i * slot_bytes..][..slot_bytes]` and `byte_p` its byte `offset + p`
 /// (`table.len()` index bytes per slot). Four running sums per slot, combined as
 /// `(s0 + s1) + (s2 + s3)`. Rows of `out` beyond the whole slots are left as they are. Panics
-/// unless a slot holds its index bytes.
+/// unless a (non-empty) slot holds its index bytes.
 #[inline(always)]
 pub fn byte_table_dots(
     table: &[[f32; 256]],
@@ -184,8 +184,11 @@ pub fn byte_table_dots(
 ) {
     let bytes = table.len();
     assert!(
-        offset + bytes <= slot_bytes,
-        "slots cannot hold the index bytes"
+        slot_bytes > 0
+            && offset
+                .checked_add(bytes)
+                .is_some_and(|end| end <= slot_bytes),
+        "slots of {slot_bytes} bytes cannot hold {bytes} index bytes after {offset}"
     );
     for (o, slot) in out.iter_mut().zip(slots.chunks_exact(slot_bytes)) {
         let ids = &slot[offset..offset + bytes];
@@ -210,7 +213,7 @@ pub fn byte_table_dots(
 
 /// Histogram of weights over whole index bytes: `hist[p][byte_p(slot i)] += w[i]` for every
 /// whole slot `i` in order (slot layout as in [`byte_table_dots`], `hist.len()` index bytes per
-/// slot). Panics unless a slot holds its index bytes.
+/// slot). Panics unless a (non-empty) slot holds its index bytes.
 #[inline(always)]
 pub fn byte_histogram(
     w: &[f32],
@@ -221,8 +224,11 @@ pub fn byte_histogram(
 ) {
     let bytes = hist.len();
     assert!(
-        offset + bytes <= slot_bytes,
-        "slots cannot hold the index bytes"
+        slot_bytes > 0
+            && offset
+                .checked_add(bytes)
+                .is_some_and(|end| end <= slot_bytes),
+        "slots of {slot_bytes} bytes cannot hold {bytes} index bytes after {offset}"
     );
     for (&wi, slot) in w.iter().zip(slots.chunks_exact(slot_bytes)) {
         for (h, &i) in hist.iter_mut().zip(&slot[offset..offset + bytes]) {
