@@ -354,7 +354,7 @@ impl Codec {
         let cw = self.codebook().codewords();
         let (sb, offset) = (self.slot_bytes(), self.config().norm.bytes());
         let levels = self.scalar_levels();
-        let byte_plan = self.byte_plan().filter(|_| plan == SumPlan::Bytes);
+        let byte_plan = (plan == SumPlan::Bytes).then(|| self.byte_plan()).flatten();
         let mut hist = vec![[0f32; 256]; byte_plan.map_or(0, |(b, _)| b.bytes())];
         let mut idx = Vec::new();
         let mut scaled = [0f32; CHUNK];

@@ -15,6 +15,7 @@
 //! (N - 1)`. Table rows and finished coordinates are then 256-long vector operations.
 
 use crate::codec::Codec;
+use crate::kernels::portable::sum_lanes;
 
 /// Fewest slots for which [`Codec::scores`] and [`Codec::weighted_sum`] use the byte plan. Its
 /// fixed cost per call (a query table and a histogram expansion of `256 * d` multiply-adds each,
@@ -85,9 +86,12 @@ impl BytePlan {
         self.bytes
     }
 
-    /// Blocks held by index byte `p` (`per`, or fewer in a last, partly padded byte).
-    fn blocks_in(&self, p: usize) -> usize {
-        self.per.min(self.blocks - p * self.per)
+    /// The rotated-domain coordinates of the blocks held by index byte `p` (`per` blocks, or
+    /// fewer in a last, partly padded byte).
+    fn coords(&self, p: usize) -> std::ops::Range<usize> {
+        let first = p * self.per;
+        let blocks = self.per.min(self.blocks - first);
+        first * self.k..(first + blocks) * self.k
     }
 
     /// The expanded codebook: `min(per, blocks) * k` rows of 256, row `t * k + i` being
@@ -111,9 +115,7 @@ impl BytePlan {
     pub(crate) fn score_table(&self, e: &[[f32; 256]], qr: &[f32]) -> Vec<[f32; 256]> {
         let mut table = vec![[0f32; 256]; self.bytes];
         for (p, row) in table.iter_mut().enumerate() {
-            let first = p * self.per * self.k;
-            let q = &qr[first..first + self.blocks_in(p) * self.k];
-            for (&qc, er) in q.iter().zip(e) {
+            for (&qc, er) in qr[self.coords(p)].iter().zip(e) {
                 for (x, &ev) in row.iter_mut().zip(er) {
                     *x += qc * ev;
                 }
@@ -124,25 +126,17 @@ impl BytePlan {
 
     /// Adds the weighted sum that histogram `hist` stands for to `acc` (rotated domain):
     /// `acc[(p * per + t) * k + i] += <H[p], E[t][i]>`, each dot product taken in 8 lanes
-    /// (lane `l` sums the entries `v = l mod 8` in order) then combined pairwise.
+    /// (lane `l` sums the entries `v = l mod 8` in order) then combined by `sum_lanes`.
     pub(crate) fn expand(&self, e: &[[f32; 256]], hist: &[[f32; 256]], acc: &mut [f32]) {
         for (p, h) in hist.iter().enumerate() {
-            let first = p * self.per * self.k;
-            let out = &mut acc[first..first + self.blocks_in(p) * self.k];
-            for (a, er) in out.iter_mut().zip(e) {
+            for (a, er) in acc[self.coords(p)].iter_mut().zip(e) {
                 let mut lanes = [0f32; 8];
                 for (h8, e8) in h.chunks_exact(8).zip(er.chunks_exact(8)) {
                     for l in 0..8 {
                         lanes[l] += h8[l] * e8[l];
                     }
                 }
-                let quads = [
-                    lanes[0] + lanes[4],
-                    lanes[1] + lanes[5],
-                    lanes[2] + lanes[6],
-                    lanes[3] + lanes[7],
-                ];
-                *a += (quads[0] + quads[2]) + (quads[1] + quads[3]);
+                *a += sum_lanes(&lanes);
             }
         }
     }

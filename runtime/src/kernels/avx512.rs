@@ -27,6 +27,16 @@ fn scalar_pair<const BITS: u32>(
     _mm512_permutexvar_ps(idx, levels)
 }
 
+/// The horizontal sum of a 512-bit accumulator whose low and high halves are the even and odd
+/// 8-lane accumulators of the 256-bit kernels, in their order ([`super::x86_64::finish_pair`]).
+#[inline]
+#[target_feature(enable = "avx512f,avx512dq,avx2")]
+fn finish_halves(acc: __m512) -> f32 {
+    let even = _mm512_castps512_ps256(acc);
+    let odd = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(acc)));
+    super::x86_64::finish_pair([even, odd])
+}
+
 /// Per-lane shifts `[0, b, .., 7b, 0, b, .., 7b]` and the index mask.
 #[inline]
 #[target_feature(enable = "avx512f")]
@@ -85,9 +95,7 @@ pub unsafe fn scalar_dots<const BITS: u32>(
             let c = scalar_pair::<BITS>(packed, h, lv, shifts, mask);
             acc = _mm512_add_ps(acc, _mm512_mul_ps(qv, c));
         }
-        let even = _mm512_castps512_ps256(acc);
-        let odd = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(acc)));
-        *o = super::x86_64::finish_pair([even, odd]);
+        *o = finish_halves(acc);
     }
 }
 
@@ -248,23 +256,20 @@ pub unsafe fn pair_dots(
     let mut worst = _mm512_setzero_si512();
     for (o, ids) in out.iter_mut().zip(rows.iter()) {
         let mut acc = _mm512_setzero_ps();
-        for (q32, i16) in q.chunks_exact(32).zip(ids.chunks_exact(16)) {
-            // SAFETY: `i16` holds 16 u32 and `q32` 32 floats.
-            let (idx, qa, qb) = unsafe {
+        for (s, q32) in q.chunks_exact(32).enumerate() {
+            // SAFETY: rows hold `q.len() / 2` indices (the contract), so `16 s + 16` of them for
+            // `s < q.len() / 32`; `q32` holds 32 floats.
+            let ([a, b], qa, qb) = unsafe {
                 (
-                    _mm512_loadu_si512(i16.as_ptr() as *const __m512i),
+                    row_group(ids, s, &mut worst, &tables, ctrl),
                     _mm512_loadu_ps(q32.as_ptr()),
                     _mm512_loadu_ps(q32.as_ptr().add(16)),
                 )
             };
-            worst = _mm512_max_epu32(worst, idx);
-            let [a, b] = pair_group(idx, &tables, ctrl);
             acc = _mm512_add_ps(acc, _mm512_mul_ps(qa, a));
             acc = _mm512_add_ps(acc, _mm512_mul_ps(qb, b));
         }
-        let even = _mm512_castps512_ps256(acc);
-        let odd = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(acc)));
-        *o = super::x86_64::finish_pair([even, odd]);
+        *o = finish_halves(acc);
     }
     check_worst(worst, codewords.len() / 2);
 }

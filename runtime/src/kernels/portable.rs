@@ -169,6 +169,18 @@ pub fn table_dots<T: IndexCell>(table: &[f32], n: usize, rows: IndexRows<T>, out
     }
 }
 
+/// Panics unless non-empty slots of `slot_bytes` bytes hold `bytes` index bytes after `offset`.
+#[inline(always)]
+fn check_byte_layout(slot_bytes: usize, offset: usize, bytes: usize) {
+    assert!(
+        slot_bytes > 0
+            && offset
+                .checked_add(bytes)
+                .is_some_and(|end| end <= slot_bytes),
+        "slots of {slot_bytes} bytes cannot hold {bytes} index bytes after {offset}"
+    );
+}
+
 /// Look-up-table scores over whole index bytes: `out[i] = sum_p table[p][byte_p(slot i)]`, where
 /// slot `i` is `slots[i * slot_bytes..][..slot_bytes]` and `byte_p` its byte `offset + p`
 /// (`table.len()` index bytes per slot). Four running sums per slot, combined as
@@ -183,13 +195,7 @@ pub fn byte_table_dots(
     out: &mut [f32],
 ) {
     let bytes = table.len();
-    assert!(
-        slot_bytes > 0
-            && offset
-                .checked_add(bytes)
-                .is_some_and(|end| end <= slot_bytes),
-        "slots of {slot_bytes} bytes cannot hold {bytes} index bytes after {offset}"
-    );
+    check_byte_layout(slot_bytes, offset, bytes);
     for (o, slot) in out.iter_mut().zip(slots.chunks_exact(slot_bytes)) {
         let ids = &slot[offset..offset + bytes];
         let mut acc = [0f32; 4];
@@ -223,13 +229,7 @@ pub fn byte_histogram(
     hist: &mut [[f32; 256]],
 ) {
     let bytes = hist.len();
-    assert!(
-        slot_bytes > 0
-            && offset
-                .checked_add(bytes)
-                .is_some_and(|end| end <= slot_bytes),
-        "slots of {slot_bytes} bytes cannot hold {bytes} index bytes after {offset}"
-    );
+    check_byte_layout(slot_bytes, offset, bytes);
     for (&wi, slot) in w.iter().zip(slots.chunks_exact(slot_bytes)) {
         for (h, &i) in hist.iter_mut().zip(&slot[offset..offset + bytes]) {
             h[i as usize] += wi;
