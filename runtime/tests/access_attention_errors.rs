@@ -48,10 +48,12 @@ fn scores_and_weighted_sum_equal_decode_then_compute() {
         (128, 8, 4096),
         (96, 3, 64),
         (64, 8, 2),
+        (64, 8, 16),
     ] {
         let codec = Codec::new(CodecConfig::new(d, k, n)).unwrap();
-        // Few keys (direct dot products) and many keys (look-up table): both paths.
-        for count in [3usize, 700] {
+        // Few keys (direct dot products), many keys (look-up table) and a long call (the byte
+        // plan for whole-byte indices): every path.
+        for count in [3usize, 700, 1500] {
             let x = gaussian_rows(count, d, 11);
             let slots = encode_rows(&codec, &x);
             let mut dec = vec![0f32; x.len()];
@@ -246,6 +248,47 @@ fn out_of_range_index_deep_in_a_long_cache_is_an_error_on_every_index_width() {
                 other => panic!("n={n}: expected CorruptSlot, got {other:?}"),
             }
         }
+    }
+}
+
+#[test]
+fn bad_norms_and_weights_in_a_long_call_are_errors_on_the_byte_plan() {
+    // 1500 slots of whole-byte codes take the byte plan; a NaN or negative norm deep in the
+    // cache is still named, and non-finite queries or weights are refused.
+    for (d, k, n) in [(64, 8, 16), (64, 4, 256), (64, 1, 2)] {
+        let codec = Codec::new(CodecConfig::new(d, k, n)).unwrap();
+        let count = 1500;
+        let mut slots = encode_rows(&codec, &gaussian_rows(count, d, 21));
+        let (mut scores, mut out) = (vec![0f32; count], vec![0f32; d]);
+        let w = vec![1f32 / count as f32; count];
+        codec.scores(&vec![0.5; d], &slots, &mut scores).unwrap();
+        codec.weighted_sum(&w, &slots, &mut out).unwrap();
+        let bad = 1300 * codec.slot_bytes();
+        for norm in [0x7e00u16, 0xbc00] {
+            // fp16 NaN, then -1.0.
+            slots[bad..bad + 2].copy_from_slice(&norm.to_le_bytes());
+            for result in [
+                codec.scores(&vec![0.5; d], &slots, &mut scores),
+                codec.weighted_sum(&w, &slots, &mut out),
+            ] {
+                match result {
+                    Err(Error::CorruptSlot(msg)) => assert!(msg.contains("slot 1300"), "{msg}"),
+                    other => panic!("d={d} k={k} n={n}: expected CorruptSlot, got {other:?}"),
+                }
+            }
+        }
+        let mut q = vec![0.5f32; d];
+        q[3] = f32::NAN;
+        assert_eq!(
+            codec.scores(&q, &slots, &mut scores),
+            Err(Error::NonFinite { index: 3 })
+        );
+        let mut w = w;
+        w[1400] = f32::INFINITY;
+        assert_eq!(
+            codec.weighted_sum(&w, &slots, &mut out),
+            Err(Error::NonFinite { index: 1400 })
+        );
     }
 }
 
