@@ -106,14 +106,10 @@ pub fn parse(bytes: &[u8]) -> Result<CodeFile, String> {
             "the code file was written with another codebook for d={d} k={k} n={n} (checksum differs)"
         ));
     }
-    let config = CodecConfig {
-        dim: d,
-        k,
-        n,
-        rotation,
-        norm,
-        seed,
-    };
+    let config = CodecConfig::new(d, k, n)
+        .with_rotation(rotation)
+        .with_norm(norm)
+        .with_seed(seed);
     let codec = Codec::new(config).map_err(|e| e.to_string())?;
     let body = &bytes[HEADER_BYTES..];
     if Some(body.len()) != rows.checked_mul(codec.slot_bytes()) {

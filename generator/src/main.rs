@@ -382,14 +382,10 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 NormArg::F16 => NormFormat::F16,
                 NormArg::F32 => NormFormat::F32,
             };
-            let config = CodecConfig {
-                dim,
-                k,
-                n,
-                rotation,
-                norm,
-                seed,
-            };
+            let config = CodecConfig::new(dim, k, n)
+                .with_rotation(rotation)
+                .with_norm(norm)
+                .with_seed(seed);
             let codec = Codec::new(config).map_err(|e| e.to_string())?;
             let bytes = std::fs::read(&input)
                 .map_err(|e| format!("cannot read {}: {e}", input.display()))?;

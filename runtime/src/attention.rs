@@ -257,7 +257,8 @@ impl Codec {
         out: &mut [f32],
     ) -> Result<()> {
         let (k, n, blocks) = (self.config().k, self.config().n, self.blocks());
-        let cw = self.codebook().codewords();
+        let half = self.half_codebook();
+        let cw = half.map_or(self.codebook().codewords(), |h| h.widened);
         let (sb, offset) = (self.slot_bytes(), self.config().norm.bytes());
         let table = if plan == ScorePlan::Table {
             let mut table = vec![0f32; blocks * n];
@@ -300,6 +301,8 @@ impl Codec {
                         ($rows:expr) => {
                             if plan == ScorePlan::Table {
                                 kernels::table_dots(isa, &table, n, $rows, oc)
+                            } else if let Some(h) = half {
+                                kernels::gather_dots_half(isa, k, qr, h, $rows, oc)
                             } else {
                                 kernels::gather_dots(isa, k, qr, cw, $rows, oc)
                             }
@@ -351,6 +354,7 @@ impl Codec {
         acc: &mut [f32],
     ) -> Result<()> {
         let k = self.config().k;
+        let half = self.half_codebook();
         let cw = self.codebook().codewords();
         let (sb, offset) = (self.slot_bytes(), self.config().norm.bytes());
         let levels = self.scalar_levels();
@@ -382,10 +386,22 @@ impl Codec {
                     acc,
                 );
             } else {
-                self.with_indices(isa, sc, c * CHUNK, &mut idx, &mut |ids| match ids {
-                    Indices::U8(r) => kernels::gather_accumulate(isa, k, scaled, cw, r, acc),
-                    Indices::U16(r) => kernels::gather_accumulate(isa, k, scaled, cw, r, acc),
-                    Indices::U32(r) => kernels::gather_accumulate(isa, k, scaled, cw, r, acc),
+                self.with_indices(isa, sc, c * CHUNK, &mut idx, &mut |ids| {
+                    macro_rules! run {
+                        ($rows:expr) => {
+                            match half {
+                                Some(h) => {
+                                    kernels::gather_accumulate_half(isa, k, scaled, h, $rows, acc)
+                                }
+                                None => kernels::gather_accumulate(isa, k, scaled, cw, $rows, acc),
+                            }
+                        };
+                    }
+                    match ids {
+                        Indices::U8(r) => run!(r),
+                        Indices::U16(r) => run!(r),
+                        Indices::U32(r) => run!(r),
+                    }
                 })?;
             }
         }
@@ -399,7 +415,7 @@ impl Codec {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::CodecConfig;
+    use crate::codec::{AttentionCodebook, CodecConfig};
     use crate::rng::Xoshiro256;
     use crate::Codebook;
     use std::sync::Arc;
@@ -459,13 +475,16 @@ mod tests {
             (128, 4, 4096),
             (64, 8, 16),
             (128, 8, 256),
+            (64, 4, 65536),
+            (64, 8, 65536),
         ] {
             let codec = Codec::new(CodecConfig::new(d, k, n)).unwrap();
             check_every_plan_and_isa(&codec, &mut rng);
         }
     }
 
-    /// The same for custom codebooks: 17-bit indices (the generic unpacker), `d = 24` (three
+    /// The same for custom codebooks: 17-bit indices (the generic unpacker), 1 MiB of `k = 8`
+    /// codewords (the f16 copy, 16-bit indices checked against `N`), `d = 24` (three
     /// 8-lane groups: an odd group left over after the pairs), and `k = 2` with 40 codewords
     /// (held in AVX-512 registers with zero padding, indices checked against `N`), and byte
     /// plans whose last index byte is partly padding (1 and 2 bits), or holds all the blocks.
@@ -474,6 +493,7 @@ mod tests {
         let mut rng = Xoshiro256::new(13);
         for (d, k, n, bits) in [
             (16, 2, (1 << 16) + 5, 17),
+            (24, 8, (1 << 15) + 3, 16),
             (24, 4, 300, 9),
             (24, 8, 16, 4),
             (64, 2, 40, 6),
@@ -608,8 +628,71 @@ mod tests {
         }
     }
 
+    /// The f16 copy of a large codebook moves scores and rotated-domain sums by at most the
+    /// rounding of the codewords (relative 2^-11, or 2^-25 absolute for values that round to a
+    /// subnormal half) plus both computations' f32 rounding; `AttentionCodebook::F32` keeps the
+    /// f32 codebook. The copy is really read: the results differ.
+    #[test]
+    fn the_f16_codebook_copy_stays_within_its_rounding_of_the_f32_codebook() {
+        let mut rng = Xoshiro256::new(17);
+        let (d, k, n, count) = (64, 8, 65536, 1500);
+        let half = Codec::new(CodecConfig::new(d, k, n)).unwrap();
+        let config = CodecConfig::new(d, k, n).with_attention_codebook(AttentionCodebook::F32);
+        let full = Codec::new(config).unwrap();
+        assert!(half.half_codebook().is_some() && full.half_codebook().is_none());
+        let x: Vec<f32> = (0..count * d).map(|_| rng.next_gaussian() as f32).collect();
+        let mut slots = vec![0u8; count * half.slot_bytes()];
+        half.encode_batch(&x, &mut slots).unwrap();
+        let q: Vec<f32> = (0..d).map(|_| rng.next_gaussian() as f32).collect();
+        let w: Vec<f32> = (0..count).map(|_| rng.next_open01() as f32).collect();
+        let (mut a, mut b) = (vec![0f32; count], vec![0f32; count]);
+        half.scores(&q, &slots, &mut a).unwrap();
+        full.scores(&q, &slots, &mut b).unwrap();
+        let isa = kernels::detect();
+        let (mut acc_a, mut acc_b) = (vec![0f32; d], vec![0f32; d]);
+        half.weighted_sum_rotated(isa, SumPlan::Gather, &w, &slots, &mut acc_a)
+            .unwrap();
+        full.weighted_sum_rotated(isa, SumPlan::Gather, &w, &slots, &mut acc_b)
+            .unwrap();
+        assert!(a != b && acc_a != acc_b, "the f16 copy was not read");
+
+        let mut qr = vec![0f32; d];
+        half.rotation().apply(&q, &mut qr);
+        let q_l1: f64 = qr.iter().map(|v| v.abs() as f64).sum();
+        let (eps, unit) = (f32::EPSILON as f64, 2f64.powi(-11));
+        let (mut acc_terms, mut weight_norms) = (vec![0f64; d], 0f64);
+        let mut xr = vec![0f32; d];
+        for (i, slot) in slots.chunks_exact(half.slot_bytes()).enumerate() {
+            let norm = half.decode_rotated(slot, &mut xr).unwrap() as f64;
+            let terms: f64 = qr.iter().zip(&xr).map(|(p, v)| (p * v).abs() as f64).sum();
+            let tol =
+                (unit + 2.0 * (d + 4) as f64 * eps) * 1.001 * terms + 2f64.powi(-25) * norm * q_l1;
+            assert!(
+                (a[i] as f64 - b[i] as f64).abs() <= tol,
+                "slot {i}: {} vs {}",
+                a[i],
+                b[i]
+            );
+            weight_norms += w[i] as f64 * norm;
+            for (t, v) in acc_terms.iter_mut().zip(&xr) {
+                *t += (w[i] * v).abs() as f64;
+            }
+        }
+        for j in 0..d {
+            let tol = (unit + 2.0 * (count + 2) as f64 * eps) * 1.001 * acc_terms[j]
+                + 2f64.powi(-25) * weight_norms;
+            assert!(
+                (acc_a[j] as f64 - acc_b[j] as f64).abs() <= tol,
+                "coordinate {j}: {} vs {}",
+                acc_a[j],
+                acc_b[j]
+            );
+        }
+    }
+
     /// Every plan and ISA on `codec` against the portable gather kernels (bit for bit) and an
-    /// f64 reference from decoded slots (within the forward error bound).
+    /// f64 reference from decoded slots (within the forward error bound), decoded from the
+    /// codebook copy attention reads (the f16-rounded one for large codebooks).
     fn check_every_plan_and_isa(codec: &Codec, rng: &mut Xoshiro256) {
         let (d, k, n) = (codec.dim(), codec.config().k, codec.config().n);
         let count = 300; // more than two chunks, with a remainder
@@ -633,8 +716,14 @@ mod tests {
         let mut exact = vec![0f64; count];
         let mut bound = vec![0f64; count];
         let mut xr = vec![0f32; d];
+        let codewords = codec.half_codebook().map(|h| h.widened);
+        assert_eq!(
+            codewords.is_some(),
+            n * k * 4 >= crate::codec::HALF_CODEBOOK_FROM_BYTES,
+            "d={d} k={k} n={n}: f16 copy where the f32 codebook takes 1 MiB or more"
+        );
         for (i, slot) in slots.chunks_exact(codec.slot_bytes()).enumerate() {
-            codec.decode_rotated(slot, &mut xr).unwrap();
+            codec.reconstruct_rotated(slot, &mut xr, codewords).unwrap();
             exact[i] = qr.iter().zip(&xr).map(|(a, b)| *a as f64 * *b as f64).sum();
             bound[i] = qr
                 .iter()

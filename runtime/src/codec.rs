@@ -39,6 +39,32 @@ impl NormFormat {
     }
 }
 
+/// Which copy of the codebook attention on codes ([`Codec::scores`], [`Codec::weighted_sum`])
+/// reads. Encoding and [`Codec::decode`] always use the f32 codebook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum AttentionCodebook {
+    /// The codebook rounded to f16 where the f32 one takes at least [`HALF_CODEBOOK_FROM_BYTES`]
+    /// (for the registry: the `N = 65536` codebooks, 1 and 2 MiB, as large as a whole L2 cache;
+    /// in f16 they leave room for the streamed slots), the f32 codebook otherwise. Rounding moves each codeword value by at most 2^-11 of itself, the same
+    /// relative error as the default f16 norm ([`NormFormat::F16`]) and far below the code's
+    /// own quantization error; results are still bit-identical across CPUs.
+    #[default]
+    HalfWhereLarge,
+    /// Always the f32 codebook: scores and sums equal the decoded vectors' within f32 rounding.
+    F32,
+}
+
+/// [`AttentionCodebook::HalfWhereLarge`] reads an f16 copy of codebooks whose f32 codewords take
+/// at least this many bytes (1 MiB). Measured with `fibquant-gen bench --sections attention`
+/// (d = 64, 32768 keys), three alternating runs each, speed against fp16 attention with the f32
+/// codebook, then with the f16 copy:
+/// - H200 host (Xeon, 2 MiB L2 per core): `k = 8`, `N = 65536` (2 MiB) 0.96x-1.17x, then
+///   1.40x-1.64x; `k = 4`, `N = 65536` (1 MiB) 1.09x-1.17x, then 0.83x-1.08x (within the
+///   host's noise); `k = 4`, `N = 4096` (64 KiB) unchanged, so it keeps the f32 codebook;
+/// - AMD EPYC dev machine (512 KiB L2 per core): `k = 8`, `N = 65536` 0.60x-0.72x, then
+///   0.63x-0.94x; `k = 4`, `N = 65536` 0.47x-0.51x, then 0.55x-0.68x.
+pub const HALF_CODEBOOK_FROM_BYTES: usize = 1 << 20;
+
 /// Default rotation seed (shared by every layer, head and token).
 pub const DEFAULT_SEED: u64 = 0x4669_6251_7561_6e74; // "FibQuant"
 
@@ -57,6 +83,8 @@ pub struct CodecConfig {
     pub norm: NormFormat,
     /// Seed of the rotation.
     pub seed: u64,
+    /// Which codebook copy attention on codes reads.
+    pub attention_codebook: AttentionCodebook,
 }
 
 impl CodecConfig {
@@ -70,6 +98,7 @@ impl CodecConfig {
             rotation: RotationKind::Auto,
             norm: NormFormat::F16,
             seed: DEFAULT_SEED,
+            attention_codebook: AttentionCodebook::HalfWhereLarge,
         }
     }
 
@@ -97,6 +126,12 @@ impl CodecConfig {
         self.seed = seed;
         self
     }
+
+    /// Same configuration with another choice of codebook copy for attention.
+    pub fn with_attention_codebook(mut self, choice: AttentionCodebook) -> Self {
+        self.attention_codebook = choice;
+        self
+    }
 }
 
 /// A FibQuant codec for one `(d, k, N)`, rotation and norm format. Immutable after construction:
@@ -111,6 +146,21 @@ pub struct Codec {
     slot_bytes: usize,
     /// The byte plan's expanded codebook (`crate::byte_tables`), built on first use.
     byte_codebook: LazyByteCodebook,
+    /// The codebook rounded to f16, built on first use where attention reads it.
+    half_codebook: LazyHalfCodebook,
+}
+
+/// The f16 copy of the codebook ([`AttentionCodebook`]): the half bits and the same values
+/// widened to f32. Built on first use and shared by clones; derived data, so `Debug` shows only
+/// its size.
+#[derive(Clone, Default)]
+struct LazyHalfCodebook(std::sync::OnceLock<Arc<(Vec<u16>, Vec<f32>)>>);
+
+impl std::fmt::Debug for LazyHalfCodebook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let values = self.0.get().map_or(0, |h| h.0.len());
+        write!(f, "LazyHalfCodebook({values} values)")
+    }
 }
 
 /// The expanded codebook of [`Codec::byte_plan`], built on first use and shared by clones;
@@ -174,6 +224,7 @@ impl Codec {
             blocks,
             slot_bytes,
             byte_codebook: LazyByteCodebook::default(),
+            half_codebook: LazyHalfCodebook::default(),
         })
     }
 
@@ -186,6 +237,32 @@ impl Codec {
             .0
             .get_or_init(|| Arc::new(plan.expanded(self.codebook.codewords())));
         Some((plan, e.as_slice()))
+    }
+
+    /// The f16 copy of the codebook that attention reads, if [`AttentionCodebook`] asks for
+    /// one for this codebook (built on first use).
+    pub(crate) fn half_codebook(&self) -> Option<crate::kernels::HalfCodebook<'_>> {
+        let large = std::mem::size_of_val(self.codebook.codewords()) >= HALF_CODEBOOK_FROM_BYTES;
+        if self.config.attention_codebook != AttentionCodebook::HalfWhereLarge || !large {
+            return None;
+        }
+        let h = self.half_codebook.0.get_or_init(|| {
+            let halves: Vec<u16> = self
+                .codebook
+                .codewords()
+                .iter()
+                .map(|&v| crate::fp16::f32_to_f16_bits(v))
+                .collect();
+            let widened = halves
+                .iter()
+                .map(|&h| crate::fp16::f16_bits_to_f32(h))
+                .collect();
+            Arc::new((halves, widened))
+        });
+        Some(crate::kernels::HalfCodebook {
+            halves: &h.0,
+            widened: &h.1,
+        })
     }
 
     /// The configuration.
@@ -358,13 +435,24 @@ impl Codec {
     /// Decodes a slot into the rotated domain: `out = norm * concat(C[idx_j])` (length `d`).
     /// Returns the norm.
     pub fn decode_rotated(&self, slot: &[u8], out: &mut [f32]) -> Result<f32> {
+        self.reconstruct_rotated(slot, out, None)
+    }
+
+    /// [`decode_rotated`](Self::decode_rotated) from `codewords` (a copy of the codebook, such
+    /// as the f16-rounded one attention reads) or, for `None`, the codebook.
+    pub(crate) fn reconstruct_rotated(
+        &self,
+        slot: &[u8],
+        out: &mut [f32],
+        codewords: Option<&[f32]>,
+    ) -> Result<f32> {
         check_len("slot", self.slot_bytes, slot.len())?;
         check_len("output vector", self.config.dim, out.len())?;
         let mut indices = [0u32; MAX_DIM];
         let indices = &mut indices[..self.blocks];
         let norm = self.read_slot_unchecked_len(slot, indices)?;
         let k = self.config.k;
-        let cw = self.codebook.codewords();
+        let cw = codewords.unwrap_or(self.codebook.codewords());
         for (block, &i) in out.chunks_exact_mut(k).zip(indices.iter()) {
             let c = &cw[i as usize * k..(i as usize + 1) * k];
             for (o, c) in block.iter_mut().zip(c) {

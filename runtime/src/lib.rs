@@ -50,7 +50,7 @@ pub mod rotation;
 
 pub use attention::WEIGHT_FLUSH;
 pub use codebook::Codebook;
-pub use codec::{Codec, CodecConfig, NormFormat};
+pub use codec::{AttentionCodebook, Codec, CodecConfig, NormFormat, HALF_CODEBOOK_FROM_BYTES};
 pub use error::{Error, Result};
 pub use rotation::RotationKind;
 

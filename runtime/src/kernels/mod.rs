@@ -345,7 +345,7 @@ fn gather_dots_fixed<const K: usize, T: IndexCell>(
         // SAFETY: the caller's `isa` went through `usable`, so `Isa::Avx2` and up mean that AVX2
         // and F16C were detected on this CPU.
         Isa::Avx2 | Isa::Avx512 if has_codeword_kernel(isa, K, q.len()) => unsafe {
-            x86_64::codeword_dots_avx2::<K, T>(q, codewords, rows, out)
+            x86_64::codeword_dots_avx2::<K, T, &[f32]>(q, codewords, rows, out)
         },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
@@ -398,7 +398,7 @@ fn gather_accumulate_fixed<const K: usize, T: IndexCell>(
         // SAFETY: the caller's `isa` went through `usable`, so `Isa::Avx2` and up mean that AVX2
         // and F16C were detected on this CPU.
         Isa::Avx2 | Isa::Avx512 if has_codeword_kernel(isa, K, acc.len()) => unsafe {
-            x86_64::codeword_accumulate_avx2::<K, T>(w, codewords, rows, acc)
+            x86_64::codeword_accumulate_avx2::<K, T, &[f32]>(w, codewords, rows, acc)
         },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
@@ -407,6 +407,66 @@ fn gather_accumulate_fixed<const K: usize, T: IndexCell>(
         },
         _ => portable::gather_accumulate::<K, T>(w, codewords, k, rows, acc),
     }
+}
+
+/// A codebook rounded to f16: the half bits (read by the AVX2 kernels) and the same values as
+/// f32 (read by the portable ones; the conversion is exact, so both give the same results).
+#[derive(Debug, Clone, Copy)]
+pub struct HalfCodebook<'a> {
+    /// The f16 bits of every codeword value.
+    pub halves: &'a [u16],
+    /// The same values widened to f32.
+    pub widened: &'a [f32],
+}
+
+/// [`gather_dots`] on a codebook rounded to f16: the AVX2 whole-codeword kernel converts the
+/// halves on load (F16C); elsewhere [`gather_dots`] runs on the widened copy. Same results.
+pub fn gather_dots_half<T: IndexCell>(
+    isa: Isa,
+    k: usize,
+    q: &[f32],
+    codebook: HalfCodebook<'_>,
+    rows: IndexRows<T>,
+    out: &mut [f32],
+) {
+    let isa = usable(isa);
+    #[cfg(target_arch = "x86_64")]
+    if has_codeword_kernel(isa, k, q.len()) {
+        let half = x86_64::HalfCodewords(codebook.halves);
+        // SAFETY: `has_codeword_kernel` means `isa` is AVX2 or AVX-512, which `usable` confirmed
+        // this CPU has (with F16C), and checked `k` and `d % 8 == 0`.
+        match k {
+            2 => return unsafe { x86_64::codeword_dots_avx2::<2, T, _>(q, half, rows, out) },
+            4 => return unsafe { x86_64::codeword_dots_avx2::<4, T, _>(q, half, rows, out) },
+            8 => return unsafe { x86_64::codeword_dots_avx2::<8, T, _>(q, half, rows, out) },
+            _ => {}
+        }
+    }
+    gather_dots(isa, k, q, codebook.widened, rows, out)
+}
+
+/// [`gather_accumulate`] on a codebook rounded to f16 (as [`gather_dots_half`]).
+pub fn gather_accumulate_half<T: IndexCell>(
+    isa: Isa,
+    k: usize,
+    w: &[f32],
+    codebook: HalfCodebook<'_>,
+    rows: IndexRows<T>,
+    acc: &mut [f32],
+) {
+    let isa = usable(isa);
+    #[cfg(target_arch = "x86_64")]
+    if has_codeword_kernel(isa, k, acc.len()) {
+        let half = x86_64::HalfCodewords(codebook.halves);
+        // SAFETY: as in `gather_dots_half`.
+        match k {
+            2 => return unsafe { x86_64::codeword_accumulate_avx2::<2, T, _>(w, half, rows, acc) },
+            4 => return unsafe { x86_64::codeword_accumulate_avx2::<4, T, _>(w, half, rows, acc) },
+            8 => return unsafe { x86_64::codeword_accumulate_avx2::<8, T, _>(w, half, rows, acc) },
+            _ => {}
+        }
+    }
+    gather_accumulate(isa, k, w, codebook.widened, rows, acc)
 }
 
 /// Whether [`gather_dots`] and [`gather_accumulate`] use whole-register codeword products on
@@ -705,6 +765,85 @@ mod tests {
                         gather_accumulate(isa, 2, &w, &codewords, rows, &mut acc);
                         assert_eq!(acc, want_acc, "{isa:?} d={d} n={n} count={count}");
                     }
+                }
+            }
+        }
+    }
+
+    /// The f16-codebook kernels on every ISA, for `k` = 1, 2, 3, 4 and 8 (the whole-codeword
+    /// AVX2 kernels for 2, 4 and 8, the portable ones on the widened copy otherwise), `d` with
+    /// and without a 16-float remainder, against the portable gather kernels on the widened
+    /// codebook: bit for bit (the conversion is exact). An index out of range panics.
+    #[test]
+    fn every_half_codebook_path_matches_portable_on_the_widened_codebook() {
+        let mut rng = Xoshiro256::new(23);
+        for k in [1, 2, 3, 4, 8] {
+            for d in [24, 64] {
+                if d % k != 0 {
+                    continue;
+                }
+                let n = 300;
+                let halves: Vec<u16> = (0..n * k)
+                    .map(|_| crate::fp16::f32_to_f16_bits(rng.next_gaussian() as f32 * 0.3))
+                    .collect();
+                let widened: Vec<f32> = halves
+                    .iter()
+                    .map(|&h| crate::fp16::f16_bits_to_f32(h))
+                    .collect();
+                let codebook = HalfCodebook {
+                    halves: &halves,
+                    widened: &widened,
+                };
+                let q: Vec<f32> = (0..d).map(|_| rng.next_gaussian() as f32).collect();
+                let (count, blocks) = (11, d / k);
+                let w: Vec<f32> = (0..count).map(|_| rng.next_gaussian() as f32).collect();
+                let ids: Vec<u32> = (0..count * blocks)
+                    .map(|_| (rng.next_u64() % n as u64) as u32)
+                    .collect();
+                let ids16: Vec<[u8; 2]> = ids.iter().map(|&i| (i as u16).to_le_bytes()).collect();
+                let rows = IndexRows {
+                    data: &ids[..],
+                    stride: blocks,
+                    offset: 0,
+                    blocks,
+                };
+                let rows16 = IndexRows {
+                    data: &ids16[..],
+                    stride: blocks,
+                    offset: 0,
+                    blocks,
+                };
+                let mut want = vec![0f32; count];
+                gather_dots(Isa::Portable, k, &q, &widened, rows, &mut want);
+                let mut want_acc = q.clone();
+                gather_accumulate(Isa::Portable, k, &w, &widened, rows, &mut want_acc);
+                for isa in isas() {
+                    let what = format!("{isa:?} k={k} d={d}");
+                    let mut got = vec![0f32; count];
+                    gather_dots_half(isa, k, &q, codebook, rows, &mut got);
+                    assert_eq!(got, want, "{what}");
+                    gather_dots_half(isa, k, &q, codebook, rows16, &mut got);
+                    assert_eq!(got, want, "{what}, 16-bit cells");
+                    let mut acc = q.clone();
+                    gather_accumulate_half(isa, k, &w, codebook, rows, &mut acc);
+                    assert_eq!(acc, want_acc, "{what}");
+                    let mut acc = q.clone();
+                    gather_accumulate_half(isa, k, &w, codebook, rows16, &mut acc);
+                    assert_eq!(acc, want_acc, "{what}, 16-bit cells");
+                    let mut bad = ids.clone();
+                    bad[5 * blocks + 1] = n as u32;
+                    let rows = IndexRows {
+                        data: &bad[..],
+                        ..rows
+                    };
+                    let dots = std::panic::catch_unwind(|| {
+                        gather_dots_half(isa, k, &q, codebook, rows, &mut [0.0; 11])
+                    });
+                    assert!(dots.is_err(), "{what}: scores, index out of range");
+                    let sums = std::panic::catch_unwind(|| {
+                        gather_accumulate_half(isa, k, &w, codebook, rows, &mut vec![0.0; d])
+                    });
+                    assert!(sums.is_err(), "{what}: weighted sum, index out of range");
                 }
             }
         }

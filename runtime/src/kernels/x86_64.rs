@@ -467,30 +467,74 @@ pub unsafe fn norms_f16_avx2(slots: &[u8], slot_bytes: usize, out: &mut [f32]) {
     super::portable::norms_f16(groups.remainder(), slot_bytes, eights.into_remainder());
 }
 
-/// Loads the 8 reconstruction values (before the norm) of index group `group` (`8 / K`
-/// consecutive blocks) from codewords of `K = 2`, `4` or `8` floats.
-///
-/// # Safety
-/// AVX2; every index of `group` below `codewords.len() / K`.
-#[inline]
-#[target_feature(enable = "avx2")]
-unsafe fn codeword_group<const K: usize, T: IndexCell>(codewords: &[f32], group: &[T]) -> __m256 {
-    let p = codewords.as_ptr();
-    // SAFETY: the caller checked the indices, so each codeword's K floats are in bounds.
-    unsafe {
-        if K == 8 {
-            _mm256_loadu_ps(p.add(group[0].index() * 8))
-        } else if K == 2 {
-            let pair = |a: usize, b: usize| {
-                let lo = _mm_load_sd(p.add(group[a].index() * 2) as *const f64);
-                _mm_castpd_ps(_mm_loadh_pd(lo, p.add(group[b].index() * 2) as *const f64))
+/// A codebook as the whole-register codeword kernels read it: f32 values, or the same values
+/// rounded to f16 (half the cache footprint; converted exactly on load with F16C).
+pub trait Codewords: Copy {
+    /// Number of codewords of `k` values.
+    fn count(self, k: usize) -> usize;
+    /// Loads the 8 reconstruction values (before the norm) of index group `group` (`8 / K`
+    /// consecutive blocks) from codewords of `K = 2`, `4` or `8` values.
+    ///
+    /// # Safety
+    /// AVX2 and F16C; every index of `group` below `self.count(K)`.
+    unsafe fn group<const K: usize, T: IndexCell>(self, group: &[T]) -> __m256;
+}
+
+impl Codewords for &[f32] {
+    #[inline(always)]
+    fn count(self, k: usize) -> usize {
+        self.len() / k
+    }
+    #[inline(always)]
+    unsafe fn group<const K: usize, T: IndexCell>(self, group: &[T]) -> __m256 {
+        let p = self.as_ptr();
+        // SAFETY: the caller checked the indices, so each codeword's K floats are in bounds, and
+        // that the CPU has AVX2.
+        unsafe {
+            if K == 8 {
+                _mm256_loadu_ps(p.add(group[0].index() * 8))
+            } else if K == 2 {
+                let pair = |a: usize, b: usize| {
+                    let lo = _mm_load_sd(p.add(group[a].index() * 2) as *const f64);
+                    _mm_castpd_ps(_mm_loadh_pd(lo, p.add(group[b].index() * 2) as *const f64))
+                };
+                _mm256_set_m128(pair(2, 3), pair(0, 1))
+            } else {
+                _mm256_set_m128(
+                    _mm_loadu_ps(p.add(group[1].index() * 4)),
+                    _mm_loadu_ps(p.add(group[0].index() * 4)),
+                )
+            }
+        }
+    }
+}
+
+/// A codebook rounded to f16 (the bits of each value).
+#[derive(Debug, Clone, Copy)]
+pub struct HalfCodewords<'a>(pub &'a [u16]);
+
+impl Codewords for HalfCodewords<'_> {
+    #[inline(always)]
+    fn count(self, k: usize) -> usize {
+        self.0.len() / k
+    }
+    #[inline(always)]
+    unsafe fn group<const K: usize, T: IndexCell>(self, group: &[T]) -> __m256 {
+        let p = self.0.as_ptr();
+        // SAFETY: the caller checked the indices, so each codeword's K halves are in bounds, and
+        // that the CPU has AVX2 and F16C.
+        unsafe {
+            let halves = if K == 8 {
+                _mm_loadu_si128(p.add(group[0].index() * 8) as *const __m128i)
+            } else if K == 4 {
+                let lo = _mm_loadl_epi64(p.add(group[0].index() * 4) as *const __m128i);
+                let hi = (p.add(group[1].index() * 4) as *const i64).read_unaligned();
+                _mm_insert_epi64::<1>(lo, hi)
+            } else {
+                let w = |a: usize| (p.add(group[a].index() * 2) as *const i32).read_unaligned();
+                _mm_setr_epi32(w(0), w(1), w(2), w(3))
             };
-            _mm256_set_m128(pair(2, 3), pair(0, 1))
-        } else {
-            _mm256_set_m128(
-                _mm_loadu_ps(p.add(group[1].index() * 4)),
-                _mm_loadu_ps(p.add(group[0].index() * 4)),
-            )
+            _mm256_cvtph_ps(halves)
         }
     }
 }
@@ -500,15 +544,15 @@ unsafe fn codeword_group<const K: usize, T: IndexCell>(codewords: &[f32], group:
 ///
 /// # Safety
 /// AVX2; `K` is 2, 4 or 8 and `q.len()` a multiple of 8.
-#[target_feature(enable = "avx2")]
-pub unsafe fn codeword_dots_avx2<const K: usize, T: IndexCell>(
+#[target_feature(enable = "avx2,f16c")]
+pub unsafe fn codeword_dots_avx2<const K: usize, T: IndexCell, C: Codewords>(
     q: &[f32],
-    codewords: &[f32],
+    codewords: C,
     rows: IndexRows<T>,
     out: &mut [f32],
 ) {
     debug_assert!((K == 2 || K == 4 || K == 8) && q.len().is_multiple_of(8));
-    let n = codewords.len() / K;
+    let n = codewords.count(K);
     for (o, ids) in out.iter_mut().zip(rows.iter()) {
         super::portable::check_row(ids, n);
         let per = 8 / K;
@@ -518,8 +562,8 @@ pub unsafe fn codeword_dots_avx2<const K: usize, T: IndexCell>(
         for (q16, group) in q16.by_ref().zip(g16.by_ref()) {
             // SAFETY: `check_row` bounded every index; `q16` holds 16 floats.
             unsafe {
-                let c0 = codeword_group::<K, T>(codewords, &group[..per]);
-                let c1 = codeword_group::<K, T>(codewords, &group[per..]);
+                let c0 = codewords.group::<K, T>(&group[..per]);
+                let c1 = codewords.group::<K, T>(&group[per..]);
                 even = _mm256_add_ps(even, _mm256_mul_ps(_mm256_loadu_ps(q16.as_ptr()), c0));
                 odd = _mm256_add_ps(odd, _mm256_mul_ps(_mm256_loadu_ps(q16.as_ptr().add(8)), c1));
             }
@@ -527,7 +571,7 @@ pub unsafe fn codeword_dots_avx2<const K: usize, T: IndexCell>(
         if q16.remainder().len() == 8 {
             // SAFETY: as above; the remainder holds 8 floats and `per` indices.
             unsafe {
-                let c = codeword_group::<K, T>(codewords, &g16.remainder()[..per]);
+                let c = codewords.group::<K, T>(&g16.remainder()[..per]);
                 let p = _mm256_mul_ps(_mm256_loadu_ps(q16.remainder().as_ptr()), c);
                 even = _mm256_add_ps(even, p);
             }
@@ -541,15 +585,15 @@ pub unsafe fn codeword_dots_avx2<const K: usize, T: IndexCell>(
 ///
 /// # Safety
 /// AVX2; `K` is 2, 4 or 8 and `acc.len()` a multiple of 8.
-#[target_feature(enable = "avx2")]
-pub unsafe fn codeword_accumulate_avx2<const K: usize, T: IndexCell>(
+#[target_feature(enable = "avx2,f16c")]
+pub unsafe fn codeword_accumulate_avx2<const K: usize, T: IndexCell, C: Codewords>(
     w: &[f32],
-    codewords: &[f32],
+    codewords: C,
     rows: IndexRows<T>,
     acc: &mut [f32],
 ) {
     debug_assert!((K == 2 || K == 4 || K == 8) && acc.len().is_multiple_of(8));
-    let n = codewords.len() / K;
+    let n = codewords.count(K);
     let per = 8 / K;
     let mut w4 = w.chunks_exact(4);
     let mut it = rows.iter();
@@ -571,10 +615,10 @@ pub unsafe fn codeword_accumulate_avx2<const K: usize, T: IndexCell>(
             let r = g * per..(g + 1) * per;
             // SAFETY: indices checked above; `a8` holds 8 floats.
             unsafe {
-                let c0 = codeword_group::<K, T>(codewords, &i0[r.clone()]);
-                let c1 = codeword_group::<K, T>(codewords, &i1[r.clone()]);
-                let c2 = codeword_group::<K, T>(codewords, &i2[r.clone()]);
-                let c3 = codeword_group::<K, T>(codewords, &i3[r]);
+                let c0 = codewords.group::<K, T>(&i0[r.clone()]);
+                let c1 = codewords.group::<K, T>(&i1[r.clone()]);
+                let c2 = codewords.group::<K, T>(&i2[r.clone()]);
+                let c3 = codewords.group::<K, T>(&i3[r]);
                 let s01 = _mm256_add_ps(_mm256_mul_ps(w0, c0), _mm256_mul_ps(w1, c1));
                 let s23 = _mm256_add_ps(_mm256_mul_ps(w2, c2), _mm256_mul_ps(w3, c3));
                 let a = _mm256_loadu_ps(a8.as_ptr());
@@ -588,7 +632,7 @@ pub unsafe fn codeword_accumulate_avx2<const K: usize, T: IndexCell>(
         for (g, a8) in acc.chunks_exact_mut(8).enumerate() {
             // SAFETY: as above.
             unsafe {
-                let c = codeword_group::<K, T>(codewords, &ids[g * per..(g + 1) * per]);
+                let c = codewords.group::<K, T>(&ids[g * per..(g + 1) * per]);
                 let a = _mm256_loadu_ps(a8.as_ptr());
                 _mm256_storeu_ps(a8.as_mut_ptr(), _mm256_add_ps(a, _mm256_mul_ps(wv, c)));
             }
