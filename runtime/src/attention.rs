@@ -231,7 +231,10 @@ impl Codec {
     /// so a slot's score can differ in the last bits between calls of different lengths. Every
     /// plan is within float rounding of the exact dot product and gives the same result on
     /// every ISA, but which plan runs can depend on the CPU (the portable build prefers a look-up
-    /// table where AVX2 multiplies whole codewords).
+    /// table where AVX2 multiplies whole codewords). Codebooks of 1 MiB or more are read from
+    /// an f16 copy unless the config asks for [`crate::AttentionCodebook::F32`]: the exact dot
+    /// product is then the one with the rounded codewords, within `2^-11 sum |q_i x_i|` of the
+    /// decoded vector's.
     pub fn scores(&self, q: &[f32], slots: &[u8], out: &mut [f32]) -> Result<()> {
         let d = self.dim();
         check_len("query", d, q.len())?;
@@ -327,7 +330,8 @@ impl Codec {
     /// `out.len() = d`. Terms with `|weights[i] * norm_i|` below [`WEIGHT_FLUSH`] (`2^-100`) are
     /// dropped, so that underflowing softmax weights never hit the slow subnormal paths. As with
     /// [`scores`](Self::scores), long calls may take another summation order (a histogram of
-    /// weights per index byte) than short ones.
+    /// weights per index byte) than short ones, and codebooks of 1 MiB or more are read from
+    /// their f16 copy (see [`crate::AttentionCodebook`]).
     pub fn weighted_sum(&self, weights: &[f32], slots: &[u8], out: &mut [f32]) -> Result<()> {
         let d = self.dim();
         let count = self.slot_count(slots)?;
