@@ -658,6 +658,51 @@ pub fn fast_encoder(s: &Settings) -> Vec<Value> {
     out
 }
 
+/// The exact ball-pruned search (`runtime/src/balls.rs`, what `Codebook::nearest` uses for
+/// `k <= 4` codebooks with neither a grid nor an inverted file) against the exhaustive scan on
+/// the same source blocks: ns per block, and whether every answer was the same.
+pub fn exact_search(s: &Settings) -> Vec<Value> {
+    use crate::source::{Method, Source};
+    let mut out = Vec::new();
+    let blocks_n = (s.vectors * 4).max(4096);
+    for (d, k, n) in [
+        (64usize, 4usize, 2048usize),
+        (64, 4, 4096),
+        (128, 4, 2048),
+        (128, 4, 4096),
+    ] {
+        let Ok(cb) = registry::codebook(d, k, n) else {
+            continue;
+        };
+        let Some(balls) = cb.balls() else {
+            continue;
+        };
+        let blocks = Source::new(d, k)
+            .unwrap()
+            .sample(Method::RadiusDirection, blocks_n, 99);
+        let (mut exact, mut indexed) = (vec![0u32; blocks_n], vec![0u32; blocks_n]);
+        let t_exact = time(s.repeats.min(3), || {
+            for (o, x) in exact.iter_mut().zip(blocks.chunks_exact(k)) {
+                *o = cb.nearest_exhaustive(x);
+            }
+            black_box(&exact);
+        });
+        let t_balls = time(s.repeats.min(3), || {
+            for (o, x) in indexed.iter_mut().zip(blocks.chunks_exact(k)) {
+                *o = cb.nearest(x);
+            }
+            black_box(&indexed);
+        });
+        out.push(json!({
+            "section": "exact search", "dim": d, "k": k, "n": n, "cells": balls.cells(),
+            "exhaustive_ns_per_block": t_exact * 1e9 / blocks_n as f64,
+            "balls_ns_per_block": t_balls * 1e9 / blocks_n as f64, "speedup": t_exact / t_balls,
+            "identical": exact == indexed,
+        }));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -31,6 +31,9 @@ pub fn markdown(report: &Map<String, Value>) -> String {
     if let Some(Value::Array(rows)) = report.get("fast_encoder") {
         fast_encoder_table(&mut out, rows);
     }
+    if let Some(Value::Array(rows)) = report.get("exact_search") {
+        exact_search_table(&mut out, rows);
+    }
     if let Some(Value::Array(rows)) = report.get("attention") {
         attention_table(&mut out, rows);
     }
@@ -184,6 +187,34 @@ fn codec_tables(out: &mut String, rows: &[Value]) {
             ),
             None => writeln!(out, "- d={d} b={b}: no code: NOT met"),
         };
+    }
+    out.push('\n');
+}
+
+fn exact_search_table(out: &mut String, rows: &[Value]) {
+    let _ = writeln!(
+        out,
+        "**Exact search** (ball-pruned cells, `runtime/src/balls.rs`; the default for these \
+         codebooks) against the exhaustive scan on the same source blocks (ns per block):\n"
+    );
+    let _ = writeln!(
+        out,
+        "| d | k | N | cells | exhaustive ns | ball search ns | speedup | same answers |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {:.0} | {:.0} | {:.1}x | {} |",
+            r["dim"],
+            r["k"],
+            r["n"],
+            r["cells"],
+            f(&r["exhaustive_ns_per_block"]),
+            f(&r["balls_ns_per_block"]),
+            f(&r["speedup"]),
+            if r["identical"] == true { "all" } else { "NO" }
+        );
     }
     out.push('\n');
 }

@@ -784,6 +784,28 @@ fn run_bench(
             }
         }
         report.insert("fast_encoder".into(), json!(rows));
+        let rows = bench::exact_search(s);
+        if !json {
+            println!("\n## exact ball-pruned search vs exhaustive search, same source blocks, single thread");
+            println!(
+                "{:>4} {:>2} {:>6} {:>6} {:>14} {:>10} {:>8} {:>10}",
+                "d", "k", "N", "cells", "exhaustive ns", "balls ns", "speedup", "identical"
+            );
+            for r in &rows {
+                println!(
+                    "{:>4} {:>2} {:>6} {:>6} {:>14.0} {:>10.0} {:>7.1}x {:>10}",
+                    r["dim"].as_u64().unwrap(),
+                    r["k"].as_u64().unwrap(),
+                    r["n"].as_u64().unwrap(),
+                    r["cells"].as_u64().unwrap(),
+                    r["exhaustive_ns_per_block"].as_f64().unwrap(),
+                    r["balls_ns_per_block"].as_f64().unwrap(),
+                    r["speedup"].as_f64().unwrap(),
+                    r["identical"]
+                );
+            }
+        }
+        report.insert("exact_search".into(), json!(rows));
     }
     if want("attention") {
         let rows = bench::attention(s, 64);

@@ -100,6 +100,9 @@ pub struct Codebook {
     /// The exact grid search ([`crate::cells`]), built on first use where [`cells_per_dim`]
     /// names a grid.
     cells: LazyCells,
+    /// The exact ball-pruned search ([`crate::balls`]), built on first use where neither a
+    /// grid nor an inverted file applies.
+    balls: LazyBalls,
     /// k = 1 with ascending levels: the midpoints between neighbours. The nearest level of `x`
     /// is the number of midpoints below `x`.
     thresholds: Option<Vec<f32>>,
@@ -139,6 +142,16 @@ struct LazyCells(std::sync::OnceLock<Option<crate::cells::CellIndex>>);
 
 impl PartialEq for LazyCells {
     fn eq(&self, _: &LazyCells) -> bool {
+        true
+    }
+}
+
+/// The lazily built ball index of a [`Codebook`]: derived data, so it takes no part in equality.
+#[derive(Debug, Clone, Default)]
+struct LazyBalls(std::sync::OnceLock<Option<crate::balls::BallIndex>>);
+
+impl PartialEq for LazyBalls {
+    fn eq(&self, _: &LazyBalls) -> bool {
         true
     }
 }
@@ -293,6 +306,7 @@ impl Codebook {
             index,
             ivf,
             cells: LazyCells::default(),
+            balls: LazyBalls::default(),
             thresholds,
             header: None,
         })
@@ -415,9 +429,37 @@ impl Codebook {
             Some(ivf) => ivf.nearest(block).0,
             None => match self.cells().and_then(|c| c.nearest(block)) {
                 Some(i) => i,
-                None => self.index.nearest(block).0,
+                None => self.nearest_scored(block).0,
             },
         }
+    }
+
+    /// The exhaustive answer and its score `||c||^2 - 2 <x, c>`, through the ball index where
+    /// there is one (same answer, fewer codewords scored).
+    #[inline]
+    fn nearest_scored(&self, block: &[f32]) -> (u32, f32) {
+        match self.balls().and_then(|b| b.nearest(block)) {
+            Some(found) => found,
+            None => self.index.nearest(block),
+        }
+    }
+
+    /// The exact ball-pruned search ([`crate::balls::BallIndex`]), built on first call, for
+    /// codebooks with neither a grid ([`cells`](Self::cells)) nor an inverted file nor scalar
+    /// thresholds, where [`BallIndex::new`](crate::balls::BallIndex::new) offers one (`k <= 4`).
+    pub fn balls(&self) -> Option<&crate::balls::BallIndex> {
+        self.balls
+            .0
+            .get_or_init(|| {
+                let other =
+                    self.ivf.is_some() || self.thresholds.is_some() || self.cells().is_some();
+                if other {
+                    None
+                } else {
+                    crate::balls::BallIndex::new(&self.codewords, self.k)
+                }
+            })
+            .as_ref()
     }
 
     /// [`nearest`](Self::nearest) of every block of `blocks` (`k` values each) into `out` (one
@@ -494,7 +536,7 @@ impl Codebook {
                 (i, c * c - 2.0 * block[0] * c)
             }
             (Some(ivf), None) => ivf.nearest(block),
-            (None, None) => self.index.nearest(block),
+            (None, None) => self.nearest_scored(block),
         };
         let bsq: f32 = block.iter().map(|v| v * v).sum();
         (i, (bsq + score).max(0.0))

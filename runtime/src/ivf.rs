@@ -20,13 +20,57 @@ pub struct IvfIndex {
     isa: Isa,
 }
 
+/// The codewords of one cell, in the lane layout of [`SearchIndex`] with their original indices.
 #[derive(Debug, Clone, PartialEq)]
-struct Cell {
+pub(crate) struct Cell {
     /// Codewords of the cell in lane layout (padding has infinite norm).
     lanes: Vec<f32>,
     norms: Vec<f32>,
     /// Original index of each codeword of the cell (padding: `u32::MAX`).
     ids: Vec<u32>,
+}
+
+impl Cell {
+    /// The cell of codewords `ids` (ascending) of `codewords` (`k` values each). Squared norms
+    /// are computed as [`SearchIndex`] computes them, so scores are the same bit for bit.
+    pub(crate) fn new(codewords: &[f32], k: usize, ids: &[u32]) -> Cell {
+        let groups = ids.len().div_ceil(LANES).max(1);
+        let mut lanes = vec![0f32; groups * k * LANES];
+        let mut norms = vec![f32::INFINITY; groups * LANES];
+        let mut padded = vec![u32::MAX; groups * LANES];
+        for (slot, &id) in ids.iter().enumerate() {
+            let (g, l) = (slot / LANES, slot % LANES);
+            let cw = &codewords[id as usize * k..(id as usize + 1) * k];
+            for (j, &v) in cw.iter().enumerate() {
+                lanes[(g * k + j) * LANES + l] = v;
+            }
+            norms[slot] = cw.iter().map(|v| v * v).sum();
+            padded[slot] = id;
+        }
+        Cell {
+            lanes,
+            norms,
+            ids: padded,
+        }
+    }
+
+    /// The lane-grouped coordinates, squared norms and indices (padding: `u32::MAX`).
+    pub(crate) fn into_parts(self) -> (Vec<f32>, Vec<f32>, Vec<u32>) {
+        (self.lanes, self.norms, self.ids)
+    }
+
+    /// Lowers `best` (a score `||c||^2 - 2 <x, c>` and an index) to the lowest `(score, index)`
+    /// pair among `best` and the cell's codewords (NaN scores never win).
+    #[inline]
+    pub(crate) fn scan(&self, isa: Isa, k: usize, x: &[f32], best: &mut (f32, u32)) {
+        let (s, g) = kernels::nearest_lanes(isa, &self.lanes, &self.norms, k, x);
+        for l in 0..LANES {
+            let id = self.ids[g[l] as usize * LANES + l];
+            if id != u32::MAX && (s[l] < best.0 || (s[l] == best.0 && id < best.1)) {
+                *best = (s[l], id);
+            }
+        }
+    }
 }
 
 /// Largest number of cells.
@@ -53,61 +97,15 @@ impl IvfIndex {
     pub fn new(codewords: &[f32], k: usize, cells: usize, probes: usize) -> IvfIndex {
         let n = codewords.len() / k;
         let c = cells.clamp(1, n.min(MAX_CELLS));
-        // Deterministic k-means on the codewords: start from every (n / c)-th codeword.
-        let mut cent: Vec<f32> = (0..c)
-            .flat_map(|i| codewords[(i * n / c) * k..(i * n / c + 1) * k].to_vec())
-            .collect();
-        let mut assign = vec![0u32; n];
-        for _ in 0..12 {
-            let index = SearchIndex::new(&cent, k);
-            let mut sums = vec![0f64; c * k];
-            let mut counts = vec![0usize; c];
-            for (i, x) in codewords.chunks_exact(k).enumerate() {
-                let a = index.nearest(x).0 as usize;
-                assign[i] = a as u32;
-                counts[a] += 1;
-                for (s, v) in sums[a * k..(a + 1) * k].iter_mut().zip(x) {
-                    *s += *v as f64;
-                }
-            }
-            for j in 0..c {
-                if counts[j] > 0 {
-                    for t in 0..k {
-                        cent[j * k + t] = (sums[j * k + t] / counts[j] as f64) as f32;
-                    }
-                }
-            }
-        }
+        let (cent, assign) = kmeans(codewords, k, c);
         let index = SearchIndex::new(&cent, k);
-        for (i, x) in codewords.chunks_exact(k).enumerate() {
-            assign[i] = index.nearest(x).0;
-        }
         let mut members: Vec<Vec<u32>> = vec![Vec::new(); c];
         for (i, &a) in assign.iter().enumerate() {
             members[a as usize].push(i as u32);
         }
         let cells = members
             .into_iter()
-            .map(|ids| {
-                let groups = ids.len().div_ceil(LANES).max(1);
-                let mut lanes = vec![0f32; groups * k * LANES];
-                let mut norms = vec![f32::INFINITY; groups * LANES];
-                let mut padded = vec![u32::MAX; groups * LANES];
-                for (slot, &id) in ids.iter().enumerate() {
-                    let (g, l) = (slot / LANES, slot % LANES);
-                    let cw = &codewords[id as usize * k..(id as usize + 1) * k];
-                    for (j, &v) in cw.iter().enumerate() {
-                        lanes[(g * k + j) * LANES + l] = v;
-                    }
-                    norms[slot] = cw.iter().map(|v| v * v).sum();
-                    padded[slot] = id;
-                }
-                Cell {
-                    lanes,
-                    norms,
-                    ids: padded,
-                }
-            })
+            .map(|ids| Cell::new(codewords, k, &ids))
             .collect();
         IvfIndex {
             k,
@@ -147,21 +145,51 @@ impl IvfIndex {
                 best[pos] = (s, cell as u32);
             }
         }
-        let mut best_s = f32::INFINITY;
-        let mut best_i = u32::MAX;
+        let mut found = (f32::INFINITY, u32::MAX);
         for &(_, cell) in &best[..p] {
-            let cell = &self.cells[cell as usize];
-            let (s, g) = kernels::nearest_lanes(self.isa, &cell.lanes, &cell.norms, self.k, x);
-            for l in 0..LANES {
-                let id = cell.ids[g[l] as usize * LANES + l];
-                if id != u32::MAX && (s[l] < best_s || (s[l] == best_s && id < best_i)) {
-                    best_s = s[l];
-                    best_i = id;
+            self.cells[cell as usize].scan(self.isa, self.k, x, &mut found);
+        }
+        let (best_s, best_i) = found;
+        (if best_i == u32::MAX { 0 } else { best_i }, best_s)
+    }
+}
+
+/// Deterministic k-means of `codewords` (`k` values each) into `c` clusters: 12 Lloyd
+/// iterations from every `(n / c)`-th codeword. Returns the centroids (`c * k` values) and each
+/// codeword's cluster (its nearest centroid, lowest index on ties). Shared by the inverted file
+/// and the exact ball index ([`crate::balls`]): changing it changes the cells of both (and so
+/// the bytes of the generator's `N = 65536` codebooks).
+pub(crate) fn kmeans(codewords: &[f32], k: usize, c: usize) -> (Vec<f32>, Vec<u32>) {
+    let n = codewords.len() / k;
+    let mut cent: Vec<f32> = (0..c)
+        .flat_map(|i| codewords[(i * n / c) * k..(i * n / c + 1) * k].to_vec())
+        .collect();
+    let mut assign = vec![0u32; n];
+    for _ in 0..12 {
+        let index = SearchIndex::new(&cent, k);
+        let mut sums = vec![0f64; c * k];
+        let mut counts = vec![0usize; c];
+        for (i, x) in codewords.chunks_exact(k).enumerate() {
+            let a = index.nearest(x).0 as usize;
+            assign[i] = a as u32;
+            counts[a] += 1;
+            for (s, v) in sums[a * k..(a + 1) * k].iter_mut().zip(x) {
+                *s += *v as f64;
+            }
+        }
+        for j in 0..c {
+            if counts[j] > 0 {
+                for t in 0..k {
+                    cent[j * k + t] = (sums[j * k + t] / counts[j] as f64) as f32;
                 }
             }
         }
-        (if best_i == u32::MAX { 0 } else { best_i }, best_s)
     }
+    let index = SearchIndex::new(&cent, k);
+    for (i, x) in codewords.chunks_exact(k).enumerate() {
+        assign[i] = index.nearest(x).0;
+    }
+    (cent, assign)
 }
 
 #[cfg(test)]

@@ -35,6 +35,7 @@
 #![deny(missing_docs)]
 
 mod attention;
+pub mod balls;
 mod byte_tables;
 pub mod cells;
 pub mod codebook;

@@ -113,6 +113,62 @@ pub fn nearest_lanes(
     }
 }
 
+pub use portable::{IdLanes, LaneBest};
+
+/// Updates `best` with the candidates in groups `ranges` of a lane-grouped list with ids (see
+/// [`portable::nearest_ids`]): afterwards each lane holds its lowest `(score, id)` pair.
+/// `list.lanes.len()` must be `groups * k * LANES`, `list.norms.len()` and `list.ids.len()`
+/// `groups * LANES`; a range past `groups` panics.
+#[inline]
+pub fn nearest_ids(
+    isa: Isa,
+    list: IdLanes<'_>,
+    k: usize,
+    x: &[f32],
+    ranges: &[(u32, u32)],
+    best: &mut LaneBest,
+) {
+    let isa = usable(isa);
+    #[cfg(target_arch = "x86_64")]
+    if matches!(isa, Isa::Avx2 | Isa::Avx512) {
+        macro_rules! fixed {
+            ($k:literal) => {
+                // SAFETY: the caller's `isa` went through `usable`, so AVX2 was detected.
+                unsafe { x86_64::nearest_ids_fixed_avx2::<$k>(list, x, ranges, best) }
+            };
+        }
+        match k {
+            2 => return fixed!(2),
+            3 => return fixed!(3),
+            4 => return fixed!(4),
+            _ => {}
+        }
+    }
+    portable::nearest_ids(list, k, x, ranges, best)
+}
+
+/// The balls a query may reach (see [`portable::ball_marks`]), as a bit set over at most 256
+/// balls.
+#[inline]
+pub fn ball_marks(
+    isa: Isa,
+    scores: &[f32],
+    radii: &[f64],
+    x_sq: f64,
+    err: f64,
+    t: f64,
+    scale: f64,
+) -> [u64; 4] {
+    match usable(isa) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `usable` confirmed AVX2 on this CPU.
+        Isa::Avx2 | Isa::Avx512 => unsafe {
+            x86_64::ball_marks_avx2(scores, radii, x_sq, err, t, scale)
+        },
+        _ => portable::ball_marks(scores, radii, x_sq, err, t, scale),
+    }
+}
+
 pub use portable::{CellGrid, OUTSIDE};
 
 /// Nearest codeword of every `k`-coordinate block of `blocks` through a grid of candidate lists
@@ -148,7 +204,15 @@ pub fn lane_scores(isa: Isa, lanes: &[f32], norms: &[f32], k: usize, x: &[f32], 
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the caller's `isa` went through `usable`, so `Isa::Avx2` and up mean that AVX2
         // and F16C were detected on this CPU.
-        Isa::Avx2 | Isa::Avx512 => unsafe { x86_64::lane_scores_avx2(lanes, norms, k, x, out) },
+        Isa::Avx2 | Isa::Avx512 => unsafe {
+            match k {
+                2 => x86_64::lane_scores_fixed_avx2::<2>(lanes, norms, x, out),
+                3 => x86_64::lane_scores_fixed_avx2::<3>(lanes, norms, x, out),
+                4 => x86_64::lane_scores_fixed_avx2::<4>(lanes, norms, x, out),
+                8 => x86_64::lane_scores_fixed_avx2::<8>(lanes, norms, x, out),
+                _ => x86_64::lane_scores_avx2(lanes, norms, k, x, out),
+            }
+        },
         _ => portable::lane_scores(lanes, norms, k, x, out),
     }
 }
@@ -694,6 +758,119 @@ mod tests {
                             "{isa:?} k={k} period={period} groups={groups}"
                         );
                     }
+                }
+            }
+        }
+    }
+
+    /// The ranged `(score, id)` scan on every ISA against the portable one, bit for bit: `k` = 2,
+    /// 3 and 4 (specialized) and 1 (portable everywhere), ranges of odd and even lengths, empty
+    /// and repeated, a running best carried in, duplicated codewords (equal scores, the lower
+    /// id must win) and padding (infinite norm, id `u32::MAX`); and against a direct
+    /// lexicographic minimum.
+    #[test]
+    fn every_ranged_id_scan_path_is_bit_identical_to_portable() {
+        let mut rng = Xoshiro256::new(29);
+        for k in [1, 2, 3, 4] {
+            let groups = 9;
+            let mut lanes: Vec<f32> = (0..groups * k * 8)
+                .map(|_| rng.next_gaussian() as f32)
+                .collect();
+            // Group 4 repeats group 1 (ties), with higher ids below.
+            let (head, tail) = lanes.split_at_mut(4 * k * 8);
+            tail[..k * 8].copy_from_slice(&head[k * 8..2 * k * 8]);
+            let mut norms: Vec<f32> = (0..groups * 8)
+                .map(|i| {
+                    (0..k)
+                        .map(|j| lanes[((i / 8) * k + j) * 8 + i % 8].powi(2))
+                        .sum()
+                })
+                .collect();
+            let mut ids: Vec<u32> = (0..groups as u32 * 8).map(|i| 1000 - i).collect();
+            for i in 64..72 {
+                norms[i] = f32::INFINITY;
+                ids[i] = u32::MAX;
+            }
+            let x: Vec<f32> = (0..k).map(|_| rng.next_gaussian() as f32).collect();
+            let list = IdLanes {
+                lanes: &lanes,
+                norms: &norms,
+                ids: &ids,
+            };
+            for ranges in [
+                vec![(0u32, 9u32)],
+                vec![(1, 2), (4, 5)],
+                vec![(3, 3), (0, 3), (5, 8), (2, 3)],
+                vec![(8, 9), (0, 1), (1, 4)],
+            ] {
+                let start = LaneBest {
+                    scores: [0.5; 8],
+                    ids: [7; 8],
+                };
+                for carried in [LaneBest::default(), start] {
+                    let mut want = carried;
+                    portable::nearest_ids(list, k, &x, &ranges, &mut want);
+                    // Direct lexicographic minimum per lane.
+                    for l in 0..8 {
+                        let mut b = (carried.scores[l], carried.ids[l]);
+                        for &(s0, e0) in &ranges {
+                            for g in s0 as usize..e0 as usize {
+                                let mut acc = 0f32;
+                                for (j, &xj) in x.iter().enumerate() {
+                                    acc += xj * lanes[(g * k + j) * 8 + l];
+                                }
+                                let s = norms[g * 8 + l] - 2.0 * acc;
+                                let id = ids[g * 8 + l];
+                                if s < b.0 || (s == b.0 && id < b.1) {
+                                    b = (s, id);
+                                }
+                            }
+                        }
+                        assert_eq!((want.scores[l], want.ids[l]), b, "k={k} lane {l}");
+                    }
+                    for isa in isas() {
+                        let mut got = carried;
+                        nearest_ids(isa, list, k, &x, &ranges, &mut got);
+                        assert_eq!(got, want, "{isa:?} k={k} {ranges:?}");
+                    }
+                }
+            }
+            for isa in isas() {
+                let past = std::panic::catch_unwind(|| {
+                    let mut b = LaneBest::default();
+                    nearest_ids(isa, list, k, &x, &[(8, 10)], &mut b)
+                });
+                assert!(
+                    past.is_err(),
+                    "{isa:?} k={k}: a range past the groups must panic"
+                );
+            }
+        }
+    }
+
+    /// The ball marks on every ISA equal the portable ones, for ball counts across the 4-wide
+    /// steps and the 64-bit words (with values on both sides of the test and exactly on it).
+    #[test]
+    fn every_ball_mark_path_matches_portable() {
+        let mut rng = Xoshiro256::new(37);
+        for n in [0, 1, 3, 4, 5, 63, 64, 65, 130, 256] {
+            let scores: Vec<f32> = (0..n).map(|_| rng.next_gaussian() as f32).collect();
+            let radii: Vec<f64> = (0..n).map(|_| rng.next_open01() * 0.5).collect();
+            for (x_sq, t) in [(1.0, 0.3), (0.2, 0.0), (4.0, 1.5)] {
+                let want = portable::ball_marks(&scores, &radii, x_sq, 1e-7, t, 1.0 + 1e-12);
+                // Direct: bit j set exactly where the test holds.
+                for j in 0..n {
+                    let r = radii[j] + t;
+                    let inside = (x_sq + scores[j] as f64) - 1e-7 <= (r * r) * (1.0 + 1e-12);
+                    assert_eq!(want[j / 64] >> (j % 64) & 1 == 1, inside, "n={n} j={j}");
+                }
+                assert!(
+                    n == 256 || want[n / 64] >> (n % 64) == 0,
+                    "no bits past n={n}"
+                );
+                for isa in isas() {
+                    let got = ball_marks(isa, &scores, &radii, x_sq, 1e-7, t, 1.0 + 1e-12);
+                    assert_eq!(got, want, "{isa:?} n={n}");
                 }
             }
         }

@@ -29,6 +29,109 @@ pub fn nearest_lanes(lanes: &[f32], norms: &[f32], k: usize, x: &[f32]) -> ([f32
     (best, best_group)
 }
 
+/// The running per-lane minimum of [`nearest_ids`]: each lane's lowest `(score, id)` pair so
+/// far (`+inf` and `u32::MAX` before any candidate).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LaneBest {
+    /// Each lane's best score.
+    pub scores: [f32; LANES],
+    /// The id of each lane's best candidate.
+    pub ids: [u32; LANES],
+}
+
+impl Default for LaneBest {
+    fn default() -> LaneBest {
+        LaneBest {
+            scores: [f32::INFINITY; LANES],
+            ids: [u32::MAX; LANES],
+        }
+    }
+}
+
+impl LaneBest {
+    /// The lowest `(score, id)` pair over the lanes (NaN scores never win): `(+inf,
+    /// u32::MAX)` if no lane found a candidate.
+    pub fn lowest(&self) -> (f32, u32) {
+        let mut best = (f32::INFINITY, u32::MAX);
+        for (&s, &i) in self.scores.iter().zip(&self.ids) {
+            if s < best.0 || (s == best.0 && i < best.1) {
+                best = (s, i);
+            }
+        }
+        best
+    }
+}
+
+/// Codewords in the lane layout of [`nearest_lanes`] with an id per codeword: group `g` holds
+/// coordinates `lanes[g * k * LANES..][..k * LANES]`, squared norms `norms[g * LANES..][..LANES]`
+/// and ids `ids[g * LANES..][..LANES]`.
+#[derive(Debug, Clone, Copy)]
+pub struct IdLanes<'a> {
+    /// Coordinates, `k` rows of [`LANES`] per group.
+    pub lanes: &'a [f32],
+    /// Squared norms (padding: `+inf`).
+    pub norms: &'a [f32],
+    /// Ids (padding: `u32::MAX`).
+    pub ids: &'a [u32],
+}
+
+/// Updates `best` with the candidates in groups `ranges` (each `start..end`, in groups of
+/// [`LANES`]) of `list`: codeword `g * LANES + l` has id `ids[g * LANES + l]` and score `||c||^2 - 2 <x, c>` (the operations of [`nearest_lanes`], in
+/// its order, so the same score bit for bit). A candidate replaces a lane's best when its
+/// score is lower, or equal with a lower id: the result is each lane's lowest `(score, id)`
+/// pair, whatever the order of the ranges and groups.
+#[inline]
+pub fn nearest_ids(
+    list: IdLanes<'_>,
+    k: usize,
+    x: &[f32],
+    ranges: &[(u32, u32)],
+    best: &mut LaneBest,
+) {
+    let IdLanes { lanes, norms, ids } = list;
+    for &(start, end) in ranges {
+        for g in start as usize..end as usize {
+            let cg = &lanes[g * k * LANES..(g + 1) * k * LANES];
+            let (ng, ig) = (&norms[g * LANES..][..LANES], &ids[g * LANES..][..LANES]);
+            let mut acc = [0f32; LANES];
+            for (j, &xj) in x.iter().enumerate().take(k) {
+                let row = &cg[j * LANES..(j + 1) * LANES];
+                for l in 0..LANES {
+                    acc[l] += xj * row[l];
+                }
+            }
+            for l in 0..LANES {
+                let s = ng[l] - 2.0 * acc[l];
+                let (b, bi) = (best.scores[l], best.ids[l]);
+                let better = s < b || (s == b && ig[l] < bi);
+                best.scores[l] = if better { s } else { b };
+                best.ids[l] = if better { ig[l] } else { bi };
+            }
+        }
+    }
+}
+
+/// Marks the balls a query may reach: bit `j` of the result (word `j / 64`) is set when
+/// `(x_sq + scores[j]) - err <= ((radii[j] + t) * (radii[j] + t)) * scale`, computed in f64 in
+/// that order (the skip test of [`crate::balls`]). At most 256 balls.
+#[inline]
+pub fn ball_marks(
+    scores: &[f32],
+    radii: &[f64],
+    x_sq: f64,
+    err: f64,
+    t: f64,
+    scale: f64,
+) -> [u64; 4] {
+    let mut marks = [0u64; 4];
+    for (j, (&s, &radius)) in scores.iter().zip(radii).enumerate().take(256) {
+        let dist_sq = (x_sq + s as f64) - err;
+        let r = radius + t;
+        marks[j / 64] |= u64::from(dist_sq <= (r * r) * scale) << (j % 64);
+    }
+    marks
+}
+
 /// Scores `||c||^2 - 2 <x, c>` of every codeword of a lane-grouped layout into `out` (one per
 /// codeword, in index order; `out.len()` may stop short of the padding). Per codeword the same
 /// operations as [`nearest_lanes`], in the same order.

@@ -131,6 +131,174 @@ pub unsafe fn nearest_lanes_fixed_avx2<const K: usize>(
     (out_s, out_g)
 }
 
+/// [`super::portable::nearest_ids`] for a block size `K` known at compile time, with two
+/// running minima (groups alternate between them) merged at the end: each lane's lowest
+/// `(score, id)` pair does not depend on the order, so the result is the portable kernel's bit
+/// for bit.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[target_feature(enable = "avx2")]
+pub unsafe fn nearest_ids_fixed_avx2<const K: usize>(
+    list: super::portable::IdLanes<'_>,
+    x: &[f32],
+    ranges: &[(u32, u32)],
+    best: &mut super::portable::LaneBest,
+) {
+    let super::portable::IdLanes { lanes, norms, ids } = list;
+    let groups = norms.len() / 8;
+    assert!(lanes.len() >= groups * K * 8 && ids.len() >= groups * 8 && x.len() >= K);
+    let mut xs = [_mm256_setzero_ps(); K];
+    for (v, &xj) in xs.iter_mut().zip(x) {
+        *v = _mm256_set1_ps(xj);
+    }
+    let two = _mm256_set1_ps(2.0);
+    // Unsigned comparison of ids through a signed one on biased values.
+    let bias = _mm256_set1_epi32(i32::MIN);
+    // `b` takes `(s, id)` lane by lane where `s < b.0`, or `s == b.0` and `id < b.1`.
+    let merge = |b: &mut (__m256, __m256i), s: __m256, id: __m256i| {
+        let lower_id = _mm256_cmpgt_epi32(_mm256_xor_si256(b.1, bias), _mm256_xor_si256(id, bias));
+        let tie = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_EQ_OQ>(s, b.0));
+        let less = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_LT_OQ>(s, b.0));
+        let better = _mm256_or_si256(less, _mm256_and_si256(tie, lower_id));
+        b.0 = _mm256_blendv_ps(b.0, s, _mm256_castsi256_ps(better));
+        b.1 = _mm256_blendv_epi8(b.1, id, better);
+    };
+    let score = |g: usize| {
+        assert!(g < groups, "group {g} out of range");
+        // SAFETY: group `g < groups` reads floats `g * K * 8 ..` of `lanes` and `g * 8 ..` of
+        // `norms` and `ids`, within the lengths asserted above.
+        unsafe {
+            let mut acc = _mm256_setzero_ps();
+            for (j, xj) in xs.iter().enumerate() {
+                let row = _mm256_loadu_ps(lanes.as_ptr().add((g * K + j) * 8));
+                acc = _mm256_add_ps(acc, _mm256_mul_ps(*xj, row));
+            }
+            let n = _mm256_loadu_ps(norms.as_ptr().add(g * 8));
+            let s = _mm256_sub_ps(n, _mm256_mul_ps(two, acc));
+            let id = _mm256_loadu_si256(ids.as_ptr().add(g * 8) as *const __m256i);
+            (s, id)
+        }
+    };
+    // SAFETY: `LaneBest` holds 8 f32 and 8 u32.
+    let mut even = unsafe {
+        (
+            _mm256_loadu_ps(best.scores.as_ptr()),
+            _mm256_loadu_si256(best.ids.as_ptr() as *const __m256i),
+        )
+    };
+    let mut odd = (_mm256_set1_ps(f32::INFINITY), _mm256_set1_epi32(-1));
+    for &(start, end) in ranges {
+        let (mut g, end) = (start as usize, end as usize);
+        while g + 1 < end {
+            let (s, id) = score(g);
+            merge(&mut even, s, id);
+            let (s, id) = score(g + 1);
+            merge(&mut odd, s, id);
+            g += 2;
+        }
+        if g < end {
+            let (s, id) = score(g);
+            merge(&mut even, s, id);
+        }
+    }
+    merge(&mut even, odd.0, odd.1);
+    // SAFETY: as above.
+    unsafe {
+        _mm256_storeu_ps(best.scores.as_mut_ptr(), even.0);
+        _mm256_storeu_si256(best.ids.as_mut_ptr() as *mut __m256i, even.1);
+    }
+}
+
+/// [`super::portable::ball_marks`], four balls per step in f64 (the same operations in the
+/// same order, so the same marks).
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[target_feature(enable = "avx2")]
+pub unsafe fn ball_marks_avx2(
+    scores: &[f32],
+    radii: &[f64],
+    x_sq: f64,
+    err: f64,
+    t: f64,
+    scale: f64,
+) -> [u64; 4] {
+    let n = scores.len().min(radii.len()).min(256);
+    let (vx, verr, vt, vscale) = (
+        _mm256_set1_pd(x_sq),
+        _mm256_set1_pd(err),
+        _mm256_set1_pd(t),
+        _mm256_set1_pd(scale),
+    );
+    let mut marks = [0u64; 4];
+    let whole = n / 4 * 4;
+    for j in (0..whole).step_by(4) {
+        // SAFETY: `j + 4 <= n`, within both slices.
+        let (s, radius) = unsafe {
+            (
+                _mm256_cvtps_pd(_mm_loadu_ps(scores.as_ptr().add(j))),
+                _mm256_loadu_pd(radii.as_ptr().add(j)),
+            )
+        };
+        let dist_sq = _mm256_sub_pd(_mm256_add_pd(vx, s), verr);
+        let r = _mm256_add_pd(radius, vt);
+        let reach = _mm256_mul_pd(_mm256_mul_pd(r, r), vscale);
+        let bits = _mm256_movemask_pd(_mm256_cmp_pd::<_CMP_LE_OQ>(dist_sq, reach)) as u64;
+        marks[j / 64] |= bits << (j % 64);
+    }
+    if whole < n {
+        let tail =
+            super::portable::ball_marks(&scores[whole..n], &radii[whole..n], x_sq, err, t, scale);
+        // The tail holds fewer than 4 balls, all in word 0 of its own marks.
+        marks[whole / 64] |= tail[0] << (whole % 64);
+    }
+    marks
+}
+
+/// [`super::portable::lane_scores`] for a block size `K` known at compile time, one group of
+/// 8 codewords per step with the query's coordinates broadcast once (bit-identical: the same
+/// operations in the same order).
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[target_feature(enable = "avx2")]
+pub unsafe fn lane_scores_fixed_avx2<const K: usize>(
+    lanes: &[f32],
+    norms: &[f32],
+    x: &[f32],
+    out: &mut [f32],
+) {
+    let groups = out.len().div_ceil(8);
+    assert!(lanes.len() >= groups * K * 8 && norms.len() >= groups * 8 && x.len() >= K);
+    let mut xs = [_mm256_setzero_ps(); K];
+    for (v, &xj) in xs.iter_mut().zip(x) {
+        *v = _mm256_set1_ps(xj);
+    }
+    let two = _mm256_set1_ps(2.0);
+    for (g, o) in out.chunks_mut(8).enumerate() {
+        // SAFETY: group `g < groups` reads within the lengths asserted above.
+        let s = unsafe {
+            let mut acc = _mm256_setzero_ps();
+            for (j, xj) in xs.iter().enumerate() {
+                let row = _mm256_loadu_ps(lanes.as_ptr().add((g * K + j) * 8));
+                acc = _mm256_add_ps(acc, _mm256_mul_ps(*xj, row));
+            }
+            let n = _mm256_loadu_ps(norms.as_ptr().add(g * 8));
+            _mm256_sub_ps(n, _mm256_mul_ps(two, acc))
+        };
+        if o.len() == 8 {
+            // SAFETY: `o` holds 8 floats.
+            unsafe { _mm256_storeu_ps(o.as_mut_ptr(), s) };
+        } else {
+            let mut full = [0f32; 8];
+            // SAFETY: `full` holds 8 floats.
+            unsafe { _mm256_storeu_ps(full.as_mut_ptr(), s) };
+            o.copy_from_slice(&full[..o.len()]);
+        }
+    }
+}
+
 /// [`super::portable::lane_scores`] compiled for AVX2 (bit-identical).
 ///
 /// # Safety
