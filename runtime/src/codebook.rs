@@ -111,7 +111,8 @@ pub struct Codebook {
 
 /// Codebooks with at least this many codewords encode through an [`crate::ivf::IvfIndex`]
 /// (approximate search, [`crate::ivf::encoder_probes`] probed cells) by default; smaller ones
-/// search exhaustively. `fibquant-gen bench` measures the MSE this costs against exhaustive
+/// search exactly (a grid, the ball index of [`crate::balls`], or exhaustively). `fibquant-gen
+/// bench` measures the MSE this costs against exhaustive
 /// search (at most 0.01 dB at N = 65536). Not used at N = 4096: there, 4 of 64 cells lost only
 /// 0.008 dB on source samples but raised the perplexity of the real model by 1.0 at b = 3
 /// (46.96 -> 47.97, `fibquant-eval perplexity --k-code 4x4096 --v-code 4x4096`).
