@@ -694,6 +694,34 @@ mod tests {
         }
     }
 
+    /// A large codebook holding a value beyond the f16 range (65504) keeps the f32 codebook for
+    /// attention (the copy would hold an infinity); the same codebook without it gets the copy.
+    #[test]
+    fn a_codebook_beyond_the_f16_range_keeps_f32_for_attention() {
+        let mut rng = Xoshiro256::new(19);
+        let (d, k, n) = (24, 8, (1 << 15) + 3);
+        let mut cw: Vec<f32> = (0..n * k)
+            .map(|_| rng.next_gaussian() as f32 * 0.3)
+            .collect();
+        let codec = |cw: Vec<f32>| {
+            let codebook = Codebook::new(d, k, n, cw).unwrap();
+            Codec::with_codebook(CodecConfig::new(d, k, n), Arc::new(codebook)).unwrap()
+        };
+        assert!(codec(cw.clone()).half_codebook().is_some());
+        cw[5] = 1e5;
+        let big = codec(cw);
+        assert!(big.half_codebook().is_none());
+        let x: Vec<f32> = (0..4 * d).map(|_| rng.next_gaussian() as f32).collect();
+        let mut slots = vec![0u8; 4 * big.slot_bytes()];
+        big.encode_batch(&x, &mut slots).unwrap();
+        // Block 0 of slot 0 (16-bit index after the 2-byte norm) points at codeword 0, whose
+        // coordinate 5 is the 1e5.
+        slots[2..4].fill(0);
+        let mut scores = [0f32; 4];
+        big.scores(&[1.0; 24], &slots, &mut scores).unwrap();
+        assert!(scores.iter().all(|s| s.is_finite()), "{scores:?}");
+    }
+
     /// Every plan and ISA on `codec` against the portable gather kernels (bit for bit) and an
     /// f64 reference from decoded slots (within the forward error bound), decoded from the
     /// codebook copy attention reads (the f16-rounded one for large codebooks).

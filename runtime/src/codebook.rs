@@ -517,8 +517,11 @@ impl Codebook {
     }
 
     /// Replaces (or removes, with `None`) the approximate-search index: `Some(probes)` builds one
-    /// probing that many cells, `None` makes [`nearest`](Self::nearest) exhaustive.
+    /// probing that many cells, `None` makes [`nearest`](Self::nearest) exact (exhaustive, or
+    /// through the ball index of [`crate::balls`] where it applies).
     pub fn set_ivf_probes(&mut self, probes: Option<usize>) {
+        // The ball index is built only without an inverted file: decide again.
+        self.balls = LazyBalls::default();
         self.ivf = probes.map(|p| {
             let cells = ((self.n as f64).sqrt() as usize)
                 .next_power_of_two()

@@ -44,10 +44,13 @@ impl NormFormat {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum AttentionCodebook {
     /// The codebook rounded to f16 where the f32 one takes at least [`HALF_CODEBOOK_FROM_BYTES`]
-    /// (for the registry: the `N = 65536` codebooks, 1 and 2 MiB, as large as a whole L2 cache;
-    /// in f16 they leave room for the streamed slots), the f32 codebook otherwise. Rounding moves each codeword value by at most 2^-11 of itself, the same
-    /// relative error as the default f16 norm ([`NormFormat::F16`]) and far below the code's
-    /// own quantization error; results are still bit-identical across CPUs.
+    /// (for the registry: the `N = 65536` codebooks, 1 and 2 MiB, as large as a whole L2
+    /// cache; in f16 they leave room for the streamed slots) and every value fits the f16 range
+    /// (at most 65504 in magnitude), the f32 codebook otherwise. Rounding moves each codeword
+    /// value by at most 2^-11 of itself (plus 2^-25 for values below 2^-14, which f16 holds as
+    /// subnormals): the same relative error as the default f16 norm ([`NormFormat::F16`]) and
+    /// far below the code's own quantization error. Results are still bit-identical across
+    /// CPUs.
     #[default]
     HalfWhereLarge,
     /// Always the f32 codebook: scores and sums equal the decoded vectors' within f32 rounding.
@@ -59,17 +62,28 @@ pub enum AttentionCodebook {
 /// (d = 64, 32768 keys), three alternating runs each, speed against fp16 attention with the f32
 /// codebook, then with the f16 copy:
 /// - H200 host (Xeon, 2 MiB L2 per core): `k = 8`, `N = 65536` (2 MiB) 0.96x-1.17x, then
-///   1.40x-1.64x; `k = 4`, `N = 65536` (1 MiB) 1.09x-1.17x, then 0.83x-1.08x (within the
-///   host's noise); `k = 4`, `N = 4096` (64 KiB) unchanged, so it keeps the f32 codebook;
+///   1.40x-1.64x; `k = 4`, `N = 65536` (1 MiB) 1.09x-1.17x, then 0.83x-1.08x (the f32 codebook
+///   fits this L2; four later full reports with the copy read 0.92x-1.11x, two before it 0.85x
+///   and 1.04x: no clear difference); `k = 4`, `N = 4096` (64 KiB) unchanged, so it keeps the
+///   f32 codebook;
 /// - AMD EPYC dev machine (512 KiB L2 per core): `k = 8`, `N = 65536` 0.60x-0.72x, then
-///   0.63x-0.94x; `k = 4`, `N = 65536` 0.47x-0.51x, then 0.55x-0.68x.
+///   0.63x-0.94x; `k = 4`, `N = 65536` 0.47x-0.51x, then 0.55x-0.68x. The threshold includes
+///   1 MiB for CPUs with such an L2.
+///
+/// The byte and scalar-code plans never meet the copy: their codebooks (`N <= 256`, `k <=`
+/// [`MAX_DIM`]) stay below 1 MiB.
 pub const HALF_CODEBOOK_FROM_BYTES: usize = 1 << 20;
+
+const _: () = assert!(256 * MAX_DIM * 4 < HALF_CODEBOOK_FROM_BYTES);
 
 /// Default rotation seed (shared by every layer, head and token).
 pub const DEFAULT_SEED: u64 = 0x4669_6251_7561_6e74; // "FibQuant"
 
-/// What a [`Codec`] is built from.
+/// What a [`Codec`] is built from: [`CodecConfig::new`] or [`CodecConfig::preset`], then the
+/// `with_*` methods (the struct is `#[non_exhaustive]`, so that new settings do not break
+/// callers).
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
 pub struct CodecConfig {
     /// Head dimension `d`.
     pub dim: usize,
@@ -154,11 +168,18 @@ pub struct Codec {
 /// widened to f32. Built on first use and shared by clones; derived data, so `Debug` shows only
 /// its size.
 #[derive(Clone, Default)]
-struct LazyHalfCodebook(std::sync::OnceLock<Arc<(Vec<u16>, Vec<f32>)>>);
+struct LazyHalfCodebook(std::sync::OnceLock<Option<Arc<HalfCopy>>>);
+
+/// The f16 bits of every codeword value, and the same values widened to f32.
+type HalfCopy = (Vec<u16>, Vec<f32>);
 
 impl std::fmt::Debug for LazyHalfCodebook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let values = self.0.get().map_or(0, |h| h.0.len());
+        let values = self
+            .0
+            .get()
+            .and_then(|h| h.as_ref())
+            .map_or(0, |h| h.0.len());
         write!(f, "LazyHalfCodebook({values} values)")
     }
 }
@@ -247,19 +268,16 @@ impl Codec {
             return None;
         }
         let h = self.half_codebook.0.get_or_init(|| {
-            let halves: Vec<u16> = self
-                .codebook
-                .codewords()
-                .iter()
-                .map(|&v| crate::fp16::f32_to_f16_bits(v))
-                .collect();
-            let widened = halves
-                .iter()
-                .map(|&h| crate::fp16::f16_bits_to_f32(h))
-                .collect();
-            Arc::new((halves, widened))
+            let cw = self.codebook.codewords();
+            // A value beyond the f16 range would become infinite: such a codebook keeps f32.
+            if cw.iter().any(|v| v.abs() > F16_MAX) {
+                return None;
+            }
+            let halves: Vec<u16> = cw.iter().map(|&v| f32_to_f16_bits(v)).collect();
+            let widened = halves.iter().map(|&h| f16_bits_to_f32(h)).collect();
+            Some(Arc::new((halves, widened)))
         });
-        Some(crate::kernels::HalfCodebook {
+        h.as_ref().map(|h| crate::kernels::HalfCodebook {
             halves: &h.0,
             widened: &h.1,
         })

@@ -144,6 +144,8 @@ pub fn nearest_ids(
             _ => {}
         }
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = isa;
     portable::nearest_ids(list, k, x, ranges, best)
 }
 
@@ -848,14 +850,32 @@ mod tests {
         }
     }
 
-    /// The ball marks on every ISA equal the portable ones, for ball counts across the 4-wide
-    /// steps and the 64-bit words (with values on both sides of the test and exactly on it).
+    /// The ball marks on every ISA equal the portable ones and a direct evaluation, for ball
+    /// counts across the 4-wide steps and the 64-bit words, with values on both sides of the
+    /// test and one exactly on it.
     #[test]
     fn every_ball_mark_path_matches_portable() {
         let mut rng = Xoshiro256::new(37);
         for n in [0, 1, 3, 4, 5, 63, 64, 65, 130, 256] {
             let scores: Vec<f32> = (0..n).map(|_| rng.next_gaussian() as f32).collect();
             let radii: Vec<f64> = (0..n).map(|_| rng.next_open01() * 0.5).collect();
+            let mut scores = scores;
+            let mut radii = radii;
+            if n >= 5 {
+                // Ball 4 exactly on the test: (1 + -0.75) - 0 == (0.5 + 0)^2 * 1 with
+                // x_sq = 1, err = 0, t = 0, scale = 1 (all exact in f64): marked (`<=`).
+                scores[4] = -0.75;
+                radii[4] = 0.5;
+                let on = ball_marks(Isa::Portable, &scores, &radii, 1.0, 0.0, 0.0, 1.0);
+                assert_eq!(
+                    on[0] >> 4 & 1,
+                    1,
+                    "n={n}: a ball exactly on the test is kept"
+                );
+                for isa in isas() {
+                    assert_eq!(ball_marks(isa, &scores, &radii, 1.0, 0.0, 0.0, 1.0), on);
+                }
+            }
             for (x_sq, t) in [(1.0, 0.3), (0.2, 0.0), (4.0, 1.5)] {
                 let want = portable::ball_marks(&scores, &radii, x_sq, 1e-7, t, 1.0 + 1e-12);
                 // Direct: bit j set exactly where the test holds.

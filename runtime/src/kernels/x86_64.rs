@@ -635,9 +635,17 @@ pub unsafe fn norms_f16_avx2(slots: &[u8], slot_bytes: usize, out: &mut [f32]) {
     super::portable::norms_f16(groups.remainder(), slot_bytes, eights.into_remainder());
 }
 
+mod sealed {
+    /// Only this module's codebook views implement [`super::Codewords`]: the kernels trust
+    /// their `count`.
+    pub trait Sealed {}
+    impl Sealed for &[f32] {}
+    impl Sealed for super::HalfCodewords<'_> {}
+}
+
 /// A codebook as the whole-register codeword kernels read it: f32 values, or the same values
-/// rounded to f16 (half the cache footprint; converted exactly on load with F16C).
-pub trait Codewords: Copy {
+/// rounded to f16 (half the cache footprint; converted exactly on load with F16C). Sealed.
+pub trait Codewords: Copy + sealed::Sealed {
     /// Number of codewords of `k` values.
     fn count(self, k: usize) -> usize;
     /// Loads the 8 reconstruction values (before the norm) of index group `group` (`8 / K`
@@ -711,7 +719,7 @@ impl Codewords for HalfCodewords<'_> {
 /// products of whole codewords (bit-identical to the portable kernel: same lanes, same order).
 ///
 /// # Safety
-/// AVX2; `K` is 2, 4 or 8 and `q.len()` a multiple of 8.
+/// AVX2 and F16C; `K` is 2, 4 or 8 and `q.len()` a multiple of 8.
 #[target_feature(enable = "avx2,f16c")]
 pub unsafe fn codeword_dots_avx2<const K: usize, T: IndexCell, C: Codewords>(
     q: &[f32],
@@ -752,7 +760,7 @@ pub unsafe fn codeword_dots_avx2<const K: usize, T: IndexCell, C: Codewords>(
 /// pass over the accumulator (bit-identical to the portable kernel).
 ///
 /// # Safety
-/// AVX2; `K` is 2, 4 or 8 and `acc.len()` a multiple of 8.
+/// AVX2 and F16C; `K` is 2, 4 or 8 and `acc.len()` a multiple of 8.
 #[target_feature(enable = "avx2,f16c")]
 pub unsafe fn codeword_accumulate_avx2<const K: usize, T: IndexCell, C: Codewords>(
     w: &[f32],
