@@ -2,6 +2,25 @@
 
 use crate::codebook::LANES;
 
+/// Scores `||c||^2 - 2 <x, c>` of the 8 codewords of one lane group (`cg`: `k` rows of
+/// [`LANES`] coordinates, `ng`: their squared norms), in the order every search kernel uses:
+/// the products summed from coordinate 0 up, then the norm minus twice the sum.
+#[inline(always)]
+fn group_scores(cg: &[f32], ng: &[f32], k: usize, x: &[f32]) -> [f32; LANES] {
+    let mut acc = [0f32; LANES];
+    for (j, &xj) in x.iter().enumerate().take(k) {
+        let row = &cg[j * LANES..(j + 1) * LANES];
+        for l in 0..LANES {
+            acc[l] += xj * row[l];
+        }
+    }
+    let mut s = [0f32; LANES];
+    for l in 0..LANES {
+        s[l] = ng[l] - 2.0 * acc[l];
+    }
+    s
+}
+
 /// Per-lane best score and group of a lane-grouped nearest-codeword search.
 #[inline]
 pub fn nearest_lanes(lanes: &[f32], norms: &[f32], k: usize, x: &[f32]) -> ([f32; 8], [u32; 8]) {
@@ -12,15 +31,9 @@ pub fn nearest_lanes(lanes: &[f32], norms: &[f32], k: usize, x: &[f32]) -> ([f32
         .zip(norms.chunks_exact(LANES))
         .enumerate()
     {
-        let mut acc = [0f32; LANES];
-        for (j, &xj) in x.iter().enumerate().take(k) {
-            let row = &cg[j * LANES..(j + 1) * LANES];
-            for l in 0..LANES {
-                acc[l] += xj * row[l];
-            }
-        }
+        let s = group_scores(cg, ng, k, x);
         for l in 0..LANES {
-            let s = ng[l] - 2.0 * acc[l];
+            let s = s[l];
             let better = s < best[l];
             best[l] = if better { s } else { best[l] };
             best_group[l] = if better { g as u32 } else { best_group[l] };
@@ -93,15 +106,9 @@ pub fn nearest_ids(
         for g in start as usize..end as usize {
             let cg = &lanes[g * k * LANES..(g + 1) * k * LANES];
             let (ng, ig) = (&norms[g * LANES..][..LANES], &ids[g * LANES..][..LANES]);
-            let mut acc = [0f32; LANES];
-            for (j, &xj) in x.iter().enumerate().take(k) {
-                let row = &cg[j * LANES..(j + 1) * LANES];
-                for l in 0..LANES {
-                    acc[l] += xj * row[l];
-                }
-            }
+            let s = group_scores(cg, ng, k, x);
             for l in 0..LANES {
-                let s = ng[l] - 2.0 * acc[l];
+                let s = s[l];
                 let (b, bi) = (best.scores[l], best.ids[l]);
                 let better = s < b || (s == b && ig[l] < bi);
                 best.scores[l] = if better { s } else { b };
@@ -142,16 +149,8 @@ pub fn lane_scores(lanes: &[f32], norms: &[f32], k: usize, x: &[f32], out: &mut 
         .zip(norms.chunks_exact(LANES))
         .zip(out.chunks_mut(LANES))
     {
-        let mut acc = [0f32; LANES];
-        for (j, &xj) in x.iter().enumerate().take(k) {
-            let row = &cg[j * LANES..(j + 1) * LANES];
-            for l in 0..LANES {
-                acc[l] += xj * row[l];
-            }
-        }
-        for ((o, &n), &a) in o.iter_mut().zip(ng).zip(&acc) {
-            *o = n - 2.0 * a;
-        }
+        let s = group_scores(cg, ng, k, x);
+        o.copy_from_slice(&s[..o.len()]);
     }
 }
 

@@ -52,6 +52,52 @@ pub unsafe fn nearest_lanes_avx2(
     (out_s, out_g)
 }
 
+/// A `K`-coordinate query broadcast once, scoring lane groups of codewords as every fixed-`K`
+/// search kernel does (the operations of the portable `group_scores`, in its order).
+#[derive(Clone, Copy)]
+struct LaneQuery<const K: usize> {
+    xs: [__m256; K],
+    two: __m256,
+}
+
+impl<const K: usize> LaneQuery<K> {
+    /// Broadcasts `x[..K]` (`x.len() >= K`).
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn new(x: &[f32]) -> LaneQuery<K> {
+        assert!(x.len() >= K);
+        let mut xs = [_mm256_setzero_ps(); K];
+        for (v, &xj) in xs.iter_mut().zip(x) {
+            *v = _mm256_set1_ps(xj);
+        }
+        LaneQuery {
+            xs,
+            two: _mm256_set1_ps(2.0),
+        }
+    }
+
+    /// Scores `||c||^2 - 2 <x, c>` of the 8 codewords of group `g` of a lane layout: `lanes`
+    /// holds `K` rows of 8 coordinates per group, `norms` 8 squared norms per group.
+    ///
+    /// # Safety
+    /// AVX2; `lanes` holds at least `(g + 1) * K * 8` floats and `norms` `(g + 1) * 8` (no
+    /// bounds check: this is the inner loop of every search).
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn score(&self, lanes: &[f32], norms: &[f32], g: usize) -> __m256 {
+        debug_assert!(lanes.len() >= (g + 1) * K * 8 && norms.len() >= (g + 1) * 8);
+        let mut acc = _mm256_setzero_ps();
+        for (j, xj) in self.xs.iter().enumerate() {
+            // SAFETY: the caller guarantees `(g + 1) * K * 8` floats and j < K.
+            let row = unsafe { _mm256_loadu_ps(lanes.as_ptr().add((g * K + j) * 8)) };
+            acc = _mm256_add_ps(acc, _mm256_mul_ps(*xj, row));
+        }
+        // SAFETY: the caller guarantees `(g + 1) * 8` norms.
+        let n = unsafe { _mm256_loadu_ps(norms.as_ptr().add(g * 8)) };
+        _mm256_sub_ps(n, _mm256_mul_ps(self.two, acc))
+    }
+}
+
 /// [`nearest_lanes_avx2`] for a block size `K` known at compile time: the query's coordinates
 /// are broadcast once, the running minimum is kept with `vminps` (which returns its second
 /// operand on ties and NaN, exactly like the compare-and-blend it replaces), and only the group
@@ -67,23 +113,10 @@ pub unsafe fn nearest_lanes_fixed_avx2<const K: usize>(
     x: &[f32],
 ) -> ([f32; 8], [u32; 8]) {
     let groups = norms.len() / 8;
-    assert!(lanes.len() >= groups * K * 8 && x.len() >= K);
-    let mut xs = [_mm256_setzero_ps(); K];
-    for (v, &xj) in xs.iter_mut().zip(x) {
-        *v = _mm256_set1_ps(xj);
-    }
-    let two = _mm256_set1_ps(2.0);
-    let score = |rows: &[f32], n8: &[f32]| {
-        let mut acc = _mm256_setzero_ps();
-        for (j, xj) in xs.iter().enumerate() {
-            // SAFETY: `rows` holds K * 8 floats and j < K.
-            let row = unsafe { _mm256_loadu_ps(rows.as_ptr().add(j * 8)) };
-            acc = _mm256_add_ps(acc, _mm256_mul_ps(*xj, row));
-        }
-        // SAFETY: `n8` holds 8 floats.
-        let n = unsafe { _mm256_loadu_ps(n8.as_ptr()) };
-        _mm256_sub_ps(n, _mm256_mul_ps(two, acc))
-    };
+    assert!(lanes.len() >= groups * K * 8);
+    let query = LaneQuery::<K>::new(x);
+    // SAFETY (every call): `rows` and `n8` are whole chunks of `K * 8` and 8 floats.
+    let score = |rows: &[f32], n8: &[f32]| unsafe { query.score(rows, n8, 0) };
     // Two running minima, over even and over odd groups, so that consecutive groups do not wait
     // on each other's minimum; merged at the end keeping the lower group on ties, which is what
     // one sequential scan keeps.
@@ -147,12 +180,8 @@ pub unsafe fn nearest_ids_fixed_avx2<const K: usize>(
 ) {
     let super::portable::IdLanes { lanes, norms, ids } = list;
     let groups = norms.len() / 8;
-    assert!(lanes.len() >= groups * K * 8 && ids.len() >= groups * 8 && x.len() >= K);
-    let mut xs = [_mm256_setzero_ps(); K];
-    for (v, &xj) in xs.iter_mut().zip(x) {
-        *v = _mm256_set1_ps(xj);
-    }
-    let two = _mm256_set1_ps(2.0);
+    assert!(lanes.len() >= groups * K * 8 && ids.len() >= groups * 8);
+    let query = LaneQuery::<K>::new(x);
     // Unsigned comparison of ids through a signed one on biased values.
     let bias = _mm256_set1_epi32(i32::MIN);
     // `b` takes `(s, id)` lane by lane where `s < b.0`, or `s == b.0` and `id < b.1`.
@@ -166,16 +195,9 @@ pub unsafe fn nearest_ids_fixed_avx2<const K: usize>(
     };
     let score = |g: usize| {
         assert!(g < groups, "group {g} out of range");
-        // SAFETY: group `g < groups` reads floats `g * K * 8 ..` of `lanes` and `g * 8 ..` of
-        // `norms` and `ids`, within the lengths asserted above.
+        // SAFETY: `g < groups`, so `lanes`, `norms` and `ids` hold group `g` (asserted above).
         unsafe {
-            let mut acc = _mm256_setzero_ps();
-            for (j, xj) in xs.iter().enumerate() {
-                let row = _mm256_loadu_ps(lanes.as_ptr().add((g * K + j) * 8));
-                acc = _mm256_add_ps(acc, _mm256_mul_ps(*xj, row));
-            }
-            let n = _mm256_loadu_ps(norms.as_ptr().add(g * 8));
-            let s = _mm256_sub_ps(n, _mm256_mul_ps(two, acc));
+            let s = query.score(lanes, norms, g);
             let id = _mm256_loadu_si256(ids.as_ptr().add(g * 8) as *const __m256i);
             (s, id)
         }
@@ -270,23 +292,11 @@ pub unsafe fn lane_scores_fixed_avx2<const K: usize>(
     out: &mut [f32],
 ) {
     let groups = out.len().div_ceil(8);
-    assert!(lanes.len() >= groups * K * 8 && norms.len() >= groups * 8 && x.len() >= K);
-    let mut xs = [_mm256_setzero_ps(); K];
-    for (v, &xj) in xs.iter_mut().zip(x) {
-        *v = _mm256_set1_ps(xj);
-    }
-    let two = _mm256_set1_ps(2.0);
+    assert!(lanes.len() >= groups * K * 8 && norms.len() >= groups * 8);
+    let query = LaneQuery::<K>::new(x);
     for (g, o) in out.chunks_mut(8).enumerate() {
-        // SAFETY: group `g < groups` reads within the lengths asserted above.
-        let s = unsafe {
-            let mut acc = _mm256_setzero_ps();
-            for (j, xj) in xs.iter().enumerate() {
-                let row = _mm256_loadu_ps(lanes.as_ptr().add((g * K + j) * 8));
-                acc = _mm256_add_ps(acc, _mm256_mul_ps(*xj, row));
-            }
-            let n = _mm256_loadu_ps(norms.as_ptr().add(g * 8));
-            _mm256_sub_ps(n, _mm256_mul_ps(two, acc))
-        };
+        // SAFETY: `g < groups`, within the lengths asserted above.
+        let s = unsafe { query.score(lanes, norms, g) };
         if o.len() == 8 {
             // SAFETY: `o` holds 8 floats.
             unsafe { _mm256_storeu_ps(o.as_mut_ptr(), s) };
