@@ -23,9 +23,10 @@
 //! Cells that k-means leaves empty are dropped, so the nearest centroid's cell always holds
 //! codewords and gives a finite bound.
 //!
-//! In 4 dimensions a query scans about 9 of 128 cells for `N = 4096` (310 codewords plus the
-//! 128 centroids, instead of 4096); in 8 dimensions the balls overlap too much (110 of 256
-//! cells for `N = 65536`), so [`BallIndex::new`] is offered only for `k <= 4`.
+//! In 4 dimensions a query scans 9.4 to 10.4 of 128 cells for `N = 4096` (356 to 390 codeword
+//! slots plus the 128 centroids, instead of 4096 codewords: `cargo run --release -p fibquant
+//! --example ball_stats`); in 8 dimensions the balls overlap too much to rule out most cells,
+//! so [`BallIndex::new`] is offered only for `k <= 4`.
 
 use crate::codebook::{SearchIndex, LANES};
 use crate::ivf::{kmeans, Cell};
@@ -48,6 +49,15 @@ const MAX_SCALE_LOG2: i32 = 40;
 
 /// Relative slack on the f64 quantities of the skip test.
 const SLACK: f64 = 1.0 / (1u64 << 40) as f64;
+
+/// What one [`BallIndex::nearest_counted`] search scanned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scanned {
+    /// Cells scanned (the nearest centroid's included).
+    pub cells: usize,
+    /// Codeword slots scored in them (groups of 8, padding included).
+    pub slots: usize,
+}
 
 /// An exact nearest-codeword search over ball-bounded cells (see the module docs).
 #[derive(Debug, Clone)]
@@ -91,7 +101,7 @@ impl BallIndex {
             return None;
         }
         let c = (n / CODEWORDS_PER_CELL).min(MAX_CELLS);
-        let (cent, assign) = kmeans(codewords, k, c);
+        let (cent, _, assign) = kmeans(codewords, k, c);
         let mut members: Vec<Vec<u32>> = vec![Vec::new(); c];
         for (i, &a) in assign.iter().enumerate() {
             members[a as usize].push(i as u32);
@@ -178,11 +188,14 @@ impl BallIndex {
     /// for a query that is not finite or too large for the error bounds (`||x||^2 >= 2^80`):
     /// the caller searches exhaustively.
     pub fn nearest(&self, x: &[f32]) -> Option<(u32, f32)> {
-        self.search(x).map(|(found, _)| found)
+        self.nearest_counted(x).map(|(found, _)| found)
     }
 
-    /// [`nearest`](Self::nearest) and the number of cells it scanned.
-    fn search(&self, x: &[f32]) -> Option<((u32, f32), usize)> {
+    /// [`nearest`](Self::nearest) and what it cost: the cells it scanned and the codeword
+    /// slots it scored in them (whole groups of 8, padding included), besides the
+    /// [`cells`](Self::cells) centroids (`cargo run --release -p fibquant --example ball_stats`
+    /// prints their means on source-like blocks).
+    pub fn nearest_counted(&self, x: &[f32]) -> Option<((u32, f32), Scanned)> {
         let x = &x[..self.k];
         let x_sq: f64 = x.iter().map(|&v| v as f64 * v as f64).sum();
         if !x_sq.is_finite() || x_sq >= 2f64.powi(2 * MAX_SCALE_LOG2) {
@@ -235,7 +248,12 @@ impl BallIndex {
         // The marked cells' group ranges go to the scan kernel in batches (a short stack
         // buffer instead of one for every cell).
         let mut ranges = [(0u32, 0u32); 32];
-        let (mut count, mut scanned) = (0, 1);
+        let groups = |j: usize| (self.starts[j + 1] - self.starts[j]) as usize;
+        let mut scanned = Scanned {
+            cells: 1,
+            slots: groups(first) * LANES,
+        };
+        let mut count = 0;
         for (w, &word) in marks.iter().enumerate() {
             let mut word = word;
             while word != 0 {
@@ -244,7 +262,8 @@ impl BallIndex {
                 if j != first {
                     ranges[count] = range(j);
                     count += 1;
-                    scanned += 1;
+                    scanned.cells += 1;
+                    scanned.slots += groups(j) * LANES;
                     if count == ranges.len() {
                         scan(&ranges, &mut lanes);
                         count = 0;
@@ -349,7 +368,7 @@ mod tests {
     /// On the registry's `k = 4, N = 4096` codebook and source-like blocks (blocks of random
     /// unit vectors of `d = 64`), `Codebook` routes through the ball index, every entry point
     /// gives the exhaustive answer, the index prunes (under a quarter of the cells scanned on
-    /// average: about 9 of 128 measured).
+    /// average: 9.4 of 128 by the `ball_stats` example).
     #[test]
     fn registry_codebook_routes_through_the_ball_index_and_prunes() {
         let cb = crate::registry::codebook(64, 4, 4096).unwrap();
@@ -363,8 +382,8 @@ mod tests {
         }
         let mut scanned = 0;
         for x in blocks.chunks_exact(4) {
-            let ((id, _), cells) = balls.search(x).unwrap();
-            scanned += cells;
+            let ((id, _), cost) = balls.nearest_counted(x).unwrap();
+            scanned += cost.cells;
             assert_eq!(id, cb.nearest_exhaustive(x));
             assert_eq!(cb.nearest(x), id);
             assert_eq!(cb.nearest_with_distance(x).0, id);
@@ -401,9 +420,9 @@ mod tests {
                 isa,
                 ..balls.clone()
             };
-            let (found, cells) = balls.search(&[0.0, 0.0]).unwrap();
-            assert_eq!(cells, balls.cells(), "{isa:?}");
-            assert!(cells > 32);
+            let (found, cost) = balls.nearest_counted(&[0.0, 0.0]).unwrap();
+            assert_eq!(cost.cells, balls.cells(), "{isa:?}");
+            assert!(cost.cells > 32);
             assert_eq!(found, exact.nearest(&[0.0, 0.0]), "{isa:?}");
         }
     }

@@ -97,8 +97,7 @@ impl IvfIndex {
     pub fn new(codewords: &[f32], k: usize, cells: usize, probes: usize) -> IvfIndex {
         let n = codewords.len() / k;
         let c = cells.clamp(1, n.min(MAX_CELLS));
-        let (cent, assign) = kmeans(codewords, k, c);
-        let index = SearchIndex::new(&cent, k);
+        let (_, index, assign) = kmeans(codewords, k, c);
         let mut members: Vec<Vec<u32>> = vec![Vec::new(); c];
         for (i, &a) in assign.iter().enumerate() {
             members[a as usize].push(i as u32);
@@ -155,11 +154,11 @@ impl IvfIndex {
 }
 
 /// Deterministic k-means of `codewords` (`k` values each) into `c` clusters: 12 Lloyd
-/// iterations from every `(n / c)`-th codeword. Returns the centroids (`c * k` values) and each
-/// codeword's cluster (its nearest centroid, lowest index on ties). Shared by the inverted file
-/// and the exact ball index ([`crate::balls`]): changing it changes the cells of both (and so
-/// the bytes of the generator's `N = 65536` codebooks).
-pub(crate) fn kmeans(codewords: &[f32], k: usize, c: usize) -> (Vec<f32>, Vec<u32>) {
+/// iterations from every `(n / c)`-th codeword. Returns the centroids (`c * k` values), their
+/// search index, and each codeword's cluster (its nearest centroid, lowest index on ties).
+/// Shared by the inverted file and the exact ball index ([`crate::balls`]): changing it changes
+/// the cells of both (and so the bytes of the generator's `N = 65536` codebooks).
+pub(crate) fn kmeans(codewords: &[f32], k: usize, c: usize) -> (Vec<f32>, SearchIndex, Vec<u32>) {
     let n = codewords.len() / k;
     let mut cent: Vec<f32> = (0..c)
         .flat_map(|i| codewords[(i * n / c) * k..(i * n / c + 1) * k].to_vec())
@@ -189,7 +188,7 @@ pub(crate) fn kmeans(codewords: &[f32], k: usize, c: usize) -> (Vec<f32>, Vec<u3
     for (i, x) in codewords.chunks_exact(k).enumerate() {
         assign[i] = index.nearest(x).0;
     }
-    (cent, assign)
+    (cent, index, assign)
 }
 
 #[cfg(test)]
