@@ -79,58 +79,12 @@ impl CellIndex {
             return None;
         }
         per_dim.checked_pow(k as u32).filter(|&c| c <= MAX_CELLS)?;
-        let mut coords: Vec<f32> = codewords.to_vec();
-        coords.sort_by(f32::total_cmp);
-        let max_abs = coords[0].abs().max(coords[coords.len() - 1].abs());
-        let scale = 2f32.powi(MAX_SCALE_LOG2);
-        if !(max_abs >= 1.0 / scale && max_abs <= scale) {
-            return None;
-        }
-        // Blocks beyond the outermost codeword coordinates are rare; 1.25x covers all but a tiny
-        // tail, which falls back to exhaustive search.
-        let radius = (1.25 * max_abs).max(f32::MIN_POSITIVE);
-        let mut inner: Vec<f32> = (1..per_dim)
-            .map(|i| coords[i * coords.len() / per_dim])
-            .collect();
-        inner.dedup();
-        inner.retain(|&b| b > -radius && b < radius);
-        // Fewer distinct quantiles than asked (tiny codebooks): fewer cells.
-        let per_dim = inner.len() + 1;
+        let axes = GridAxes::new(codewords, k, per_dim)?;
+        let (per_dim, radius) = (axes.per_dim, axes.radius);
         let cells = per_dim.pow(k as u32);
-        let mut edges = Vec::with_capacity(per_dim + 1);
-        edges.push(-(radius as f64));
-        edges.extend(inner.iter().map(|&b| b as f64));
-        edges.push(radius as f64);
-
-        // Rounding of a computed score `||c||^2 - 2 <x, c>` for `|x_j| <= r`: the k-term dot
-        // product is within gamma_k sum |x_j c_j| (gamma_k ~ k u), the doubling is exact and the
-        // subtraction adds u |result|, so each score is within (2k + 4) u W of its real value,
-        // W = max over codewords of ||c||^2 + 2 r |c|_1 (u = 2^-24 for f32). The margin is twice
-        // the sum of the two scores' bounds.
-        let unit = 2f64.powi(-24);
-        let worst = codewords
-            .chunks_exact(k)
-            .zip(norms_sq)
-            .map(|(c, &nsq)| {
-                let l1: f64 = c.iter().map(|&v| (v as f64).abs()).sum();
-                nsq as f64 + 2.0 * radius as f64 * l1
-            })
-            .fold(0.0, f64::max);
-        // Underflow adds at most 2^-150 of absolute error per rounding (2k + 2 of them per score,
-        // two scores), covered by an absolute term (negligible at the allowed scales).
-        let margin = 2.0 * 2.0 * (2 * k + 4) as f64 * unit * worst
-            + 2.0 * (2 * k + 2) as f64 * 2f64.powi(-150);
-
-        // Real offsets: the stored norm minus the exact squared norm of the stored coordinates.
-        let exact: Vec<f64> = codewords
-            .chunks_exact(k)
-            .map(|c| c.iter().map(|&v| (v as f64) * (v as f64)).sum())
-            .collect();
-        let delta: Vec<f64> = norms_sq
-            .iter()
-            .zip(&exact)
-            .map(|(&s, &e)| s as f64 - e)
-            .collect();
+        let edges = &axes.edges;
+        let margin = score_margin(codewords, norms_sq, k, radius);
+        let delta = norm_offsets(codewords, norms_sq, k);
 
         let mut starts = Vec::with_capacity(cells + 1);
         let width = (k + 2) * LANES;
@@ -211,14 +165,12 @@ impl CellIndex {
             }
         }
         starts.push((groups.len() / width) as u32);
-        let mut padded = [f32::INFINITY; MAX_PER_DIM];
-        padded[..inner.len()].copy_from_slice(&inner);
         Some(CellIndex {
             k,
             per_dim,
-            inner: padded,
+            inner: axes.inner,
             radius,
-            strides: (0..k).map(|j| per_dim.pow(j as u32) as u32).collect(),
+            strides: axes.strides,
             starts,
             groups,
             isa: kernels::detect(),
@@ -302,6 +254,94 @@ impl CellIndex {
         self.nearest_many(&x[..self.k], &mut out);
         (out[0] != kernels::OUTSIDE).then_some(out[0])
     }
+}
+
+/// The cell boundaries of a grid over the box `[-r, r]^k`, the same on every coordinate.
+#[derive(Debug, Clone)]
+pub(crate) struct GridAxes {
+    /// Cells per coordinate (fewer than asked where the quantiles coincide).
+    pub per_dim: usize,
+    /// The `per_dim - 1` interior boundaries, ascending, padded with `+inf`.
+    pub inner: [f32; MAX_PER_DIM],
+    /// Half-width `r` of the box.
+    pub radius: f32,
+    /// All `per_dim + 1` boundaries in f64, `-r` and `r` included.
+    pub edges: Vec<f64>,
+    /// Cell-number stride of each coordinate: `per_dim^j`.
+    pub strides: Vec<u32>,
+}
+
+impl GridAxes {
+    /// Boundaries at quantiles of the codewords' coordinates (`n * k` finite values), so that
+    /// cells are small where blocks are frequent; `r` is 1.25 times the largest magnitude.
+    /// `None` when that magnitude lies outside `[2^-40, 2^40]` (see `MAX_SCALE_LOG2`) or
+    /// `per_dim` is 0 or above [`MAX_PER_DIM`].
+    pub fn new(codewords: &[f32], k: usize, per_dim: usize) -> Option<GridAxes> {
+        if per_dim == 0 || per_dim > MAX_PER_DIM || codewords.is_empty() {
+            return None;
+        }
+        let mut coords: Vec<f32> = codewords.to_vec();
+        coords.sort_by(f32::total_cmp);
+        let max_abs = coords[0].abs().max(coords[coords.len() - 1].abs());
+        let scale = 2f32.powi(MAX_SCALE_LOG2);
+        if !(max_abs >= 1.0 / scale && max_abs <= scale) {
+            return None;
+        }
+        // Blocks beyond the outermost codeword coordinates are rare; 1.25x covers all but a tiny
+        // tail, which falls back to exhaustive search.
+        let radius = (1.25 * max_abs).max(f32::MIN_POSITIVE);
+        let mut inner: Vec<f32> = (1..per_dim)
+            .map(|i| coords[i * coords.len() / per_dim])
+            .collect();
+        inner.dedup();
+        inner.retain(|&b| b > -radius && b < radius);
+        // Fewer distinct quantiles than asked (tiny codebooks): fewer cells.
+        let per_dim = inner.len() + 1;
+        let mut edges = Vec::with_capacity(per_dim + 1);
+        edges.push(-(radius as f64));
+        edges.extend(inner.iter().map(|&b| b as f64));
+        edges.push(radius as f64);
+        let mut padded = [f32::INFINITY; MAX_PER_DIM];
+        padded[..inner.len()].copy_from_slice(&inner);
+        Some(GridAxes {
+            per_dim,
+            inner: padded,
+            radius,
+            edges,
+            strides: (0..k).map(|j| per_dim.pow(j as u32) as u32).collect(),
+        })
+    }
+}
+
+/// Twice the sum of the rounding bounds of two computed scores `||c||^2 - 2 <x, c>` for
+/// `|x_j| <= radius`: a computed score is within `margin / 4` of its real value.
+///
+/// The k-term dot product is within gamma_k sum |x_j c_j| (gamma_k ~ k u), the doubling is exact
+/// and the subtraction adds u |result|, so each score is within (2k + 4) u W of its real value,
+/// W = max over codewords of ||c||^2 + 2 r |c|_1 (u = 2^-24 for f32). Underflow adds at most
+/// 2^-150 of absolute error per rounding (2k + 2 of them per score), covered by an absolute term
+/// (negligible at the allowed scales).
+pub(crate) fn score_margin(codewords: &[f32], norms_sq: &[f32], k: usize, radius: f32) -> f64 {
+    let unit = 2f64.powi(-24);
+    let worst = codewords
+        .chunks_exact(k)
+        .zip(norms_sq)
+        .map(|(c, &nsq)| {
+            let l1: f64 = c.iter().map(|&v| (v as f64).abs()).sum();
+            nsq as f64 + 2.0 * radius as f64 * l1
+        })
+        .fold(0.0, f64::max);
+    2.0 * 2.0 * (2 * k + 4) as f64 * unit * worst + 2.0 * (2 * k + 2) as f64 * 2f64.powi(-150)
+}
+
+/// Real offsets of the stored squared norms: `norms_sq[i]` minus the exact squared norm of
+/// codeword `i`, so that a real score plus `||x||^2` is `||x - c||^2` plus the offset.
+pub(crate) fn norm_offsets(codewords: &[f32], norms_sq: &[f32], k: usize) -> Vec<f64> {
+    codewords
+        .chunks_exact(k)
+        .zip(norms_sq)
+        .map(|(c, &s)| s as f64 - c.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>())
+        .collect()
 }
 
 #[cfg(test)]

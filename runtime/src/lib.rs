@@ -48,6 +48,7 @@ pub mod pack;
 pub mod registry;
 pub mod rng;
 pub mod rotation;
+pub mod shortlist;
 
 pub use attention::WEIGHT_FLUSH;
 pub use codebook::Codebook;

@@ -171,7 +171,33 @@ pub fn ball_marks(
     }
 }
 
-pub use portable::{CellGrid, OUTSIDE};
+pub use portable::{CellGrid, ShortlistGrid, OUTSIDE};
+
+/// Nearest codeword of every `k`-coordinate block of `blocks` through certified shortlists (see
+/// [`portable::nearest_shortlist`]), into `out`; blocks outside the grid or whose answer the
+/// certificate does not confirm get [`OUTSIDE`]. Specialized for `k` = 2, 3 and 4 (AVX2 for
+/// `k = 4`); other `k` get [`OUTSIDE`] everywhere.
+pub fn nearest_shortlist(
+    isa: Isa,
+    k: usize,
+    grid: &ShortlistGrid,
+    blocks: &[f32],
+    out: &mut [u32],
+) {
+    let isa = usable(isa);
+    match (isa, k) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the caller's `isa` went through `usable`, so `Isa::Avx2` and up mean that AVX2
+        // was detected on this CPU.
+        (Isa::Avx2 | Isa::Avx512, 4) => unsafe {
+            x86_64::nearest_shortlist4_avx2(grid, blocks, out)
+        },
+        (_, 2) => portable::nearest_shortlist::<2>(grid, blocks, out),
+        (_, 3) => portable::nearest_shortlist::<3>(grid, blocks, out),
+        (_, 4) => portable::nearest_shortlist::<4>(grid, blocks, out),
+        _ => out.fill(OUTSIDE),
+    }
+}
 
 /// Nearest codeword of every `k`-coordinate block of `blocks` through a grid of candidate lists
 /// (see [`portable::nearest_cells`]), into `out`; blocks outside the grid get [`OUTSIDE`].

@@ -619,15 +619,122 @@ pub const OUTSIDE: u32 = u32::MAX;
 /// not finite). Branch-free up to the final test.
 #[inline(always)]
 pub fn grid_cell<const K: usize>(grid: &CellGrid, x: &[f32]) -> Option<usize> {
+    cell_in::<K>(grid.inner, grid.radius, grid.strides, x)
+}
+
+/// The cell of the block `x` (`K` values) of a grid with interior boundaries `inner` (padded
+/// with `+inf`), box half-width `radius` and cell-number strides `strides`, or `None` when `x`
+/// leaves the box (or is not finite).
+#[inline(always)]
+pub fn cell_in<const K: usize>(
+    inner: &[f32; 16],
+    radius: f32,
+    strides: &[u32],
+    x: &[f32],
+) -> Option<usize> {
     let mut cell = 0u32;
     let mut inside = true;
-    for (&v, &stride) in x[..K].iter().zip(grid.strides) {
+    for (&v, &stride) in x[..K].iter().zip(strides) {
         // Also false for NaN.
-        inside &= v.abs() <= grid.radius;
-        let d: u32 = grid.inner.iter().map(|&b| (b <= v) as u32).sum();
+        inside &= v.abs() <= radius;
+        let d: u32 = inner.iter().map(|&b| (b <= v) as u32).sum();
         cell += d * stride;
     }
     inside.then_some(cell as usize)
+}
+
+/// A grid of certified shortlists ([`crate::shortlist::ShortlistIndex`]) as the search kernel
+/// reads it.
+#[derive(Debug, Clone, Copy)]
+pub struct ShortlistGrid<'a> {
+    /// Interior boundaries per coordinate, ascending, padded with `+inf`.
+    pub inner: &'a [f32; 16],
+    /// Half-width of the covered box.
+    pub radius: f32,
+    /// Cell-number stride of each coordinate (`per_dim^j`).
+    pub strides: &'a [u32],
+    /// Candidates per tier, a multiple of [`LANES`].
+    pub slots: usize,
+    /// Tiers per cell.
+    pub tiers: usize,
+    /// `slots * tiers` codeword indices per cell, tier after tier.
+    pub ids: &'a [u16],
+    /// Per cell and tier, the certificate bound: the answer found in the tiers scanned so far is
+    /// accepted when its computed score plus `||x||^2` (in f64) is below it.
+    pub bounds: &'a [f32],
+    /// The codewords, `K` coordinates each.
+    pub codewords: &'a [f32],
+    /// Their squared norms as the codebook computes them (`sum of c_j * c_j` in f32, in order).
+    pub norms: &'a [f32],
+}
+
+/// Lowest `(score, index)` pair over the lanes: the lowest score, then the lowest index among
+/// the lanes holding it.
+#[inline(always)]
+fn merge_lanes(best: &[f32; LANES], best_id: &[u32; LANES]) -> (f32, u32) {
+    let min = best
+        .iter()
+        .fold(f32::INFINITY, |m, &b| if b < m { b } else { m });
+    let mut id = OUTSIDE;
+    for l in 0..LANES {
+        id = if best[l] == min {
+            id.min(best_id[l])
+        } else {
+            id
+        };
+    }
+    (min, id)
+}
+
+/// `||x||^2` in f64 (exact products; the sum's rounding is far inside the certificate's margin).
+#[inline(always)]
+pub fn norm_sq_f64(x: &[f32]) -> f64 {
+    x.iter().map(|&v| (v as f64) * (v as f64)).sum()
+}
+
+/// Nearest codeword of every `K`-coordinate block of `blocks` through the certified shortlists
+/// `grid`, into `out`: per block, the cell from `K` boundary counts, then the cell's tiers one
+/// after the other, computing each score `||c||^2 - 2 <x, c>` with the operations of
+/// [`nearest_lanes`] in the same order and keeping per lane the lowest `(score, index)` pair;
+/// after each tier the lanes merge to the lowest pair and the certificate is tested: the answer
+/// stands when that score plus `||x||^2` is below the tier's bound. A block whose last tier
+/// fails too (or outside the box) gets [`OUTSIDE`], for the caller to search another way.
+#[inline(always)]
+pub fn nearest_shortlist<const K: usize>(grid: &ShortlistGrid, blocks: &[f32], out: &mut [u32]) {
+    let per_cell = grid.slots * grid.tiers;
+    for (x, o) in blocks.chunks_exact(K).zip(out.iter_mut()) {
+        *o = OUTSIDE;
+        let Some(cell) = cell_in::<K>(grid.inner, grid.radius, grid.strides, x) else {
+            continue;
+        };
+        let ids = &grid.ids[cell * per_cell..(cell + 1) * per_cell];
+        let bounds = &grid.bounds[cell * grid.tiers..(cell + 1) * grid.tiers];
+        let x_sq = norm_sq_f64(x);
+        let mut best = [f32::INFINITY; LANES];
+        let mut best_id = [OUTSIDE; LANES];
+        for (tier, &bound) in ids.chunks_exact(grid.slots).zip(bounds) {
+            for group in tier.chunks_exact(LANES) {
+                let mut acc = [0f32; LANES];
+                for (j, &xj) in x.iter().enumerate() {
+                    for l in 0..LANES {
+                        acc[l] += xj * grid.codewords[group[l] as usize * K + j];
+                    }
+                }
+                for l in 0..LANES {
+                    let id = group[l] as u32;
+                    let s = grid.norms[id as usize] - 2.0 * acc[l];
+                    let better = s < best[l] || (s == best[l] && id < best_id[l]);
+                    best[l] = if better { s } else { best[l] };
+                    best_id[l] = if better { id } else { best_id[l] };
+                }
+            }
+            let (score, id) = merge_lanes(&best, &best_id);
+            if (score as f64) + x_sq < bound as f64 {
+                *o = id;
+                break;
+            }
+        }
+    }
 }
 
 /// Nearest codeword of every `K`-coordinate block of `blocks` through the grid `grid`, into
