@@ -22,10 +22,12 @@
 //! the sum is far below `margin / 4` inside the box). So every codeword scoring `s*` or less is in
 //! the list, and the list's lowest `(score, index)` pair is the exhaustive scan's.
 //!
-//! Building: codewords are bucketed by cell; for each cell the cells within Chebyshev distance
-//! `R` (in cell numbers) are searched, and `R` grows (up to [`MAX_RING`]) until the `(M + 1)`-th
-//! nearest codeword found is no farther than every cell beyond the ring (whose distance bounds
-//! the codewords not searched). About a tenth of a second for 65536 cells and codewords.
+//! Building: codewords are bucketed by cell. For each cell, rings of cells around it (in cell
+//! numbers) grow until they hold more than `M` codewords, which bounds the `(M + 1)`-th
+//! distance by the one found there, `D`; then every cell whose box lies within `D` of the cell's
+//! box is scanned, so the `M + 1` nearest codewords are found exactly (the ones not scanned are
+//! farther than `D`). A second or two for 65536 cells and codewords (`--example
+//! shortlist_stats` prints it).
 
 use crate::cells::{norm_offsets, score_margin, GridAxes, MAX_CELLS};
 use crate::codebook::LANES;
@@ -34,8 +36,9 @@ use crate::kernels::{self, Isa, ShortlistGrid};
 /// Most codewords a codebook may have (indices are stored in 16 bits).
 pub const MAX_CODEWORDS: usize = 1 << 16;
 
-/// Largest ring (Chebyshev distance in cell numbers) searched when building a cell's list.
-pub const MAX_RING: usize = 4;
+/// Rings of cells searched around a cell for its first `M + 1` codewords; a cell that holds
+/// fewer within them gets no list (every query there is left to the caller).
+pub const FIRST_RINGS: usize = 3;
 
 /// Most candidates per cell.
 pub const MAX_SLOTS: usize = 256;
@@ -122,10 +125,16 @@ impl ShortlistIndex {
         for c in 0..cells {
             bucket_start[c + 1] += bucket_start[c];
         }
+        // The codewords in bucket order, widened to f64 and padded to 4 coordinates (zeros
+        // on both sides of a comparison add nothing), with their indices and offsets.
         let mut fill = bucket_start.clone();
-        let mut bucket = vec![0u32; n];
+        let mut sorted = vec![([0f64; 4], 0u32, 0f64); n];
         for (i, &h) in home.iter().enumerate() {
-            bucket[fill[h] as usize] = i as u32;
+            let mut c = [0f64; 4];
+            for j in 0..k {
+                c[j] = codewords[i * k + j] as f64;
+            }
+            sorted[fill[h] as usize] = (c, i as u32, delta[i]);
             fill[h] += 1;
         }
         // Squared gap between the intervals of cell numbers a and b on one axis.
@@ -140,16 +149,25 @@ impl ShortlistIndex {
             let g = g.max(0.0);
             g * g
         };
+        let gaps: Vec<f64> = (0..per_dim * per_dim)
+            .map(|ab| gap_sq(ab / per_dim, ab % per_dim))
+            .collect();
 
         let total = slots * tiers;
         let mut ids = Vec::with_capacity(cells * total);
         let mut bounds = Vec::with_capacity(cells * tiers);
-        let mut at = vec![0usize; k];
-        let mut lo = vec![0f64; k];
-        let mut hi = vec![0f64; k];
-        let mut from = vec![0usize; k];
-        let mut to = vec![0usize; k];
-        let mut walk = vec![0usize; k];
+        // Per coordinate (padded to 4 with a single cell of stride 0 and gap 0): this cell's
+        // number, its interval, and the range of cell numbers scanned.
+        let mut at = [0usize; 4];
+        let mut lo = [0f64; 4];
+        let mut hi = [0f64; 4];
+        let mut from = [0usize; 4];
+        let mut to = [0usize; 4];
+        let mut strides = [0usize; 4];
+        for (s, &t) in strides.iter_mut().zip(&axes.strides) {
+            *s = t as usize;
+        }
+        let zero_gap = [0f64];
         let mut found: Vec<(f64, u32)> = Vec::new();
         for cell in 0..cells {
             let mut rest = cell;
@@ -159,65 +177,101 @@ impl ShortlistIndex {
                 lo[j] = edges[at[j]];
                 hi[j] = edges[at[j] + 1];
             }
+            // This cell's row of the gap table, per coordinate.
+            let row = |j: usize| -> &[f64] {
+                if j < k {
+                    &gaps[at[j] * per_dim..(at[j] + 1) * per_dim]
+                } else {
+                    &zero_gap
+                }
+            };
+            let rows = [row(0), row(1), row(2), row(3)];
+            // Every codeword of the cells from `from` to `to` (per coordinate) whose box is
+            // within `limit` of this cell's box, with its distance to this cell.
+            let scan =
+                |from: &[usize; 4], to: &[usize; 4], limit: f64, found: &mut Vec<(f64, u32)>| {
+                    found.clear();
+                    for b3 in from[3]..=to[3] {
+                        let g3 = low_delta + rows[3][b3];
+                        if g3 > limit {
+                            continue;
+                        }
+                        for b2 in from[2]..=to[2] {
+                            let g2 = g3 + rows[2][b2];
+                            if g2 > limit {
+                                continue;
+                            }
+                            for b1 in from[1]..=to[1] {
+                                let g1 = g2 + rows[1][b1];
+                                if g1 > limit {
+                                    continue;
+                                }
+                                let base = b3 * strides[3] + b2 * strides[2] + b1 * strides[1];
+                                let row0 = &rows[0][from[0]..=to[0]];
+                                for (b0, &g0) in (from[0]..).zip(row0) {
+                                    if g1 + g0 > limit {
+                                        continue;
+                                    }
+                                    let other = base + b0 * strides[0];
+                                    let range = bucket_start[other] as usize
+                                        ..bucket_start[other + 1] as usize;
+                                    for (c, i, offset) in &sorted[range] {
+                                        let mut near = 0.0;
+                                        for j in 0..4 {
+                                            let gap = (lo[j] - c[j]).max(c[j] - hi[j]).max(0.0);
+                                            near += gap * gap;
+                                        }
+                                        found.push((near + offset, *i));
+                                    }
+                                }
+                            }
+                        }
+                    }
+                };
+            // A first bound: the (total + 1)-th distance among the codewords of the cells
+            // around this one, in rings growing until they hold that many.
             let mut ring = 1;
-            let outer = loop {
-                found.clear();
+            let first = loop {
                 for j in 0..k {
                     from[j] = at[j].saturating_sub(ring);
                     to[j] = (at[j] + ring).min(per_dim - 1);
                 }
-                walk.copy_from_slice(&from);
-                'cells: loop {
-                    let other: usize = walk
-                        .iter()
-                        .zip(&axes.strides)
-                        .map(|(&w, &s)| w * s as usize)
-                        .sum();
-                    let range = bucket_start[other] as usize..bucket_start[other + 1] as usize;
-                    for &i in &bucket[range] {
-                        let c = &codewords[i as usize * k..(i as usize + 1) * k];
-                        let mut near = 0.0;
-                        for j in 0..k {
-                            let v = c[j] as f64;
-                            let gap = (lo[j] - v).max(v - hi[j]).max(0.0);
-                            near += gap * gap;
-                        }
-                        found.push((near + delta[i as usize], i));
-                    }
-                    for j in 0..k {
-                        if walk[j] < to[j] {
-                            walk[j] += 1;
-                            continue 'cells;
-                        }
-                        walk[j] = from[j];
-                    }
-                    break;
-                }
-                // Every cell beyond the ring is at least this far from this one.
-                let mut outer = f64::INFINITY;
-                for &a in &at {
-                    if a > ring {
-                        outer = outer.min(gap_sq(a, a - ring - 1));
-                    }
-                    if a + ring + 1 < per_dim {
-                        outer = outer.min(gap_sq(a, a + ring + 1));
-                    }
-                }
-                let outer = outer + low_delta;
-                let next = if found.len() > total {
+                scan(&from, &to, f64::INFINITY, &mut found);
+                if found.len() > total {
                     found.select_nth_unstable_by(total, by_distance);
-                    found[total].0
-                } else {
-                    f64::INFINITY
-                };
-                if next <= outer || ring == MAX_RING || outer == f64::INFINITY {
-                    break outer;
+                    break found[total].0;
+                }
+                if ring >= per_dim {
+                    break f64::INFINITY;
+                }
+                if ring == FIRST_RINGS {
+                    // A cell this far from the codewords (a corner of the box, which source
+                    // blocks all but never reach): no list.
+                    found.clear();
+                    break f64::NAN;
                 }
                 ring += 1;
             };
-            // The `total + 1` nearest found, in order: tier `t` takes ranks `t * slots ..
-            // (t + 1) * slots`, and its bound is the next rank's distance (or the outer bound).
-            found.truncate(total + 1);
+            if first < f64::INFINITY {
+                // Then every cell whose box lies within that bound: the codewords not scanned
+                // are farther than `first`, so the `total + 1` nearest are all found.
+                for j in 0..k {
+                    let within = |&b: &usize| rows[j][b] + low_delta <= first;
+                    from[j] = (0..at[j]).rev().take_while(within).last().unwrap_or(at[j]);
+                    to[j] = (at[j] + 1..per_dim)
+                        .take_while(within)
+                        .last()
+                        .unwrap_or(at[j]);
+                }
+                scan(&from, &to, first, &mut found);
+            }
+            // The `total + 1` nearest, in order: tier `t` takes ranks `t * slots .. (t + 1) *
+            // slots`, and its bound is the next rank's distance. Fewer found means the whole
+            // codebook was: no bound.
+            if found.len() > total + 1 {
+                found.select_nth_unstable_by(total + 1, by_distance);
+                found.truncate(total + 1);
+            }
             found.sort_unstable_by(by_distance);
             let mut last = 0u16;
             for t in 0..tiers {
@@ -231,7 +285,7 @@ impl ShortlistIndex {
                 bounds.push(if found.is_empty() {
                     f32::NEG_INFINITY
                 } else {
-                    round_down(next.min(outer) - margin)
+                    round_down(next - margin)
                 });
             }
         }

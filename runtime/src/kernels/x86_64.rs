@@ -1016,6 +1016,11 @@ pub unsafe fn nearest_cells_avx2<const K: usize>(
 /// index checked to equal the stored ones bit for bit), and the scores, per-lane `(score,
 /// index)` minimum, merge and certificate are the portable kernel's.
 ///
+/// The lists and codewords are read from memory at random, two loads deep (cell, then list,
+/// then codewords), so blocks go in batches of up to 32: first every block's cell, prefetching
+/// its first tier and bounds, then per block the first-tier codewords of the next block are
+/// prefetched before the block is scored.
+///
 /// # Safety
 /// The CPU must support AVX2.
 #[target_feature(enable = "avx2")]
@@ -1024,87 +1029,125 @@ pub unsafe fn nearest_shortlist4_avx2(
     blocks: &[f32],
     out: &mut [u32],
 ) {
-    use super::portable::{cell_in, norm_sq_f64, OUTSIDE};
-    let two = _mm256_set1_ps(2.0);
+    use super::portable::{cell_in, OUTSIDE};
+    const BATCH: usize = 32;
     let n = grid.norms.len();
     assert!(grid.codewords.len() >= 4 * n, "short codeword table");
     assert!(grid.slots.is_multiple_of(8), "tiers hold whole groups");
-    let base = grid.codewords.as_ptr();
     let per_cell = grid.slots * grid.tiers;
-    for (x, o) in blocks.chunks_exact(4).zip(out.iter_mut()) {
-        *o = OUTSIDE;
-        let Some(cell) = cell_in::<4>(grid.inner, grid.radius, grid.strides, x) else {
-            continue;
-        };
-        let xs = [
-            _mm256_set1_ps(x[0]),
-            _mm256_set1_ps(x[1]),
-            _mm256_set1_ps(x[2]),
-            _mm256_set1_ps(x[3]),
-        ];
-        let ids = &grid.ids[cell * per_cell..(cell + 1) * per_cell];
-        let bounds = &grid.bounds[cell * grid.tiers..(cell + 1) * grid.tiers];
-        let x_sq = norm_sq_f64(x);
-        let mut best = _mm256_set1_ps(f32::INFINITY);
-        let mut best_id = _mm256_set1_epi32(i32::MAX);
-        for (tier, &bound) in ids.chunks_exact(grid.slots).zip(bounds) {
-            for group in tier.chunks_exact(8) {
-                let row = |l: usize| {
-                    let i = group[l] as usize;
-                    assert!(i < n, "candidate index out of range");
-                    // SAFETY: i < n and the table holds 4 * n floats.
-                    unsafe { _mm_loadu_ps(base.add(4 * i)) }
-                };
-                let a0 = _mm256_insertf128_ps::<1>(_mm256_castps128_ps256(row(0)), row(4));
-                let a1 = _mm256_insertf128_ps::<1>(_mm256_castps128_ps256(row(1)), row(5));
-                let a2 = _mm256_insertf128_ps::<1>(_mm256_castps128_ps256(row(2)), row(6));
-                let a3 = _mm256_insertf128_ps::<1>(_mm256_castps128_ps256(row(3)), row(7));
-                let t0 = _mm256_unpacklo_ps(a0, a1);
-                let t1 = _mm256_unpackhi_ps(a0, a1);
-                let t2 = _mm256_unpacklo_ps(a2, a3);
-                let t3 = _mm256_unpackhi_ps(a2, a3);
-                let c = [
-                    _mm256_shuffle_ps::<0x44>(t0, t2),
-                    _mm256_shuffle_ps::<0xEE>(t0, t2),
-                    _mm256_shuffle_ps::<0x44>(t1, t3),
-                    _mm256_shuffle_ps::<0xEE>(t1, t3),
-                ];
-                let mut norms = _mm256_mul_ps(c[0], c[0]);
-                let mut acc = _mm256_add_ps(_mm256_setzero_ps(), _mm256_mul_ps(xs[0], c[0]));
-                for j in 1..4 {
-                    norms = _mm256_add_ps(norms, _mm256_mul_ps(c[j], c[j]));
-                    acc = _mm256_add_ps(acc, _mm256_mul_ps(xs[j], c[j]));
+    let mut cells = [usize::MAX; BATCH];
+    for (chunk, outs) in blocks.chunks(4 * BATCH).zip(out.chunks_mut(BATCH)) {
+        let count = outs.len().min(chunk.len() / 4);
+        for (b, x) in chunk.chunks_exact(4).take(count).enumerate() {
+            cells[b] = match cell_in::<4>(grid.inner, grid.radius, grid.strides, x) {
+                Some(cell) => {
+                    let ids = &grid.ids[cell * per_cell..(cell + 1) * per_cell];
+                    // Prefetches never fault; `wrapping_add` keeps the address arithmetic safe.
+                    _mm_prefetch::<_MM_HINT_T0>(ids.as_ptr() as *const i8);
+                    _mm_prefetch::<_MM_HINT_T0>(
+                        grid.bounds.as_ptr().wrapping_add(cell * grid.tiers) as *const i8,
+                    );
+                    cell
                 }
-                // SAFETY: `group` holds 8 u16 (16 bytes).
-                let lane_ids = _mm256_cvtepu16_epi32(unsafe {
-                    _mm_loadu_si128(group.as_ptr() as *const __m128i)
-                });
-                let score = _mm256_sub_ps(norms, _mm256_mul_ps(two, acc));
-                // Indices are below 2^16, so the signed compare orders them.
-                let better = _mm256_or_si256(
-                    _mm256_castps_si256(_mm256_cmp_ps::<_CMP_LT_OQ>(score, best)),
-                    _mm256_and_si256(
-                        _mm256_castps_si256(_mm256_cmp_ps::<_CMP_EQ_OQ>(score, best)),
-                        _mm256_cmpgt_epi32(best_id, lane_ids),
-                    ),
-                );
-                best = _mm256_blendv_ps(best, score, _mm256_castsi256_ps(better));
-                best_id = _mm256_blendv_epi8(best_id, lane_ids, better);
+                None => usize::MAX,
+            };
+        }
+        for b in 0..count {
+            if let Some(&next) = cells[..count].get(b + 1) {
+                if next != usize::MAX {
+                    for &i in &grid.ids[next * per_cell..next * per_cell + grid.slots] {
+                        _mm_prefetch::<_MM_HINT_T0>(
+                            grid.codewords.as_ptr().wrapping_add(4 * i as usize) as *const i8,
+                        );
+                    }
+                }
             }
-            // Lowest score across lanes, then the lowest index among the lanes holding it.
-            let mut min = _mm256_min_ps(best, _mm256_permute2f128_ps::<1>(best, best));
-            min = _mm256_min_ps(min, _mm256_permute_ps::<0b01_00_11_10>(min));
-            min = _mm256_min_ps(min, _mm256_permute_ps::<0b10_11_00_01>(min));
-            let score = _mm256_cvtss_f32(min);
-            if (score as f64) + x_sq < bound as f64 {
-                let at_min = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_EQ_OQ>(best, min));
-                let mut id = _mm256_blendv_epi8(_mm256_set1_epi32(i32::MAX), best_id, at_min);
-                id = _mm256_min_epi32(id, _mm256_permute2x128_si256::<1>(id, id));
-                id = _mm256_min_epi32(id, _mm256_shuffle_epi32::<0b01_00_11_10>(id));
-                id = _mm256_min_epi32(id, _mm256_shuffle_epi32::<0b10_11_00_01>(id));
-                *o = _mm256_cvtsi256_si32(id) as u32;
-                break;
-            }
+            outs[b] = if cells[b] == usize::MAX {
+                OUTSIDE
+            } else {
+                // SAFETY: AVX2 is enabled in this function, and so for its callee.
+                unsafe { shortlist_block4(grid, &chunk[4 * b..4 * b + 4], cells[b]) }
+            };
         }
     }
+}
+
+/// One block of [`nearest_shortlist4_avx2`] in cell `cell`.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn shortlist_block4(grid: &super::portable::ShortlistGrid, x: &[f32], cell: usize) -> u32 {
+    use super::portable::{norm_sq_f64, OUTSIDE};
+    let two = _mm256_set1_ps(2.0);
+    let n = grid.norms.len();
+    let base = grid.codewords.as_ptr();
+    let per_cell = grid.slots * grid.tiers;
+    let xs = [
+        _mm256_set1_ps(x[0]),
+        _mm256_set1_ps(x[1]),
+        _mm256_set1_ps(x[2]),
+        _mm256_set1_ps(x[3]),
+    ];
+    let ids = &grid.ids[cell * per_cell..(cell + 1) * per_cell];
+    let bounds = &grid.bounds[cell * grid.tiers..(cell + 1) * grid.tiers];
+    let x_sq = norm_sq_f64(x);
+    let mut best = _mm256_set1_ps(f32::INFINITY);
+    let mut best_id = _mm256_set1_epi32(i32::MAX);
+    for (tier, &bound) in ids.chunks_exact(grid.slots).zip(bounds) {
+        for group in tier.chunks_exact(8) {
+            let row = |l: usize| {
+                let i = group[l] as usize;
+                assert!(i < n, "candidate index out of range");
+                // SAFETY: i < n and the table holds 4 * n floats.
+                unsafe { _mm_loadu_ps(base.add(4 * i)) }
+            };
+            let a0 = _mm256_insertf128_ps::<1>(_mm256_castps128_ps256(row(0)), row(4));
+            let a1 = _mm256_insertf128_ps::<1>(_mm256_castps128_ps256(row(1)), row(5));
+            let a2 = _mm256_insertf128_ps::<1>(_mm256_castps128_ps256(row(2)), row(6));
+            let a3 = _mm256_insertf128_ps::<1>(_mm256_castps128_ps256(row(3)), row(7));
+            let t0 = _mm256_unpacklo_ps(a0, a1);
+            let t1 = _mm256_unpackhi_ps(a0, a1);
+            let t2 = _mm256_unpacklo_ps(a2, a3);
+            let t3 = _mm256_unpackhi_ps(a2, a3);
+            let c = [
+                _mm256_shuffle_ps::<0x44>(t0, t2),
+                _mm256_shuffle_ps::<0xEE>(t0, t2),
+                _mm256_shuffle_ps::<0x44>(t1, t3),
+                _mm256_shuffle_ps::<0xEE>(t1, t3),
+            ];
+            let mut norms = _mm256_mul_ps(c[0], c[0]);
+            let mut acc = _mm256_add_ps(_mm256_setzero_ps(), _mm256_mul_ps(xs[0], c[0]));
+            for j in 1..4 {
+                norms = _mm256_add_ps(norms, _mm256_mul_ps(c[j], c[j]));
+                acc = _mm256_add_ps(acc, _mm256_mul_ps(xs[j], c[j]));
+            }
+            // SAFETY: `group` holds 8 u16 (16 bytes).
+            let lane_ids =
+                _mm256_cvtepu16_epi32(unsafe { _mm_loadu_si128(group.as_ptr() as *const __m128i) });
+            let score = _mm256_sub_ps(norms, _mm256_mul_ps(two, acc));
+            // Indices are below 2^16, so the signed compare orders them.
+            let better = _mm256_or_si256(
+                _mm256_castps_si256(_mm256_cmp_ps::<_CMP_LT_OQ>(score, best)),
+                _mm256_and_si256(
+                    _mm256_castps_si256(_mm256_cmp_ps::<_CMP_EQ_OQ>(score, best)),
+                    _mm256_cmpgt_epi32(best_id, lane_ids),
+                ),
+            );
+            best = _mm256_blendv_ps(best, score, _mm256_castsi256_ps(better));
+            best_id = _mm256_blendv_epi8(best_id, lane_ids, better);
+        }
+        // Lowest score across lanes, then the lowest index among the lanes holding it.
+        let mut min = _mm256_min_ps(best, _mm256_permute2f128_ps::<1>(best, best));
+        min = _mm256_min_ps(min, _mm256_permute_ps::<0b01_00_11_10>(min));
+        min = _mm256_min_ps(min, _mm256_permute_ps::<0b10_11_00_01>(min));
+        let score = _mm256_cvtss_f32(min);
+        if (score as f64) + x_sq < bound as f64 {
+            let at_min = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_EQ_OQ>(best, min));
+            let mut id = _mm256_blendv_epi8(_mm256_set1_epi32(i32::MAX), best_id, at_min);
+            id = _mm256_min_epi32(id, _mm256_permute2x128_si256::<1>(id, id));
+            id = _mm256_min_epi32(id, _mm256_shuffle_epi32::<0b01_00_11_10>(id));
+            id = _mm256_min_epi32(id, _mm256_shuffle_epi32::<0b10_11_00_01>(id));
+            return _mm256_cvtsi256_si32(id) as u32;
+        }
+    }
+    OUTSIDE
 }
