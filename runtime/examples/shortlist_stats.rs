@@ -5,7 +5,7 @@
 //! exhaustive one.
 //!
 //! ```text
-//! cargo run --release -p fibquant --example shortlist_stats
+//! cargo run --release -p fibquant --example shortlist_stats [VECTORS [N]]
 //! ```
 use fibquant::registry;
 use fibquant::rng::Xoshiro256;
@@ -15,6 +15,8 @@ use std::time::Instant;
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let vectors: usize = args.get(1).map_or(Ok(20000), |a| a.parse())?;
+    // An optional codebook size keeps only those codebooks.
+    let only: Option<usize> = args.get(2).map(|a| a.parse()).transpose()?;
     for (d, k, n) in [
         (128, 4, 2048),
         (128, 4, 4096),
@@ -22,6 +24,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         (128, 4, 65536),
         (64, 4, 65536),
     ] {
+        if only.is_some_and(|o| o != n) {
+            continue;
+        }
         let codebook = registry::codebook(d, k, n)?;
         let mut rng = Xoshiro256::new(7);
         let mut blocks = Vec::new();
@@ -35,7 +40,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .map(|x| codebook.nearest_exhaustive(x))
             .collect();
         for per_dim in [12, 16] {
-            for (slots, tiers) in [(16, 1), (16, 2), (8, 4), (16, 3), (8, 6)] {
+            for (slots, tiers) in [(16, 2), (16, 3), (16, 4)] {
                 let start = Instant::now();
                 let index = ShortlistIndex::new(
                     codebook.codewords(),

@@ -513,7 +513,7 @@ mod tests {
 
     #[test]
     fn registry_codebooks_certify_most_source_blocks() {
-        // Measured with `--example shortlist_stats`: 99.4 % (k4N4096, d = 128) and 99.1 %
+        // Measured with `--example shortlist_stats`: 99.4 % (k4N4096, d = 128) and 99.6 %
         // (k4N65536, d = 128) of 20000 x 32 blocks; the floors leave room for other seeds (each
         // fraction is an average over 20000 blocks, binomial sd below 0.1 %).
         for (d, n, floor) in [(128, 4096, 0.98), (64, 2048, 0.98), (128, 65536, 0.97)] {
