@@ -524,6 +524,42 @@ mod tests {
     }
 
     #[test]
+    fn codebook_searches_large_k4_codebooks_through_the_shortlists() {
+        // k4N65536: the shortlists first, the inverted file for the blocks they leave open.
+        let cb = crate::registry::codebook(64, 4, 65536).expect("registry codebook");
+        let shortlist = cb.shortlist().expect("k4N65536 has shortlists");
+        let blocks = source_blocks(64, 4, 4000, 21);
+        let mut many = vec![0u32; 4000];
+        cb.nearest_many(&blocks, &mut many);
+        let mut certified = 0;
+        for (x, &m) in blocks.chunks_exact(4).zip(&many) {
+            let one = cb.nearest(x);
+            assert_eq!(one, m, "nearest and nearest_many agree");
+            assert_eq!(cb.nearest_with_distance(x).0, one);
+            match shortlist.nearest(x) {
+                Some(i) => {
+                    certified += 1;
+                    assert_eq!(i, one);
+                    assert_eq!(i, cb.nearest_exhaustive(x), "{x:?}");
+                }
+                None => assert_eq!(one, cb.ivf().expect("an inverted file").nearest(x).0),
+            }
+        }
+        assert!(certified > 3900, "{certified} of 4000 certified");
+        // Without the inverted file every answer is exact.
+        let mut exact = (*cb).clone();
+        exact.set_ivf_probes(None);
+        for x in blocks.chunks_exact(4).take(300) {
+            assert_eq!(exact.nearest(x), exact.nearest_exhaustive(x));
+        }
+        // Codebooks with an exact grid, scalar codes and k = 8 have none.
+        for (k, n) in [(4, 256), (2, 256), (1, 16), (8, 65536)] {
+            let cb = crate::registry::codebook(64, k, n).expect("registry codebook");
+            assert!(cb.shortlist().is_none(), "k={k} N={n}");
+        }
+    }
+
+    #[test]
     fn ties_resolve_to_the_lowest_index() {
         // Exact duplicates and a codebook symmetric about the origin, queried on the axes and at
         // the duplicates themselves: equal scores everywhere.
