@@ -216,12 +216,16 @@ impl ShortlistIndex {
                                     let range = bucket_start[other] as usize
                                         ..bucket_start[other + 1] as usize;
                                     for (c, i, offset) in &sorted[range] {
-                                        let mut near = 0.0;
-                                        for j in 0..4 {
+                                        // The filter's order (offset, then coordinates 3 down
+                                        // to 0): each term is at least the filter's, so with
+                                        // monotone rounding the sum is too, and no codeword
+                                        // within `limit` sits in a cell the filter skipped.
+                                        let mut distance = *offset;
+                                        for j in (0..4).rev() {
                                             let gap = (lo[j] - c[j]).max(c[j] - hi[j]).max(0.0);
-                                            near += gap * gap;
+                                            distance += gap * gap;
                                         }
-                                        found.push((near + offset, *i));
+                                        found.push((distance, *i));
                                     }
                                 }
                             }
@@ -241,7 +245,8 @@ impl ShortlistIndex {
                     found.select_nth_unstable_by(total, by_distance);
                     break found[total].0;
                 }
-                if ring >= per_dim {
+                if (0..k).all(|j| from[j] == 0 && to[j] == per_dim - 1) {
+                    // The whole codebook, and no more than `total` codewords.
                     break f64::INFINITY;
                 }
                 if ring == FIRST_RINGS {
@@ -266,8 +271,10 @@ impl ShortlistIndex {
                 scan(&from, &to, first, &mut found);
             }
             // The `total + 1` nearest, in order: tier `t` takes ranks `t * slots .. (t + 1) *
-            // slots`, and its bound is the next rank's distance. Fewer found means the whole
-            // codebook was: no bound.
+            // slots`, and its bound is the next rank's distance; with the whole codebook found
+            // and no next rank, there is no bound, and with no list (or, were the argument above
+            // wrong, a short one) no certificate.
+            let whole = found.len() == n;
             if found.len() > total + 1 {
                 found.select_nth_unstable_by(total + 1, by_distance);
                 found.truncate(total + 1);
@@ -281,11 +288,10 @@ impl ShortlistIndex {
                 ids[start..].sort_unstable();
                 last = ids[start..].last().copied().unwrap_or(last);
                 ids.resize(start + slots, last);
-                let next = found.get((t + 1) * slots).map_or(f64::INFINITY, |f| f.0);
-                bounds.push(if found.is_empty() {
-                    f32::NEG_INFINITY
-                } else {
-                    round_down(next - margin)
+                bounds.push(match found.get((t + 1) * slots) {
+                    Some(&(next, _)) => round_down(next - margin),
+                    None if whole => f32::INFINITY,
+                    None => f32::NEG_INFINITY,
                 });
             }
         }
@@ -383,6 +389,7 @@ fn round_down(v: f64) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cells::{norm_offsets, score_margin, GridAxes};
     use crate::codebook::SearchIndex;
     use crate::rng::Xoshiro256;
 
@@ -580,6 +587,97 @@ mod tests {
                     assert_eq!(i, exhaustive.nearest(&x).0, "{x:?}");
                 }
             }
+        }
+        // Codeword i < 400 and its copy 600 + i tie exactly at i's own coordinates; the
+        // certified answers must be i, and most of them are certified.
+        let mut certified = 0;
+        for i in 0..400 {
+            let x = &codewords[4 * i..4 * i + 4];
+            assert_eq!(exhaustive.nearest(x).0, i as u32);
+            if let Some(found) = index.nearest(x) {
+                assert_eq!(found, i as u32, "tie at codeword {i}");
+                certified += 1;
+            }
+        }
+        assert!(certified > 300, "{certified} of 400 ties certified");
+    }
+
+    /// Every tier's bound lies below the distance of every codeword left out of that tier and
+    /// the ones before it, by half the margin at least (the other half covers the different
+    /// summation order of this brute-force check): the builder's claim, checked over every cell
+    /// of small grids, including a product codebook whose codewords sit on cell corners and a
+    /// codebook with exact duplicates.
+    #[test]
+    fn bounds_are_below_every_codeword_left_out() {
+        let levels = [-0.3f32, -0.1, 0.0, 0.1, 0.25, 0.3];
+        let mut product = Vec::new();
+        for a in levels {
+            for b in levels {
+                for c in levels {
+                    product.extend([a, b, c]);
+                }
+            }
+        }
+        let mut duplicated = spread_codebook(16, 4, 300, 8);
+        let copy = duplicated[..400].to_vec();
+        duplicated.extend(copy);
+        for (codewords, k, (per_dim, slots, tiers)) in [
+            (spread_codebook(16, 2, 200, 3), 2, (8, 8, 2)),
+            (product, 3, (6, 8, 3)),
+            (spread_codebook(16, 4, 700, 4), 4, (5, 8, 2)),
+            (duplicated, 4, (4, 16, 2)),
+        ] {
+            let norms = norms_of(&codewords, k);
+            let index = ShortlistIndex::new(&codewords, &norms, k, per_dim, slots, tiers)
+                .expect("shortlists");
+            let axes = GridAxes::new(&codewords, k, per_dim).expect("axes");
+            assert_eq!(axes.per_dim, index.per_dim);
+            let margin = score_margin(&codewords, &norms, k, axes.radius);
+            let delta = norm_offsets(&codewords, &norms, k);
+            let per_cell = slots * tiers;
+            let mut certifying = 0;
+            for cell in 0..index.per_dim.pow(k as u32) {
+                let mut box_ = vec![(0.0, 0.0); k];
+                let mut rest = cell;
+                for b in box_.iter_mut() {
+                    let a = rest % index.per_dim;
+                    rest /= index.per_dim;
+                    *b = (axes.edges[a], axes.edges[a + 1]);
+                }
+                let distance: Vec<f64> = codewords
+                    .chunks_exact(k)
+                    .zip(&delta)
+                    .map(|(c, d)| {
+                        let near: f64 = c
+                            .iter()
+                            .zip(&box_)
+                            .map(|(&v, &(lo, hi))| {
+                                let gap = (lo - v as f64).max(v as f64 - hi).max(0.0);
+                                gap * gap
+                            })
+                            .sum();
+                        near + d
+                    })
+                    .collect();
+                let ids = &index.ids[cell * per_cell..(cell + 1) * per_cell];
+                for t in 0..tiers {
+                    let bound = index.bounds[cell * tiers + t] as f64;
+                    if bound > f64::NEG_INFINITY {
+                        certifying += 1;
+                    }
+                    let listed = &ids[..(t + 1) * slots];
+                    for (i, &d) in distance.iter().enumerate() {
+                        if !listed.contains(&(i as u16)) {
+                            assert!(
+                                bound + margin / 2.0 <= d,
+                                "k={k} cell {cell} tier {t}: bound {bound} against codeword {i} \
+                                 at {d} (margin {margin})"
+                            );
+                        }
+                    }
+                }
+            }
+            assert!(certifying > 0, "k={k}: no cell can certify anything");
         }
     }
 

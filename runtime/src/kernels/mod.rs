@@ -185,6 +185,19 @@ pub fn nearest_shortlist(
     out: &mut [u32],
 ) {
     let isa = usable(isa);
+    // A grid the kernels could read differently (partial groups, no tiers, tables of the wrong
+    // size) answers nothing rather than something ISA-dependent.
+    let cells = grid.bounds.len() / grid.tiers.max(1);
+    let shaped = grid.slots > 0
+        && grid.slots.is_multiple_of(crate::codebook::LANES)
+        && grid.tiers > 0
+        && grid.bounds.len() == cells * grid.tiers
+        && grid.ids.len() == cells * grid.slots * grid.tiers
+        && grid.codewords.len() == k * grid.norms.len();
+    if !shaped {
+        out.fill(OUTSIDE);
+        return;
+    }
     match (isa, k) {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the caller's `isa` went through `usable`, so `Isa::Avx2` and up mean that AVX2

@@ -644,7 +644,10 @@ pub fn cell_in<const K: usize>(
 }
 
 /// A grid of certified shortlists ([`crate::shortlist::ShortlistIndex`]) as the search kernel
-/// reads it.
+/// reads it. The kernels agree with each other only on grids that index builds: `norms` must
+/// be the codewords' squared norms computed as `sum of c_j * c_j` in f32 (the AVX2 kernel
+/// recomputes them), and the dispatcher [`super::nearest_shortlist`] answers nothing for a grid
+/// whose table sizes do not fit together.
 #[derive(Debug, Clone, Copy)]
 pub struct ShortlistGrid<'a> {
     /// Interior boundaries per coordinate, ascending, padded with `+inf`.
