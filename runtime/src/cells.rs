@@ -349,19 +349,7 @@ mod tests {
     use super::*;
     use crate::codebook::{cells_per_dim, SearchIndex};
     use crate::rng::Xoshiro256;
-
-    /// Blocks of uniformly random unit vectors of `R^d` (the source the grid is built for).
-    fn source_blocks(d: usize, k: usize, count: usize, seed: u64) -> Vec<f32> {
-        let mut rng = Xoshiro256::new(seed);
-        let mut out = Vec::with_capacity(count * k + d);
-        while out.len() < count * k {
-            let v: Vec<f64> = (0..d).map(|_| rng.next_gaussian()).collect();
-            let norm = v.iter().map(|a| a * a).sum::<f64>().sqrt();
-            out.extend(v.iter().map(|a| (a / norm) as f32));
-        }
-        out.truncate(count * k);
-        out
-    }
+    use crate::test_support::{norms_of, source_blocks};
 
     /// Points of the box that stress the cell boundaries and ties: uniform points, points whose
     /// coordinates sit exactly on boundaries or the box edge, the codewords themselves and
@@ -397,10 +385,7 @@ mod tests {
     /// Every implementation answers every block inside the box, with the exhaustive answer.
     fn check_exact(codewords: &[f32], k: usize, per_dim: usize, blocks: &[f32], what: &str) {
         let index = SearchIndex::new(codewords, k);
-        let norms: Vec<f32> = codewords
-            .chunks_exact(k)
-            .map(|c| c.iter().map(|v| v * v).sum())
-            .collect();
+        let norms = norms_of(codewords, k);
         let grid = CellIndex::new(codewords, &norms, k, per_dim).expect("grid");
         let expected: Vec<u32> = blocks.chunks_exact(k).map(|x| index.nearest(x).0).collect();
         for isa in kernels::supported() {

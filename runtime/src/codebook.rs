@@ -540,33 +540,25 @@ impl Codebook {
     /// one call per block where the exact grid search applies.
     pub fn nearest_many(&self, blocks: &[f32], out: &mut [u32]) {
         debug_assert_eq!(out.len(), blocks.len() / self.k);
-        match (
-            self.thresholds.is_some() || self.ivf.is_some(),
-            self.cells(),
-        ) {
-            (false, Some(cells)) => {
-                cells.nearest_many(blocks, out);
-                for (o, block) in out.iter_mut().zip(blocks.chunks_exact(self.k)) {
-                    if *o == crate::kernels::OUTSIDE {
-                        *o = self.index.nearest(block).0;
-                    }
-                }
+        if self.thresholds.is_some() {
+            for (o, block) in out.iter_mut().zip(blocks.chunks_exact(self.k)) {
+                *o = self.nearest(block);
             }
-            _ => match self.shortlist() {
-                Some(shortlist) => {
-                    shortlist.nearest_many(blocks, out);
-                    for (o, block) in out.iter_mut().zip(blocks.chunks_exact(self.k)) {
-                        if *o == crate::kernels::OUTSIDE {
-                            *o = self.nearest_fallback(block);
-                        }
-                    }
-                }
-                None => {
-                    for (o, block) in out.iter_mut().zip(blocks.chunks_exact(self.k)) {
-                        *o = self.nearest(block);
-                    }
-                }
+            return;
+        }
+        // A batch pass through the exact grid or the shortlists, where there is one; the blocks
+        // it leaves open go one by one to the searches behind it.
+        match self.ivf.is_none().then(|| self.cells()).flatten() {
+            Some(cells) => cells.nearest_many(blocks, out),
+            None => match self.shortlist() {
+                Some(shortlist) => shortlist.nearest_many(blocks, out),
+                None => out.fill(crate::kernels::OUTSIDE),
             },
+        }
+        for (o, block) in out.iter_mut().zip(blocks.chunks_exact(self.k)) {
+            if *o == crate::kernels::OUTSIDE {
+                *o = self.nearest_fallback(block);
+            }
         }
     }
 

@@ -49,6 +49,8 @@ pub mod registry;
 pub mod rng;
 pub mod rotation;
 pub mod shortlist;
+#[cfg(test)]
+mod test_support;
 
 pub use attention::WEIGHT_FLUSH;
 pub use codebook::Codebook;

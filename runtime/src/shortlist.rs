@@ -392,26 +392,7 @@ mod tests {
     use crate::cells::{norm_offsets, score_margin, GridAxes};
     use crate::codebook::SearchIndex;
     use crate::rng::Xoshiro256;
-
-    /// Blocks of uniformly random unit vectors of `R^d` (the source the index is built for).
-    fn source_blocks(d: usize, k: usize, count: usize, seed: u64) -> Vec<f32> {
-        let mut rng = Xoshiro256::new(seed);
-        let mut out = Vec::with_capacity(count * k + d);
-        while out.len() < count * k {
-            let v: Vec<f64> = (0..d).map(|_| rng.next_gaussian()).collect();
-            let norm = v.iter().map(|a| a * a).sum::<f64>().sqrt();
-            out.extend(v.iter().map(|a| (a / norm) as f32));
-        }
-        out.truncate(count * k);
-        out
-    }
-
-    fn norms_of(codewords: &[f32], k: usize) -> Vec<f32> {
-        codewords
-            .chunks_exact(k)
-            .map(|c| c.iter().map(|v| v * v).sum())
-            .collect()
-    }
+    use crate::test_support::{norms_of, source_blocks};
 
     /// Blocks that stress the certificate: source blocks, points on the cell boundaries and the
     /// box edge, the codewords themselves, midpoints of codeword pairs (equidistant from both),

@@ -775,17 +775,6 @@ pub fn nearest_cells<const K: usize>(grid: &CellGrid, blocks: &[f32], out: &mut 
                 best_id[l] = if better { ids[l].to_bits() } else { best_id[l] };
             }
         }
-        let min = best
-            .iter()
-            .fold(f32::INFINITY, |m, &b| if b < m { b } else { m });
-        let mut id = OUTSIDE;
-        for l in 0..LANES {
-            id = if best[l] == min {
-                id.min(best_id[l])
-            } else {
-                id
-            };
-        }
-        *o = id;
+        *o = merge_lanes(&best, &best_id).1;
     }
 }
