@@ -694,6 +694,41 @@ mod tests {
     }
 
     #[test]
+    fn a_grid_whose_tables_do_not_fit_answers_nothing() {
+        let codewords = spread_codebook(16, 4, 512, 1);
+        let index = ShortlistIndex::new(&codewords, &norms_of(&codewords, 4), 4, 8, 16, 2).unwrap();
+        let blocks = source_blocks(16, 4, 200, 2);
+        let mut fine = vec![0u32; 200];
+        index.nearest_many(&blocks, &mut fine);
+        assert!(fine.iter().any(|&o| o != kernels::OUTSIDE));
+        let good = index.grid();
+        let short_ids = &good.ids[..good.ids.len() - 1];
+        let broken = [
+            ShortlistGrid { slots: 12, ..good },
+            ShortlistGrid { tiers: 0, ..good },
+            ShortlistGrid { tiers: 3, ..good },
+            ShortlistGrid {
+                ids: short_ids,
+                ..good
+            },
+            ShortlistGrid {
+                norms: &good.norms[1..],
+                ..good
+            },
+        ];
+        for (b, grid) in broken.iter().enumerate() {
+            for isa in kernels::supported() {
+                let mut out = vec![0u32; 200];
+                kernels::nearest_shortlist(isa, 4, grid, &blocks, &mut out);
+                assert!(
+                    out.iter().all(|&o| o == kernels::OUTSIDE),
+                    "grid {b}, {isa:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn round_down_never_rounds_up() {
         for v in [0.1f64, -0.1, 1e-30, 3.0, 1e40, -1e40, f64::INFINITY] {
             let r = round_down(v);
