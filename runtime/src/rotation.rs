@@ -110,6 +110,14 @@ impl Rotation {
         Rotation::Dense { dim, matrix }
     }
 
+    fn check_lengths(&self, input: usize, output: usize) {
+        let d = self.dim();
+        assert!(
+            input == d && output == d,
+            "a rotation of dimension {d} got input {input} and output {output} values"
+        );
+    }
+
     /// Dimension of the rotated space.
     pub fn dim(&self) -> usize {
         match self {
@@ -117,8 +125,10 @@ impl Rotation {
         }
     }
 
-    /// `out = P x`. Both slices must have length `dim` (checked by the caller).
+    /// `out = P x`. Panics unless both slices have length `dim` (the [`crate::Codec`] methods
+    /// check lengths and return errors before they rotate).
     pub fn apply(&self, x: &[f32], out: &mut [f32]) {
+        self.check_lengths(x.len(), out.len());
         match self {
             Rotation::Hadamard { dim, signs } => {
                 out.copy_from_slice(x);
@@ -141,8 +151,9 @@ impl Rotation {
         }
     }
 
-    /// `out = P^T y`, the inverse rotation.
+    /// `out = P^T y`, the inverse rotation. Panics unless both slices have length `dim`.
     pub fn apply_inverse(&self, y: &[f32], out: &mut [f32]) {
+        self.check_lengths(y.len(), out.len());
         match self {
             Rotation::Hadamard { dim, signs } => {
                 out.copy_from_slice(y);

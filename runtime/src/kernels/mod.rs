@@ -85,7 +85,9 @@ pub fn supported() -> Vec<Isa> {
 }
 
 /// Nearest codeword in a lane-grouped layout (see [`crate::codebook::SearchIndex`]): returns, for
-/// each of the `LANES` lanes, the best score and the group it came from.
+/// each of the `LANES` lanes, the best score and the group it came from. The groups are
+/// `norms.len() / 8`; panics unless `lanes` holds `k * 8` coordinates for each and `x` at least
+/// `k`.
 #[inline]
 pub fn nearest_lanes(
     isa: Isa,
@@ -94,6 +96,13 @@ pub fn nearest_lanes(
     k: usize,
     x: &[f32],
 ) -> ([f32; 8], [u32; 8]) {
+    assert!(
+        x.len() >= k
+            && k.checked_mul(8)
+                .and_then(|row| row.checked_mul(norms.len() / 8))
+                .is_some_and(|v| lanes.len() >= v),
+        "lane layout or query shorter than the block size says"
+    );
     let isa = usable(isa);
     match isa {
         #[cfg(target_arch = "x86_64")]
@@ -258,9 +267,22 @@ pub fn lane_scores(isa: Isa, lanes: &[f32], norms: &[f32], k: usize, x: &[f32], 
     }
 }
 
-/// In-place unnormalized fast Walsh-Hadamard transform (`v.len()` a power of two).
+/// Whether `bytes` bytes after `offset` fit in a slot of `slot_bytes` (no overflow).
+fn fits_after(slot_bytes: usize, offset: usize, bytes: usize) -> bool {
+    offset
+        .checked_add(bytes)
+        .is_some_and(|end| end <= slot_bytes)
+}
+
+/// In-place unnormalized fast Walsh-Hadamard transform. Panics unless `v.len()` is a power of two
+/// (or zero).
 #[inline]
 pub fn fwht(isa: Isa, v: &mut [f32]) {
+    assert!(
+        v.is_empty() || v.len().is_power_of_two(),
+        "the Walsh-Hadamard transform needs a power-of-two length, got {}",
+        v.len()
+    );
     let isa = usable(isa);
     match isa {
         #[cfg(target_arch = "x86_64")]
@@ -622,7 +644,10 @@ pub fn scalar_dots(
 ) {
     let isa = usable(isa);
     assert!(has_scalar_kernel(isa, bits, q.len()), "no scalar kernel");
-    assert!(slot_bytes >= offset + q.len() * bits as usize / 8);
+    assert!(
+        fits_after(slot_bytes, offset, q.len() * bits as usize / 8),
+        "slots too short"
+    );
     #[cfg(target_arch = "x86_64")]
     // SAFETY: `has_scalar_kernel` checked AVX2 (`isa` went through `usable`), `bits` in 1..=4 and
     // `d % 8 == 0` (`d % 16 == 0` for the AVX-512 kernel); the slot size was asserted above.
@@ -658,7 +683,10 @@ pub fn scalar_accumulate(
 ) {
     let isa = usable(isa);
     assert!(has_scalar_kernel(isa, bits, acc.len()), "no scalar kernel");
-    assert!(slot_bytes >= offset + acc.len() * bits as usize / 8);
+    assert!(
+        fits_after(slot_bytes, offset, acc.len() * bits as usize / 8),
+        "slots too short"
+    );
     #[cfg(target_arch = "x86_64")]
     // SAFETY: as in `scalar_dots`.
     unsafe {
@@ -689,6 +717,61 @@ mod tests {
             eprintln!("no SIMD level available: only the portable kernels are tested");
         }
         v
+    }
+
+    fn panics(f: impl FnOnce()) -> bool {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err()
+    }
+
+    #[test]
+    fn safe_dispatchers_refuse_what_their_simd_kernels_could_not_read() {
+        for isa in isas() {
+            // Not a power of two: the AVX2 transform would have stored past the end.
+            for n in [3, 12, 24, 100] {
+                assert!(panics(|| fwht(isa, &mut vec![1.0; n])), "{isa:?} n={n}");
+            }
+            fwht(isa, &mut []);
+            // A generic-k lane layout shorter than its norms say.
+            let norms = [0f32; 16];
+            for k in [5, 6, 7] {
+                assert!(panics(|| {
+                    nearest_lanes(isa, &vec![0.0; 8 * k], &norms, k, &[0.0; 8]);
+                }));
+                let (s, _) = nearest_lanes(isa, &vec![0.5; 16 * k], &norms, k, &[1.0; 8]);
+                assert_eq!(s, [-(k as f32); 8], "{isa:?} k={k}");
+            }
+            // blocks * n overflows: the table check must not wrap around.
+            let ids = [0u32, 1, 2, 3];
+            let rows = IndexRows {
+                data: &ids[..],
+                stride: 2,
+                offset: 0,
+                blocks: 2,
+            };
+            assert!(panics(|| table_dots(
+                isa,
+                &[],
+                usize::MAX / 2 + 1,
+                rows,
+                &mut [0.0; 2]
+            )));
+        }
+        // An offset that overflows with the index bytes.
+        for isa in supported() {
+            if has_scalar_kernel(isa, 2, 8) {
+                let q = [1f32; 8];
+                assert!(panics(|| scalar_dots(
+                    isa,
+                    2,
+                    &[0.0; 16],
+                    &q,
+                    &[0; 8],
+                    4,
+                    usize::MAX,
+                    &mut [0.0; 2]
+                )));
+            }
+        }
     }
 
     #[test]

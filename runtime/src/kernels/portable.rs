@@ -249,7 +249,10 @@ pub fn sum_lanes(a: &[f32; 8]) -> f32 {
 /// partial sums per slot.
 #[inline(always)]
 pub fn table_dots<T: IndexCell>(table: &[f32], n: usize, rows: IndexRows<T>, out: &mut [f32]) {
-    assert!(table.len() >= rows.blocks * n);
+    assert!(
+        rows.blocks.checked_mul(n).is_some_and(|m| table.len() >= m),
+        "look-up table shorter than blocks * n"
+    );
     for (o, ids) in out.iter_mut().zip(rows.iter()) {
         check_row(ids, n);
         let mut acc = [0f32; 4];

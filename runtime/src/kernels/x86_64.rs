@@ -7,8 +7,8 @@ use std::arch::x86_64::*;
 /// AVX2 version of [`super::portable::nearest_lanes`].
 ///
 /// # Safety
-/// The CPU must support AVX2. `lanes.len()` must be `groups * k * 8`, `norms.len()` `groups * 8`
-/// and `x.len() >= k`.
+/// The CPU must support AVX2. Panics unless `lanes.len() >= groups * k * 8`, where `groups =
+/// norms.len() / 8`; a shorter `x` uses its first `x.len()` coordinates, as the portable kernel.
 #[target_feature(enable = "avx2")]
 pub unsafe fn nearest_lanes_avx2(
     lanes: &[f32],
@@ -17,8 +17,15 @@ pub unsafe fn nearest_lanes_avx2(
     x: &[f32],
 ) -> ([f32; 8], [u32; 8]) {
     let groups = norms.len() / 8;
-    debug_assert_eq!(lanes.len(), groups * k * 8);
-    debug_assert!(x.len() >= k);
+    // The loads below rely on this (checked in release builds too: the function is reachable
+    // from the safe dispatcher with any `k`).
+    assert!(
+        groups
+            .checked_mul(k)
+            .and_then(|v| v.checked_mul(8))
+            .is_some_and(|v| lanes.len() >= v),
+        "lane layout shorter than its norms"
+    );
     let mut best = _mm256_set1_ps(f32::INFINITY);
     let mut best_group = _mm256_setzero_si256();
     let two = _mm256_set1_ps(2.0);
