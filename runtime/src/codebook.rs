@@ -211,8 +211,10 @@ pub struct SearchIndex {
 }
 
 impl SearchIndex {
-    /// Builds the index of `codewords` (`n * k` values, codeword-major, all finite).
+    /// Builds the index of `codewords` (`n * k` values, codeword-major, all finite). Panics if
+    /// `k` is 0.
     pub fn new(codewords: &[f32], k: usize) -> SearchIndex {
+        assert!(k > 0, "codewords of k = 0 values");
         let n = codewords.len() / k;
         let groups = n.div_ceil(LANES);
         let mut lanes = vec![0f32; groups * k * LANES];
@@ -322,10 +324,17 @@ impl Codebook {
         if let Some(i) = codewords.iter().position(|c| !c.is_finite()) {
             return Err(Error::NonFinite { index: i });
         }
-        let norms_sq = codewords
+        let norms_sq: Vec<f32> = codewords
             .chunks_exact(k)
             .map(|c| c.iter().map(|v| v * v).sum())
             .collect();
+        // Beyond about 1.8e19 a value's square is infinite, every score too, and every search
+        // would answer codeword 0.
+        if let Some(i) = norms_sq.iter().position(|v| !v.is_finite()) {
+            return Err(Error::InvalidConfig(format!(
+                "codeword {i} is too large: its squared norm overflows f32"
+            )));
+        }
         let index = SearchIndex::new(&codewords, k);
         let ivf = (n >= IVF_THRESHOLD).then(|| {
             let cells = ((n as f64).sqrt() as usize).next_power_of_two().min(1024);
@@ -388,8 +397,8 @@ impl Codebook {
         };
         let (dim, k, n) = (header.dim as usize, header.k as usize, header.n as usize);
         let body = &bytes[HEADER_BYTES..];
-        let expected = (n as u64) * (k as u64) * 4;
-        if body.len() as u64 != expected {
+        let expected = (n as u128) * (k as u128) * 4;
+        if body.len() as u128 != expected {
             return Err(Error::CorruptCodebook(format!(
                 "header says {n} codewords of {k} floats ({expected} bytes) but the body has {} bytes",
                 body.len()
@@ -405,7 +414,10 @@ impl Codebook {
         Ok(cb)
     }
 
-    /// Parses a zstd-compressed codebook file (the format in the module docs).
+    /// Parses a zstd-compressed codebook file (the format in the module docs). Decompression
+    /// stops one byte past the size the header announces, and files that announce more than
+    /// [`MAX_FILE_BYTES`] are refused before their body is decompressed, so a small corrupt or
+    /// hostile frame cannot expand into gigabytes.
     pub fn from_file_bytes(compressed: &[u8]) -> Result<Codebook> {
         let raw = decompress(compressed)?;
         Codebook::from_raw_bytes(&raw)
@@ -456,9 +468,12 @@ impl Codebook {
     }
 
     /// Index of the codeword nearest to `block` (squared Euclidean distance; ties go to the lower
-    /// index). `block.len()` must be `k`.
+    /// index; approximate where an inverted file answers, see [`IVF_THRESHOLD`]). A block with a
+    /// NaN coordinate gets some valid index ([`crate::Codec`] refuses such vectors first).
+    /// Panics unless `block.len()` is `k`.
     #[inline]
     pub fn nearest(&self, block: &[f32]) -> u32 {
+        self.check_block(block.len());
         if let Some(t) = &self.thresholds {
             return t.iter().filter(|&&t| t < block[0]).count() as u32;
         }
@@ -479,6 +494,14 @@ impl Codebook {
                 None => self.nearest_scored(block).0,
             },
         }
+    }
+
+    fn check_block(&self, len: usize) {
+        assert_eq!(
+            len, self.k,
+            "a block of a k = {} codebook must have k values",
+            self.k
+        );
     }
 
     /// The certified shortlists ([`crate::shortlist::ShortlistIndex`]), built on first call,
@@ -536,10 +559,16 @@ impl Codebook {
     }
 
     /// [`nearest`](Self::nearest) of every block of `blocks` (`k` values each) into `out` (one
-    /// index per block; `out.len()` must be `blocks.len() / k`). The same answers, faster than
-    /// one call per block where the exact grid search applies.
+    /// index per block). The same answers, faster than one call per block where the exact grid
+    /// search applies. Panics unless `blocks.len() == out.len() * k`.
     pub fn nearest_many(&self, blocks: &[f32], out: &mut [u32]) {
-        debug_assert_eq!(out.len(), blocks.len() / self.k);
+        assert!(
+            out.len().checked_mul(self.k) == Some(blocks.len()),
+            "{} blocks of {} values do not fill {} values",
+            out.len(),
+            self.k,
+            blocks.len()
+        );
         if self.thresholds.is_some() {
             for (o, block) in out.iter_mut().zip(blocks.chunks_exact(self.k)) {
                 *o = self.nearest(block);
@@ -579,9 +608,11 @@ impl Codebook {
             .as_ref()
     }
 
-    /// Exhaustive nearest-codeword search (exact), whatever the codebook size.
+    /// Exhaustive nearest-codeword search (exact), whatever the codebook size. Panics unless
+    /// `block.len()` is `k`.
     #[inline]
     pub fn nearest_exhaustive(&self, block: &[f32]) -> u32 {
+        self.check_block(block.len());
         self.index.nearest(block).0
     }
 
@@ -605,9 +636,11 @@ impl Codebook {
         });
     }
 
-    /// Like [`nearest`](Self::nearest), also returning the squared distance.
+    /// Like [`nearest`](Self::nearest), also returning the squared distance. Panics unless
+    /// `block.len()` is `k`.
     #[inline]
     pub fn nearest_with_distance(&self, block: &[f32]) -> (u32, f32) {
+        self.check_block(block.len());
         let certified = self.shortlist().and_then(|s| s.nearest(block));
         let (i, score) = match (&self.ivf, &self.thresholds, certified) {
             (_, Some(_), _) => {
@@ -659,14 +692,38 @@ pub fn nearest_scalar(codewords: &[f32], norms_sq: &[f32], k: usize, x: &[f32]) 
     (best_i, best)
 }
 
+/// Largest uncompressed codebook file [`Codebook::from_file_bytes`] reads (1 GiB: the registry's
+/// largest is 2 MiB; 2^24 codewords of 16 values would be 1 GiB).
+pub const MAX_FILE_BYTES: u64 = 1 << 30;
+
+/// Decompresses a codebook file: the header, then at most the body it announces (plus one byte,
+/// so that a longer body is still reported as such).
 fn decompress(compressed: &[u8]) -> Result<Vec<u8>> {
     use std::io::Read;
+    let failed =
+        |e: std::io::Error| Error::CorruptCodebook(format!("zstd decompression failed: {e}"));
     let mut decoder = ruzstd::decoding::StreamingDecoder::new(compressed)
         .map_err(|e| Error::CorruptCodebook(format!("not a zstd frame: {e}")))?;
     let mut out = Vec::new();
-    decoder
+    (&mut decoder)
+        .take(HEADER_BYTES as u64)
         .read_to_end(&mut out)
-        .map_err(|e| Error::CorruptCodebook(format!("zstd decompression failed: {e}")))?;
+        .map_err(failed)?;
+    if out.len() < HEADER_BYTES {
+        return Ok(out); // `from_raw_bytes` reports the short file.
+    }
+    // At most 2^32 * 2^32 * 4 + 48: fits a u128.
+    let body = u32_at(&out, 12) as u128 * u32_at(&out, 16) as u128 * 4;
+    let total = HEADER_BYTES as u128 + body;
+    if total > MAX_FILE_BYTES as u128 {
+        return Err(Error::CorruptCodebook(format!(
+            "header announces {total} bytes, more than the {MAX_FILE_BYTES}-byte limit"
+        )));
+    }
+    decoder
+        .take(body as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(failed)?;
     Ok(out)
 }
 
@@ -738,6 +795,77 @@ mod tests {
         let cb = Codebook::new(64, 1, 3, vec![1.0, -1.0, 0.0]).unwrap();
         assert!(cb.thresholds.is_none());
         assert_eq!(cb.nearest(&[0.9]), 0);
+    }
+
+    /// A zstd frame of `raw` (the test build has ruzstd's encoder).
+    fn zstd(raw: &[u8]) -> Vec<u8> {
+        ruzstd::encoding::compress_to_vec(raw, ruzstd::encoding::CompressionLevel::Fastest)
+    }
+
+    #[test]
+    fn file_bytes_are_read_only_as_far_as_the_header_announces() {
+        let cw: Vec<f32> = (0..16).map(|i| i as f32 * 0.25 - 2.0).collect();
+        let raw = header(8, 2, 8).to_bytes(&cw);
+        let cb = Codebook::from_file_bytes(&zstd(&raw)).unwrap();
+        assert_eq!(cb.codewords(), &cw[..]);
+        // A longer body is reported, not silently cut.
+        let mut long = raw.clone();
+        long.extend_from_slice(&[0; 64]);
+        assert!(matches!(
+            Codebook::from_file_bytes(&zstd(&long)),
+            Err(Error::CorruptCodebook(m)) if m.contains("body has")
+        ));
+        // A header announcing more than the limit is refused before its body is read: a frame of
+        // 2 GiB of zeros after it would otherwise take that much memory.
+        let huge = header(4096, 4096, 1 << 24).to_bytes(&[]);
+        assert!(matches!(
+            Codebook::from_file_bytes(&zstd(&huge)),
+            Err(Error::CorruptCodebook(m)) if m.contains("limit")
+        ));
+        // A truncated header.
+        assert!(Codebook::from_file_bytes(&zstd(&raw[..20])).is_err());
+    }
+
+    #[test]
+    fn sizes_that_overflow_are_errors() {
+        // n * k * 4 overflows 64 bits; the body is empty.
+        let raw = header(u32::MAX, u32::MAX, u32::MAX).to_bytes(&[]);
+        assert!(matches!(
+            Codebook::from_raw_bytes(&raw),
+            Err(Error::CorruptCodebook(_))
+        ));
+        // Squares beyond f32: every score would be infinite and every block would get codeword 0.
+        assert!(matches!(
+            Codebook::new(4, 2, 2, vec![0.0, 1.0, 3e19, 0.0]),
+            Err(Error::InvalidConfig(m)) if m.contains("codeword 1")
+        ));
+        assert!(Codebook::new(4, 2, 2, vec![0.0, 1.0, 1e19, 0.0]).is_ok());
+    }
+
+    #[test]
+    fn searches_refuse_blocks_of_the_wrong_length() {
+        let cb = Codebook::new(8, 2, 4, vec![0.0, 0.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0]).unwrap();
+        assert_eq!(cb.nearest(&[0.9, 0.8]), 3);
+        for bad in [&[0.5f32][..], &[0.5, 0.5, 0.5]] {
+            let panics =
+                |f: &dyn Fn()| std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err();
+            assert!(panics(&|| {
+                cb.nearest(bad);
+            }));
+            assert!(panics(&|| {
+                cb.nearest_with_distance(bad);
+            }));
+            assert!(panics(&|| {
+                cb.nearest_exhaustive(bad);
+            }));
+        }
+        let mut out = [0u32; 2];
+        assert!(std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            cb.nearest_many(&[0.0; 5], &mut out)
+        }))
+        .is_err());
+        cb.nearest_many(&[0.9, 0.8, 0.1, 0.9], &mut out);
+        assert_eq!(out, [3, 2]);
     }
 
     #[test]

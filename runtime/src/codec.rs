@@ -351,9 +351,18 @@ impl Codec {
         if norm_stored > 0.0 && norm > 0.0 {
             let mut unit = [0f32; MAX_DIM];
             let mut rotated = [0f32; MAX_DIM];
-            let inv = (1.0 / norm) as f32;
-            for (u, v) in unit[..d].iter_mut().zip(x) {
-                *u = v * inv;
+            let inv = 1.0 / norm;
+            if inv <= f32::MAX as f64 {
+                let inv = inv as f32;
+                for (u, v) in unit[..d].iter_mut().zip(x) {
+                    *u = v * inv;
+                }
+            } else {
+                // A norm below 1 / f32::MAX (only f32 norms store one): 1 / norm has no f32, so
+                // normalize in f64.
+                for (u, &v) in unit[..d].iter_mut().zip(x) {
+                    *u = (v as f64 * inv) as f32;
+                }
             }
             self.rotation.apply(&unit[..d], &mut rotated[..d]);
             self.codebook.nearest_many(&rotated[..d], indices);
@@ -508,9 +517,10 @@ impl Codec {
 
     /// Slot `i` of a contiguous slot buffer.
     pub fn slot<'a>(&self, slots: &'a [u8], i: usize) -> Result<&'a [u8]> {
-        let start = i
-            .checked_mul(self.slot_bytes)
-            .filter(|&s| s + self.slot_bytes <= slots.len());
+        let start = i.checked_mul(self.slot_bytes).filter(|&s| {
+            s.checked_add(self.slot_bytes)
+                .is_some_and(|e| e <= slots.len())
+        });
         match start {
             Some(s) => Ok(&slots[s..s + self.slot_bytes]),
             None => Err(Error::InvalidConfig(format!(

@@ -116,6 +116,36 @@ fn zero_vector_round_trips_to_zeros() {
 }
 
 #[test]
+fn f32_norms_below_the_reciprocal_range_keep_their_direction() {
+    // A norm under 1 / f32::MAX has no f32 reciprocal; such a vector must encode to the indices
+    // of its direction (here: those of the same vector scaled up), not to garbage.
+    let codec = Codec::new(CodecConfig::new(64, 4, 256).with_norm(NormFormat::F32)).unwrap();
+    let big = gaussian_rows(1, 64, 21);
+    let norm = big.iter().map(|v| v * v).sum::<f32>().sqrt();
+    let tiny: Vec<f32> = big.iter().map(|v| v / norm * 1e-40).collect();
+    assert!(tiny.iter().any(|&v| v != 0.0));
+    let (mut a, mut b) = (vec![0u8; codec.slot_bytes()], vec![0u8; codec.slot_bytes()]);
+    codec.encode(&big, &mut a).unwrap();
+    codec.encode(&tiny, &mut b).unwrap();
+    let (mut ia, mut ib) = (vec![0u32; 16], vec![0u32; 16]);
+    let na = codec.read_slot(&a, &mut ia).unwrap();
+    let nb = codec.read_slot(&b, &mut ib).unwrap();
+    // Subnormal inputs hold few significant bits, so a few blocks may round to a neighbour.
+    let same = ia.iter().zip(&ib).filter(|(x, y)| x == y).count();
+    assert!(same >= 12, "{ia:?} vs {ib:?}");
+    assert!(nb > 0.0 && nb < 2e-40 && na > 0.0, "{na} {nb}");
+}
+
+#[test]
+fn slot_positions_that_overflow_are_errors() {
+    let codec = Codec::new(CodecConfig::new(64, 4, 256)).unwrap();
+    let slots = vec![0u8; 4 * codec.slot_bytes()];
+    for i in [4, usize::MAX / codec.slot_bytes(), usize::MAX] {
+        assert!(codec.slot(&slots, i).is_err(), "{i}");
+    }
+}
+
+#[test]
 fn bad_inputs_are_typed_errors() {
     let codec = Codec::new(CodecConfig::new(64, 4, 256)).unwrap();
     let mut slot = vec![0u8; codec.slot_bytes()];
