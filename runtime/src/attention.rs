@@ -787,6 +787,17 @@ mod tests {
         // is bit-identical across ISAs: its reference is its portable run.
         let mut want_bytes = vec![0f32; count];
         let mut want_bytes_acc = vec![0f32; d];
+        // The table plan too: its reference is its own portable run.
+        let mut want_table = vec![0f32; count];
+        codec
+            .scores_rotated(
+                Isa::Portable,
+                ScorePlan::Table,
+                &qr,
+                &slots,
+                &mut want_table,
+            )
+            .unwrap();
         if bytes {
             codec
                 .scores_rotated(
@@ -836,7 +847,7 @@ mod tests {
                     );
                 }
                 match plan {
-                    ScorePlan::Table => {}
+                    ScorePlan::Table => assert_eq!(got, want_table, "d={d} k={k} n={n} {isa:?}"),
                     ScorePlan::Bytes => assert_eq!(got, want_bytes, "d={d} k={k} n={n} {isa:?}"),
                     _ => assert_eq!(got, want, "d={d} k={k} n={n} {isa:?} {plan:?}"),
                 }

@@ -93,8 +93,12 @@ pub fn encoder_probes(k: usize) -> usize {
 
 impl IvfIndex {
     /// Builds the index of `codewords` (`n * k` values), with `cells` cells (at most `n`) and
-    /// `probes` probed cells per query.
+    /// `probes` probed cells per query. Panics if `k` is 0 or there is no codeword.
     pub fn new(codewords: &[f32], k: usize, cells: usize, probes: usize) -> IvfIndex {
+        assert!(
+            k > 0 && codewords.len() >= k,
+            "an inverted file needs codewords of k > 0 values"
+        );
         let n = codewords.len() / k;
         let c = cells.clamp(1, n.min(MAX_CELLS));
         let (_, index, assign) = kmeans(codewords, k, c);

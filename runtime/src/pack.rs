@@ -12,8 +12,10 @@ pub fn packed_bytes(count: usize, bits: u32) -> usize {
 }
 
 /// Writes `indices` into `out` (which must be exactly `packed_bytes(indices.len(), bits)` long).
-/// Every index must fit in `bits` bits.
+/// Every index must fit in `bits` bits (higher bits are dropped). Panics if `out` is too short
+/// or `bits` is not in 1..=32.
 pub fn pack(indices: &[u32], bits: u32, out: &mut [u8]) {
+    check_bits(bits);
     out.iter_mut().for_each(|b| *b = 0);
     let mut bitpos = 0usize;
     for &idx in indices {
@@ -33,9 +35,20 @@ pub fn pack(indices: &[u32], bits: u32, out: &mut [u8]) {
     }
 }
 
-/// Reads index number `i` (of `bits` bits) from packed bytes.
+/// Panics unless `bits` is a valid index width (1 to 32).
+#[inline(always)]
+fn check_bits(bits: u32) {
+    assert!(
+        (1..=32).contains(&bits),
+        "index widths are 1 to 32 bits, got {bits}"
+    );
+}
+
+/// Reads index number `i` (of `bits` bits) from packed bytes. Panics if `packed` is too short
+/// or `bits` is not in 1..=32.
 #[inline]
 pub fn unpack_one(packed: &[u8], bits: u32, i: usize) -> u32 {
+    check_bits(bits);
     let mut pos = i * bits as usize;
     let mut remaining = bits;
     let mut value = 0u32;
@@ -55,8 +68,10 @@ pub fn unpack_one(packed: &[u8], bits: u32, i: usize) -> u32 {
 
 /// Reads all indices into `out` (`packed` must hold at least `packed_bytes(out.len(), bits)`
 /// bytes). Fast paths for whole-byte widths; other widths read 64-bit little-endian windows.
+/// Panics if `packed` is too short or `bits` is not in 1..=32.
 #[inline]
 pub fn unpack(packed: &[u8], bits: u32, out: &mut [u32]) {
+    check_bits(bits);
     match bits {
         8 => {
             for (o, &b) in out.iter_mut().zip(packed) {
