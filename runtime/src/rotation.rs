@@ -144,9 +144,7 @@ impl Rotation {
                 }
             }
             Rotation::Dense { dim, matrix } => {
-                for (o, row) in out.iter_mut().zip(matrix.chunks_exact(*dim)) {
-                    *o = row.iter().zip(x).map(|(a, b)| a * b).sum();
-                }
+                crate::kernels::dense_rotate(crate::kernels::detect(), matrix, *dim, x, out)
             }
         }
     }
@@ -165,14 +163,13 @@ impl Rotation {
                     }
                 }
             }
-            Rotation::Dense { dim, matrix } => {
-                out.iter_mut().for_each(|o| *o = 0.0);
-                for (row, &yi) in matrix.chunks_exact(*dim).zip(y) {
-                    for (o, a) in out.iter_mut().zip(row) {
-                        *o += a * yi;
-                    }
-                }
-            }
+            Rotation::Dense { dim, matrix } => crate::kernels::dense_rotate_transposed(
+                crate::kernels::detect(),
+                matrix,
+                *dim,
+                y,
+                out,
+            ),
         }
     }
 }

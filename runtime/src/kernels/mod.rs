@@ -267,6 +267,30 @@ pub fn lane_scores(isa: Isa, lanes: &[f32], norms: &[f32], k: usize, x: &[f32], 
     }
 }
 
+/// Dense rotation `out = M x` (row-major `dim x dim`, see [`portable::dense_rotate`]). Panics
+/// unless the lengths fit.
+pub fn dense_rotate(isa: Isa, matrix: &[f32], dim: usize, x: &[f32], out: &mut [f32]) {
+    match usable(isa) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `usable` returned `Isa::Avx2` or up, so AVX2 was detected on this CPU.
+        Isa::Avx2 | Isa::Avx512 => unsafe { x86_64::dense_rotate_avx2(matrix, dim, x, out) },
+        _ => portable::dense_rotate(matrix, dim, x, out),
+    }
+}
+
+/// Transposed dense rotation `out = M^T y` (see [`portable::dense_rotate_transposed`]). Panics
+/// unless the lengths fit.
+pub fn dense_rotate_transposed(isa: Isa, matrix: &[f32], dim: usize, y: &[f32], out: &mut [f32]) {
+    match usable(isa) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `usable` returned `Isa::Avx2` or up, so AVX2 was detected on this CPU.
+        Isa::Avx2 | Isa::Avx512 => unsafe {
+            x86_64::dense_rotate_transposed_avx2(matrix, dim, y, out)
+        },
+        _ => portable::dense_rotate_transposed(matrix, dim, y, out),
+    }
+}
+
 /// Whether `bytes` bytes after `offset` fit in a slot of `slot_bytes` (no overflow).
 fn fits_after(slot_bytes: usize, offset: usize, bytes: usize) -> bool {
     offset
@@ -770,6 +794,41 @@ mod tests {
                     usize::MAX,
                     &mut [0.0; 2]
                 )));
+            }
+        }
+    }
+
+    #[test]
+    fn every_dense_rotation_path_is_bit_identical_to_portable() {
+        let mut rng = Xoshiro256::new(5);
+        for dim in [1, 3, 8, 12, 80, 96, 100] {
+            let m: Vec<f32> = (0..dim * dim).map(|_| rng.next_gaussian() as f32).collect();
+            let x: Vec<f32> = (0..dim).map(|_| rng.next_gaussian() as f32).collect();
+            let (mut want, mut want_t) = (vec![0f32; dim], vec![0f32; dim]);
+            portable::dense_rotate(&m, dim, &x, &mut want);
+            portable::dense_rotate_transposed(&m, dim, &x, &mut want_t);
+            // Against f64 sums: within the rounding of dim products and sums.
+            for i in 0..dim {
+                let exact: f64 = (0..dim).map(|j| m[i * dim + j] as f64 * x[j] as f64).sum();
+                let exact_t: f64 = (0..dim).map(|j| m[j * dim + i] as f64 * x[j] as f64).sum();
+                let bound: f64 = (0..dim).map(|j| (m[i * dim + j] * x[j]).abs() as f64).sum();
+                let bound_t: f64 = (0..dim).map(|j| (m[j * dim + i] * x[j]).abs() as f64).sum();
+                let eps = f32::EPSILON as f64 * (dim as f64 + 1.0);
+                assert!(
+                    (want[i] as f64 - exact).abs() <= eps * bound,
+                    "dim {dim} row {i}"
+                );
+                assert!(
+                    (want_t[i] as f64 - exact_t).abs() <= eps * bound_t,
+                    "dim {dim} col {i}"
+                );
+            }
+            for isa in isas() {
+                let (mut got, mut got_t) = (vec![0f32; dim], vec![0f32; dim]);
+                dense_rotate(isa, &m, dim, &x, &mut got);
+                dense_rotate_transposed(isa, &m, dim, &x, &mut got_t);
+                assert_eq!(got, want, "{isa:?} dim {dim}");
+                assert_eq!(got_t, want_t, "{isa:?} dim {dim}");
             }
         }
     }

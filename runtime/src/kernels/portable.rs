@@ -781,3 +781,87 @@ pub fn nearest_cells<const K: usize>(grid: &CellGrid, blocks: &[f32], out: &mut 
         *o = merge_lanes(&best, &best_id).1;
     }
 }
+
+/// Dense matrix-vector product `out = M x` for a row-major `dim x dim` matrix (the forward Haar
+/// rotation). Each row's dot product runs in 8 lanes (lane `l` sums the products of columns
+/// `l, l + 8, ..` in order, the last partial group included) combined by [`sum_lanes`]: the
+/// compiler vectorizes it, and the AVX2 build of the same code gives the same bits. Panics
+/// unless `x.len() == out.len() == dim` and `matrix.len() == dim * dim`.
+#[inline(always)]
+pub fn dense_rotate(matrix: &[f32], dim: usize, x: &[f32], out: &mut [f32]) {
+    assert!(x.len() == dim && out.len() == dim && matrix.len() == dim * dim);
+    // Four rows at a time: four independent chains of additions instead of one (each row's own
+    // order is unchanged).
+    let mut o4 = out.chunks_exact_mut(4);
+    let mut m4 = matrix.chunks_exact(4 * dim);
+    for (o, rows) in o4.by_ref().zip(m4.by_ref()) {
+        let (r01, r23) = rows.split_at(2 * dim);
+        let ((r0, r1), (r2, r3)) = (r01.split_at(dim), r23.split_at(dim));
+        let mut lanes = [[0f32; 8]; 4];
+        let groups = r0
+            .chunks_exact(8)
+            .zip(r1.chunks_exact(8))
+            .zip(r2.chunks_exact(8).zip(r3.chunks_exact(8)))
+            .zip(x.chunks_exact(8));
+        for (((a, b), (c, d)), v) in groups {
+            for l in 0..8 {
+                lanes[0][l] += a[l] * v[l];
+                lanes[1][l] += b[l] * v[l];
+                lanes[2][l] += c[l] * v[l];
+                lanes[3][l] += d[l] * v[l];
+            }
+        }
+        for ((o, lane), row) in o.iter_mut().zip(&mut lanes).zip([r0, r1, r2, r3]) {
+            *o = finish_row(lane, row, x);
+        }
+    }
+    for (o, row) in o4
+        .into_remainder()
+        .iter_mut()
+        .zip(m4.remainder().chunks_exact(dim))
+    {
+        let mut lane = [0f32; 8];
+        for (r, v) in row.chunks_exact(8).zip(x.chunks_exact(8)) {
+            for l in 0..8 {
+                lane[l] += r[l] * v[l];
+            }
+        }
+        *o = finish_row(&mut lane, row, x);
+    }
+}
+
+/// The last partial group of 8 of a [`dense_rotate`] row, then the lanes' sum.
+#[inline(always)]
+fn finish_row(lane: &mut [f32; 8], row: &[f32], x: &[f32]) -> f32 {
+    let tail = row.chunks_exact(8).remainder();
+    for (l, (r, v)) in tail.iter().zip(x.chunks_exact(8).remainder()).enumerate() {
+        lane[l] += r * v;
+    }
+    sum_lanes(lane)
+}
+
+/// Transposed dense product `out = M^T y` for a row-major `dim x dim` matrix (the inverse Haar
+/// rotation): `out` starts at zero and adds `row_i * y_i` for `i` in order, each coordinate on
+/// its own (vectorized across coordinates, same bits on every ISA). Panics unless `y.len() ==
+/// out.len() == dim` and `matrix.len() == dim * dim`.
+#[inline(always)]
+pub fn dense_rotate_transposed(matrix: &[f32], dim: usize, y: &[f32], out: &mut [f32]) {
+    assert!(y.len() == dim && out.len() == dim && matrix.len() == dim * dim);
+    out.iter_mut().for_each(|o| *o = 0.0);
+    // Four rows per pass over `out` (a quarter of its loads and stores); each coordinate still
+    // adds the rows in order.
+    let mut m4 = matrix.chunks_exact(4 * dim);
+    let mut y4 = y.chunks_exact(4);
+    for (rows, y) in m4.by_ref().zip(y4.by_ref()) {
+        let (r01, r23) = rows.split_at(2 * dim);
+        let ((r0, r1), (r2, r3)) = (r01.split_at(dim), r23.split_at(dim));
+        for ((o, (a, b)), (c, d)) in out.iter_mut().zip(r0.iter().zip(r1)).zip(r2.iter().zip(r3)) {
+            *o = (((*o + a * y[0]) + b * y[1]) + c * y[2]) + d * y[3];
+        }
+    }
+    for (row, &yi) in m4.remainder().chunks_exact(dim).zip(y4.remainder()) {
+        for (o, a) in out.iter_mut().zip(row) {
+            *o += a * yi;
+        }
+    }
+}

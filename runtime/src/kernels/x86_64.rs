@@ -1158,3 +1158,22 @@ unsafe fn shortlist_block4(grid: &super::portable::ShortlistGrid, x: &[f32], cel
     }
     OUTSIDE
 }
+
+/// [`super::portable::dense_rotate`] compiled for AVX2 (8-lane registers; same operations in the
+/// same order, so the same bits).
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[target_feature(enable = "avx2")]
+pub unsafe fn dense_rotate_avx2(matrix: &[f32], dim: usize, x: &[f32], out: &mut [f32]) {
+    super::portable::dense_rotate(matrix, dim, x, out)
+}
+
+/// [`super::portable::dense_rotate_transposed`] compiled for AVX2.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[target_feature(enable = "avx2")]
+pub unsafe fn dense_rotate_transposed_avx2(matrix: &[f32], dim: usize, y: &[f32], out: &mut [f32]) {
+    super::portable::dense_rotate_transposed(matrix, dim, y, out)
+}
