@@ -1,5 +1,5 @@
 //! Times the two halves of attention on codes, [`Codec::scores`] and [`Codec::weighted_sum`],
-//! separately over 32768 slots of `d = 64` (a profiling aid; the published figures come from
+//! separately over 32768 slots of `d = 64` (`DIM` sets another head dim; a profiling aid; the published figures come from
 //! `fibquant-gen bench`). The working set fits in L2 on most CPUs, so this shows the arithmetic,
 //! not the memory traffic, unless `HEADS` (default 1) copies of the slots are scored one after
 //! the other. `ROUNDS=1` also prints every repeat's time.
@@ -30,7 +30,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let (d, count) = (64, 32768);
+    let d: usize = std::env::var("DIM").map_or(Ok(64), |r| r.parse())?;
+    let count = 32768;
     let reps: usize = std::env::var("REPS").map_or(Ok(7), |r| r.parse())?;
     let heads: usize = std::env::var("HEADS").map_or(Ok(1), |r| r.parse())?;
     let mut chosen = Vec::new();
@@ -45,10 +46,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         state ^= state << 17;
         (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
     };
-    for (k, n) in CODES
-        .into_iter()
-        .filter(|c| chosen.is_empty() || chosen.contains(c))
-    {
+    let codes = if chosen.is_empty() {
+        CODES.to_vec()
+    } else {
+        chosen
+    };
+    for (k, n) in codes {
         let codec = Codec::new(CodecConfig::new(d, k, n))?;
         let x: Vec<f32> = (0..count * d).map(|_| uniform()).collect();
         let mut slots = vec![0u8; count * codec.slot_bytes()];

@@ -60,6 +60,9 @@ fn first_bad<T: IndexCell>(rows: IndexRows<'_, T>, n: usize) -> Option<(usize, u
 /// Slots processed per chunk (bounds the index scratch to `CHUNK * d / k` entries).
 const CHUNK: usize = 128;
 
+/// Length of the padded query and accumulator of `k = 3` codes: 4 values per block of 3.
+const PADDED_DIM: usize = MAX_DIM / 3 * 4 + 4;
+
 /// How [`Codec::scores`] combines a query with the codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ScorePlan {
@@ -94,8 +97,13 @@ impl Codec {
         // The table costs d * n multiply-adds per query, then one look-up per block and key; the
         // gather kernel costs one k-wide product per block and key. With whole-register codeword
         // products (`has_codeword_kernel`), measured on AVX2, gathering is as fast or faster up
-        // to k = 4 and the table wins from k = 8 (fewer, scalar look-ups).
-        let table_pays = k >= 8 || !kernels::has_codeword_kernel(isa, k, self.dim());
+        // to k = 4 and the table wins from k = 8 (fewer, scalar look-ups). `k = 3` codes gather
+        // through the `k = 4` kernels on the padded codebook.
+        let whole_registers = match self.padded_codebook() {
+            Some(_) => kernels::has_codeword_kernel(isa, 4, 4 * self.blocks()),
+            None => kernels::has_codeword_kernel(isa, k, self.dim()),
+        };
+        let table_pays = k >= 8 || !whole_registers;
         let bytes = BytePlan::of(self).filter(|b| b.pays_for_scores());
         if count >= byte_tables::MIN_SLOTS && bytes.is_some() {
             ScorePlan::Bytes
@@ -262,6 +270,15 @@ impl Codec {
         let (k, n, blocks) = (self.config().k, self.config().n, self.blocks());
         let half = self.half_codebook();
         let cw = half.map_or(self.codebook().codewords(), |h| h.widened);
+        // `k = 3`: the query padded like the codebook (a zero after every block).
+        let padded = self.padded_codebook();
+        let mut qpad = [0f32; PADDED_DIM];
+        if padded.is_some() {
+            for (p, q) in qpad.chunks_exact_mut(4).zip(qr.chunks_exact(3)) {
+                p[..3].copy_from_slice(q);
+            }
+        }
+        let qpad = &qpad[..4 * blocks];
         let (sb, offset) = (self.slot_bytes(), self.config().norm.bytes());
         let table = if plan == ScorePlan::Table {
             let mut table = vec![0f32; blocks * n];
@@ -304,6 +321,8 @@ impl Codec {
                         ($rows:expr) => {
                             if plan == ScorePlan::Table {
                                 kernels::table_dots(isa, &table, n, $rows, oc)
+                            } else if let Some(p) = padded {
+                                kernels::gather_dots(isa, 4, qpad, p, $rows, oc)
                             } else if let Some(h) = half {
                                 kernels::gather_dots_half(isa, k, qr, h, $rows, oc)
                             } else {
@@ -364,6 +383,12 @@ impl Codec {
         let levels = self.scalar_levels();
         let byte_plan = (plan == SumPlan::Bytes).then(|| self.byte_plan()).flatten();
         let mut hist = vec![[0f32; 256]; byte_plan.map_or(0, |(b, _)| b.bytes())];
+        // `k = 3` gathers into a padded accumulator (a fourth, unused value per block).
+        let padded = (plan == SumPlan::Gather)
+            .then(|| self.padded_codebook())
+            .flatten();
+        let mut acc_pad = [0f32; PADDED_DIM];
+        let acc_pad = &mut acc_pad[..4 * self.blocks()];
         let mut idx = Vec::new();
         let mut scaled = [0f32; CHUNK];
         for (c, (wc, sc)) in weights
@@ -393,11 +418,16 @@ impl Codec {
                 self.with_indices(isa, sc, c * CHUNK, &mut idx, &mut |ids| {
                     macro_rules! run {
                         ($rows:expr) => {
-                            match half {
-                                Some(h) => {
+                            match (padded, half) {
+                                (Some(p), _) => {
+                                    kernels::gather_accumulate(isa, 4, scaled, p, $rows, acc_pad)
+                                }
+                                (None, Some(h)) => {
                                     kernels::gather_accumulate_half(isa, k, scaled, h, $rows, acc)
                                 }
-                                None => kernels::gather_accumulate(isa, k, scaled, cw, $rows, acc),
+                                (None, None) => {
+                                    kernels::gather_accumulate(isa, k, scaled, cw, $rows, acc)
+                                }
                             }
                         };
                     }
@@ -411,6 +441,13 @@ impl Codec {
         }
         if let Some((b, e)) = byte_plan {
             b.expand(e, &hist, acc);
+        }
+        if padded.is_some() {
+            for (a, p) in acc.chunks_exact_mut(3).zip(acc_pad.chunks_exact(4)) {
+                for (a, p) in a.iter_mut().zip(p) {
+                    *a += p;
+                }
+            }
         }
         Ok(())
     }
@@ -475,6 +512,8 @@ mod tests {
             (96, 1, 8),
             (64, 2, 64),
             (96, 3, 64),
+            (96, 3, 512),
+            (96, 3, 4096),
             (64, 4, 256),
             (128, 4, 4096),
             (64, 8, 16),

@@ -168,6 +168,8 @@ pub struct Codec {
     byte_codebook: LazyByteCodebook,
     /// The codebook rounded to f16, built on first use where attention reads it.
     half_codebook: LazyHalfCodebook,
+    /// The `k = 3` codebook padded to 4 values per codeword, built on first use.
+    padded_codebook: LazyPaddedCodebook,
 }
 
 /// The f16 copy of the codebook ([`AttentionCodebook`]): the half bits and the same values
@@ -199,6 +201,18 @@ impl std::fmt::Debug for LazyByteCodebook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let rows = self.0.get().map_or(0, |e| e.len());
         write!(f, "LazyByteCodebook({rows} rows)")
+    }
+}
+
+/// The `k = 3` codebook padded to 4 values per codeword (see [`Codec::padded_codebook`]), built
+/// on first use and shared by clones; derived data, so `Debug` shows only its size.
+#[derive(Clone, Default)]
+struct LazyPaddedCodebook(std::sync::OnceLock<Arc<Vec<f32>>>);
+
+impl std::fmt::Debug for LazyPaddedCodebook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let values = self.0.get().map_or(0, |p| p.len());
+        write!(f, "LazyPaddedCodebook({values} values)")
     }
 }
 
@@ -252,6 +266,7 @@ impl Codec {
             slot_bytes,
             byte_codebook: LazyByteCodebook::default(),
             half_codebook: LazyHalfCodebook::default(),
+            padded_codebook: LazyPaddedCodebook::default(),
         })
     }
 
@@ -287,6 +302,25 @@ impl Codec {
             halves: &h.0,
             widened: &h.1,
         })
+    }
+
+    /// For `k = 3` codes with an even number of blocks, read by attention from the f32
+    /// codebook: the codebook with a zero fourth value appended to every codeword (built on
+    /// first use). Attention then runs the `k = 4` whole-register kernels on it, with the query
+    /// and the accumulator padded the same way, on every ISA.
+    pub(crate) fn padded_codebook(&self) -> Option<&[f32]> {
+        if self.config.k != 3 || !self.blocks.is_multiple_of(2) || self.half_codebook().is_some() {
+            return None;
+        }
+        let p = self.padded_codebook.0.get_or_init(|| {
+            let cw = self.codebook.codewords();
+            Arc::new(
+                cw.chunks_exact(3)
+                    .flat_map(|c| [c[0], c[1], c[2], 0.0])
+                    .collect(),
+            )
+        });
+        Some(p.as_slice())
     }
 
     /// The configuration.
