@@ -552,6 +552,10 @@ mod tests {
             (12, 1, 2, 1),
             (20, 2, 4, 2),
             (4, 1, 2, 1),
+            // k = 3 with an odd number of blocks (no padded copy) and with 300 codewords (the
+            // padded copy, indices checked against N).
+            (15, 3, 50, 6),
+            (12, 3, 300, 9),
         ] {
             let codewords = (0..n * k)
                 .map(|_| rng.next_gaussian() as f32 * 0.3)
