@@ -251,7 +251,8 @@ impl Codec {
     /// table where AVX2 multiplies whole codewords). Codebooks of 1 MiB or more are read from
     /// an f16 copy unless the config asks for [`crate::AttentionCodebook::F32`]: the exact dot
     /// product is then the one with the rounded codewords, within `2^-11 sum |q_i x_i|` of the
-    /// decoded vector's.
+    /// decoded vector's. Scores are f32 arithmetic: a query and norms whose products exceed
+    /// `f32::MAX` (about 3.4e38) give infinite scores, as the decoded dot product would.
     pub fn scores(&self, q: &[f32], slots: &[u8], out: &mut [f32]) -> Result<()> {
         let d = self.dim();
         check_len("query", d, q.len())?;

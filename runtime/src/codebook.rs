@@ -417,7 +417,10 @@ impl Codebook {
     /// Parses a zstd-compressed codebook file (the format in the module docs). Decompression
     /// stops one byte past the size the header announces, and files that announce more than
     /// [`MAX_FILE_BYTES`] are refused before their body is decompressed, so a small corrupt or
-    /// hostile frame cannot expand into gigabytes.
+    /// hostile frame cannot expand into gigabytes. A file may still hold up to 2^24 codewords,
+    /// and codebooks from [`IVF_THRESHOLD`] codewords on build an inverted file while loading
+    /// (about 12 passes of k-means over the codewords): load untrusted files of that size with
+    /// a time limit.
     pub fn from_file_bytes(compressed: &[u8]) -> Result<Codebook> {
         let raw = decompress(compressed)?;
         Codebook::from_raw_bytes(&raw)
