@@ -11,7 +11,7 @@
 use fibquant::cells::CellIndex;
 use fibquant::codebook::SearchIndex;
 use fibquant::kernels::OUTSIDE;
-use fibquant::rng::Xoshiro256;
+use fibquant::rng::unit_vector_blocks;
 use std::time::Instant;
 
 const USAGE: &str = "usage: cells_sweep DIM K N PER_DIM [PER_DIM ...]";
@@ -74,19 +74,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     Ok(())
-}
-
-/// Blocks of `k` coordinates of uniformly random unit vectors of `R^d`.
-fn unit_vector_blocks(d: usize, k: usize, count: usize, seed: u64) -> Vec<f32> {
-    let mut rng = Xoshiro256::new(seed);
-    let mut out = Vec::with_capacity(count * k + d);
-    while out.len() < count * k {
-        let v: Vec<f64> = (0..d).map(|_| rng.next_gaussian()).collect();
-        let norm = v.iter().map(|a| a * a).sum::<f64>().sqrt();
-        out.extend(v.iter().map(|a| (a / norm) as f32));
-    }
-    out.truncate(count * k);
-    out
 }
 
 /// The result of `f` and its fastest time over `runs` runs, in ns.

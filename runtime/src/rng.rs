@@ -65,6 +65,21 @@ impl Xoshiro256 {
     }
 }
 
+/// Blocks of `k` coordinates cut from uniformly random unit vectors of `R^d` (normalized
+/// Gaussian vectors, in f64): the law of rotated blocks that the codebooks and search
+/// structures are built for, `count` of them, from `seed`. For tests, examples and tuning.
+pub fn unit_vector_blocks(d: usize, k: usize, count: usize, seed: u64) -> Vec<f32> {
+    let mut rng = Xoshiro256::new(seed);
+    let mut out = Vec::with_capacity(count * k + d);
+    while out.len() < count * k {
+        let v: Vec<f64> = (0..d).map(|_| rng.next_gaussian()).collect();
+        let norm = v.iter().map(|a| a * a).sum::<f64>().sqrt();
+        out.extend(v.iter().map(|a| (a / norm) as f32));
+    }
+    out.truncate(count * k);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -291,13 +291,6 @@ pub fn dense_rotate_transposed(isa: Isa, matrix: &[f32], dim: usize, y: &[f32], 
     }
 }
 
-/// Whether `bytes` bytes after `offset` fit in a slot of `slot_bytes` (no overflow).
-fn fits_after(slot_bytes: usize, offset: usize, bytes: usize) -> bool {
-    offset
-        .checked_add(bytes)
-        .is_some_and(|end| end <= slot_bytes)
-}
-
 /// In-place unnormalized fast Walsh-Hadamard transform. Panics unless `v.len()` is a power of two
 /// (or zero).
 #[inline]
@@ -668,10 +661,7 @@ pub fn scalar_dots(
 ) {
     let isa = usable(isa);
     assert!(has_scalar_kernel(isa, bits, q.len()), "no scalar kernel");
-    assert!(
-        fits_after(slot_bytes, offset, q.len() * bits as usize / 8),
-        "slots too short"
-    );
+    portable::check_byte_layout(slot_bytes, offset, q.len() * bits as usize / 8);
     #[cfg(target_arch = "x86_64")]
     // SAFETY: `has_scalar_kernel` checked AVX2 (`isa` went through `usable`), `bits` in 1..=4 and
     // `d % 8 == 0` (`d % 16 == 0` for the AVX-512 kernel); the slot size was asserted above.
@@ -707,10 +697,7 @@ pub fn scalar_accumulate(
 ) {
     let isa = usable(isa);
     assert!(has_scalar_kernel(isa, bits, acc.len()), "no scalar kernel");
-    assert!(
-        fits_after(slot_bytes, offset, acc.len() * bits as usize / 8),
-        "slots too short"
-    );
+    portable::check_byte_layout(slot_bytes, offset, acc.len() * bits as usize / 8);
     #[cfg(target_arch = "x86_64")]
     // SAFETY: as in `scalar_dots`.
     unsafe {

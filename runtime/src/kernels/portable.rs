@@ -276,7 +276,7 @@ pub fn table_dots<T: IndexCell>(table: &[f32], n: usize, rows: IndexRows<T>, out
 
 /// Panics unless non-empty slots of `slot_bytes` bytes hold `bytes` index bytes after `offset`.
 #[inline(always)]
-fn check_byte_layout(slot_bytes: usize, offset: usize, bytes: usize) {
+pub(crate) fn check_byte_layout(slot_bytes: usize, offset: usize, bytes: usize) {
     assert!(
         slot_bytes > 0
             && offset
