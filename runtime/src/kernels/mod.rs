@@ -70,18 +70,20 @@ fn usable(isa: Isa) -> Isa {
 
 /// Every implementation this CPU can run, from the portable one up (what tests compare).
 pub fn supported() -> Vec<Isa> {
-    let mut v = vec![Isa::Portable];
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::is_x86_feature_detected as has;
+        let mut v = vec![Isa::Portable];
         if has!("avx2") && has!("f16c") {
             v.push(Isa::Avx2);
             if has!("avx512f") && has!("avx512dq") && has!("avx512bw") && has!("avx512vl") {
                 v.push(Isa::Avx512);
             }
         }
+        v
     }
-    v
+    #[cfg(not(target_arch = "x86_64"))]
+    vec![Isa::Portable]
 }
 
 /// Nearest codeword in a lane-grouped layout (see [`crate::codebook::SearchIndex`]): returns, for
@@ -615,9 +617,10 @@ pub fn gather_accumulate_half<T: IndexCell>(
 
 /// Whether [`gather_dots`] and [`gather_accumulate`] use whole-register codeword products on
 /// `isa` for block size `k` and dimension `d` (AVX2, `k` of 2, 4 or 8, `d % 8 == 0`) rather than
-/// a gather into scratch memory.
+/// a gather into scratch memory. An `isa` this CPU lacks is lowered first, as the kernels lower
+/// it, so the answer is about the code that would run.
 pub fn has_codeword_kernel(isa: Isa, k: usize, d: usize) -> bool {
-    matches!(isa, Isa::Avx2 | Isa::Avx512) && matches!(k, 2 | 4 | 8) && d.is_multiple_of(8)
+    matches!(usable(isa), Isa::Avx2 | Isa::Avx512) && matches!(k, 2 | 4 | 8) && d.is_multiple_of(8)
 }
 
 /// Whether [`gather_dots`] and [`gather_accumulate`] keep a `k = 2` codebook in AVX-512 registers
@@ -634,14 +637,17 @@ fn avx512_pairs(isa: Isa, k: usize, codewords: &[f32], d: usize, blocks: usize) 
 
 /// Whether [`scalar_dots`] and [`scalar_accumulate`] have an in-register kernel for `bits`-bit
 /// scalar (`k = 1`) codes of dimension `d` on `isa`. When they do not, callers unpack and use
-/// [`gather_dots`] / [`gather_accumulate`] with `k = 1`, which give bit-identical results.
+/// [`gather_dots`] / [`gather_accumulate`] with `k = 1`, which give bit-identical results. An
+/// `isa` this CPU lacks is lowered first, as the kernels lower it: on a CPU without AVX2 (an
+/// aarch64 one, say) the answer is `false` for every `isa`, and [`scalar_dots`] would panic.
 pub fn has_scalar_kernel(isa: Isa, bits: u32, d: usize) -> bool {
-    matches!(isa, Isa::Avx2 | Isa::Avx512) && (1..=4).contains(&bits) && d.is_multiple_of(8)
+    matches!(usable(isa), Isa::Avx2 | Isa::Avx512) && (1..=4).contains(&bits) && d.is_multiple_of(8)
 }
 
 /// Whether the scalar-code kernels use their AVX-512 version: for 16 levels (4-bit codes) one
 /// 512-bit `vpermps` replaces two 256-bit ones and a blend; with 8 levels or fewer the AVX2
 /// version measured as fast (compare with `FIBQUANT_ISA=avx2 fibquant-gen bench`).
+#[cfg(target_arch = "x86_64")]
 fn avx512_scalar(isa: Isa, bits: u32, d: usize) -> bool {
     isa == Isa::Avx512 && bits == 4 && d.is_multiple_of(16)
 }
@@ -1320,7 +1326,12 @@ mod tests {
             *l = i as f32 * 0.25 - 2.0;
         }
         let q = &v;
+        // The predicates answer for the lowered `isa` too: on a CPU without AVX2 (aarch64)
+        // they once said yes for `Avx2` and `scalar_dots` then panicked.
+        let has_avx2 = supported().contains(&Isa::Avx2);
         for isa in [Isa::Avx2, Isa::Avx512] {
+            assert_eq!(has_scalar_kernel(isa, 4, 64), has_avx2, "{isa:?}");
+            assert_eq!(has_codeword_kernel(isa, 4, 64), has_avx2, "{isa:?}");
             if has_scalar_kernel(isa, 4, 64) {
                 let (mut a, mut b) = (vec![0f32; 4], vec![0f32; 4]);
                 scalar_dots(isa, 4, &levels, q, &slots, 34, 2, &mut a);
