@@ -26,6 +26,11 @@ pub enum RotationKind {
     Haar,
 }
 
+/// Largest dimension a [`Rotation`] is built for. A dense (Haar) rotation of dimension `d` holds
+/// `d^2` values and takes `O(d^3)` to build (at 4096: 64 MiB and about a minute); larger ones are
+/// refused rather than left to exhaust memory. [`crate::Codec`] caps `d` lower still.
+pub const MAX_DIM: usize = 4096;
+
 /// Rounds used by [`RotationKind::Auto`] for power-of-two dims.
 pub const DEFAULT_HADAMARD_ROUNDS: u8 = 3;
 
@@ -49,10 +54,17 @@ pub enum Rotation {
 }
 
 impl Rotation {
-    /// Builds the rotation of `kind` for dimension `dim` from `seed`.
+    /// Builds the rotation of `kind` for dimension `dim` from `seed`. Errors when `dim` is 0 or
+    /// above [`MAX_DIM`], and for a Hadamard rotation of a dimension that is not a power of two
+    /// or with rounds outside 1 to 8.
     pub fn new(kind: RotationKind, dim: usize, seed: u64) -> Result<Rotation> {
         if dim == 0 {
             return Err(Error::InvalidConfig("dimension must be positive".into()));
+        }
+        if dim > MAX_DIM {
+            return Err(Error::InvalidConfig(format!(
+                "rotations are built for dimensions up to {MAX_DIM}, got {dim}"
+            )));
         }
         match kind {
             RotationKind::Auto if dim.is_power_of_two() => {
@@ -229,6 +241,25 @@ mod tests {
         ));
         assert!(Rotation::new(RotationKind::Hadamard { rounds: 0 }, 64, 0).is_err());
         assert!(Rotation::new(RotationKind::Haar, 0, 0).is_err());
+    }
+
+    /// A dense rotation of dimension `d` is `d^2` values: far beyond the cap the allocation
+    /// would abort the process, so the cap is an error for every kind.
+    #[test]
+    fn dimensions_above_the_cap_are_errors() {
+        for kind in [
+            RotationKind::Auto,
+            RotationKind::Haar,
+            RotationKind::Hadamard { rounds: 3 },
+        ] {
+            for dim in [MAX_DIM + 1, 2 * MAX_DIM, 1 << 40] {
+                assert!(
+                    matches!(Rotation::new(kind, dim, 0), Err(Error::InvalidConfig(_))),
+                    "{kind:?} {dim}"
+                );
+            }
+        }
+        assert!(Rotation::new(RotationKind::Auto, MAX_DIM, 0).is_ok());
     }
 
     #[test]
