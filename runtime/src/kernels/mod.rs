@@ -1249,14 +1249,53 @@ mod tests {
         }
     }
 
+    /// Byte-table scores with real-valued tables on every ISA, bit for bit against the documented
+    /// order (`acc[p % 4] += T[p][byte p]` for ascending `p`, then `(acc0 + acc1) + (acc2 +
+    /// acc3)`), for byte counts served by the word-reading kernels and by the byte loop: every
+    /// path rounds alike, so results do not depend on the CPU.
+    #[test]
+    fn byte_table_dots_round_in_the_documented_order() {
+        let mut rng = Xoshiro256::new(23);
+        for bytes in [3, 4, 5, 8, 16, 24, 32, 33] {
+            let (offset, slot_bytes, count) = (2, bytes + 3, 29);
+            let slots: Vec<u8> = (0..count * slot_bytes)
+                .map(|_| rng.next_u64() as u8)
+                .collect();
+            let table: Vec<[f32; 256]> = (0..bytes)
+                .map(|_| std::array::from_fn(|_| rng.next_gaussian() as f32))
+                .collect();
+            let want: Vec<f32> = slots
+                .chunks_exact(slot_bytes)
+                .map(|slot| {
+                    let mut acc = [0f32; 4];
+                    for (p, &b) in slot[offset..offset + bytes].iter().enumerate() {
+                        acc[p % 4] += table[p][b as usize];
+                    }
+                    (acc[0] + acc[1]) + (acc[2] + acc[3])
+                })
+                .collect();
+            for isa in isas() {
+                let mut got = vec![0f32; count];
+                byte_table_dots(isa, &table, &slots, slot_bytes, offset, &mut got);
+                let same = got
+                    .iter()
+                    .zip(&want)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{isa:?} bytes={bytes}: {got:?} != {want:?}");
+            }
+        }
+    }
+
     /// The byte kernels on every ISA against a direct reference, for index byte counts 1 to 6
-    /// (whole groups of four and remainders), a norm offset and slots with bytes after the
+    /// (whole groups of four and remainders), the counts of the word-reading kernels (8 to 32)
+    /// and one beyond, a norm offset and slots with bytes after the
     /// indices. Table entries and weights are small integers, so every summation order gives
     /// the exact result and equality is the right test.
     #[test]
     fn every_byte_kernel_path_matches_the_direct_sums() {
         let mut rng = Xoshiro256::new(22);
-        for bytes in 1..=6 {
+        // 8, 16, 24 and 32 bytes take the word-reading kernels, the others the byte loop.
+        for bytes in (1..=6).chain([8, 16, 24, 32, 40]) {
             for (offset, tail) in [(0, 0), (2, 0), (4, 3)] {
                 let slot_bytes = offset + bytes + tail;
                 let count = 37;

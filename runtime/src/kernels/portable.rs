@@ -301,6 +301,13 @@ pub fn byte_table_dots(
 ) {
     let bytes = table.len();
     check_byte_layout(slot_bytes, offset, bytes);
+    match bytes {
+        8 => return byte_table_dots_words::<1>(table, slots, slot_bytes, offset, out),
+        16 => return byte_table_dots_words::<2>(table, slots, slot_bytes, offset, out),
+        24 => return byte_table_dots_words::<3>(table, slots, slot_bytes, offset, out),
+        32 => return byte_table_dots_words::<4>(table, slots, slot_bytes, offset, out),
+        _ => {}
+    }
     for (o, slot) in out.iter_mut().zip(slots.chunks_exact(slot_bytes)) {
         let ids = &slot[offset..offset + bytes];
         let mut acc = [0f32; 4];
@@ -335,9 +342,75 @@ pub fn byte_histogram(
 ) {
     let bytes = hist.len();
     check_byte_layout(slot_bytes, offset, bytes);
+    match bytes {
+        8 => return byte_histogram_words::<1>(w, slots, slot_bytes, offset, hist),
+        16 => return byte_histogram_words::<2>(w, slots, slot_bytes, offset, hist),
+        24 => return byte_histogram_words::<3>(w, slots, slot_bytes, offset, hist),
+        32 => return byte_histogram_words::<4>(w, slots, slot_bytes, offset, hist),
+        _ => {}
+    }
     for (&wi, slot) in w.iter().zip(slots.chunks_exact(slot_bytes)) {
         for (h, &i) in hist.iter_mut().zip(&slot[offset..offset + bytes]) {
             h[i as usize] += wi;
+        }
+    }
+}
+
+/// The `8 * W` index bytes of a slot as `W` little-endian 64-bit words: two loads instead of 16
+/// for a slot of 16 index bytes, the bytes then taken out with shifts (the byte kernels are
+/// bound by loads and stores, not by these register operations).
+#[inline(always)]
+fn index_words<const W: usize>(ids: &[u8]) -> [u64; W] {
+    std::array::from_fn(|w| {
+        let bytes: [u8; 8] = ids[8 * w..8 * w + 8].try_into().unwrap();
+        u64::from_le_bytes(bytes)
+    })
+}
+
+/// [`byte_table_dots`] for slots of exactly `8 * W` index bytes (layout checked by the caller):
+/// the same running sums in the same order, so the same bits, with the index bytes read as
+/// words and the loops unrolled. Measured with `--example attn_parts` (`d = 64`, 8 and 16
+/// bytes): 1.4x to 1.8x faster than the byte loop on the development machine's AMD EPYC, 1.0x
+/// to 1.15x on the Intel Xeon host.
+#[inline(always)]
+fn byte_table_dots_words<const W: usize>(
+    table: &[[f32; 256]],
+    slots: &[u8],
+    slot_bytes: usize,
+    offset: usize,
+    out: &mut [f32],
+) {
+    let table = &table[..8 * W];
+    for (o, slot) in out.iter_mut().zip(slots.chunks_exact(slot_bytes)) {
+        let words = index_words::<W>(&slot[offset..offset + 8 * W]);
+        let mut acc = [0f32; 4];
+        for (w, &x) in words.iter().enumerate() {
+            for b in 0..8 {
+                acc[b % 4] += table[8 * w + b][(x >> (8 * b)) as u8 as usize];
+            }
+        }
+        *o = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+    }
+}
+
+/// [`byte_histogram`] for slots of exactly `8 * W` index bytes (layout checked by the caller):
+/// the same additions in the same order, with the index bytes read as words and the loops
+/// unrolled. Measured as above: 1.5x to 1.8x faster on the AMD EPYC, 1.1x to 1.3x on the Xeon.
+#[inline(always)]
+fn byte_histogram_words<const W: usize>(
+    w: &[f32],
+    slots: &[u8],
+    slot_bytes: usize,
+    offset: usize,
+    hist: &mut [[f32; 256]],
+) {
+    let hist = &mut hist[..8 * W];
+    for (&wi, slot) in w.iter().zip(slots.chunks_exact(slot_bytes)) {
+        let words = index_words::<W>(&slot[offset..offset + 8 * W]);
+        for (w, &x) in words.iter().enumerate() {
+            for b in 0..8 {
+                hist[8 * w + b][(x >> (8 * b)) as u8 as usize] += wi;
+            }
         }
     }
 }
