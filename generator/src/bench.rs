@@ -416,7 +416,7 @@ fn paired(
 pub fn attention(s: &Settings, d: usize) -> Vec<Value> {
     let mut out = Vec::new();
     let copy_bw = memcpy_bandwidth(s.attention_bytes / 2, s.repeats);
-    out.push(json!({"section": "memcpy", "bytes_per_second": copy_bw, "buffer_bytes": s.attention_bytes / 2}));
+    out.push(json!({"section": "memcpy", "dim": d, "bytes_per_second": copy_bw, "buffer_bytes": s.attention_bytes / 2}));
     for &n in &s.contexts {
         // Heads so that the fp16 K and V of all heads fill `attention_bytes`.
         let heads = (s.attention_bytes / (n * d * 2 * 2)).max(1);

@@ -35,7 +35,15 @@ pub fn markdown(report: &Map<String, Value>) -> String {
         exact_search_table(&mut out, rows);
     }
     if let Some(Value::Array(rows)) = report.get("attention") {
-        attention_table(&mut out, rows);
+        // One table per head dimension: the rows of each start with its memcpy row (reports
+        // from before the d = 128 rows hold one).
+        let mut start = 0;
+        for end in 1..=rows.len() {
+            if end == rows.len() || rows[end]["section"] == "memcpy" {
+                attention_table(&mut out, &rows[start..end]);
+                start = end;
+            }
+        }
     }
     if let Some(Value::Array(rows)) = report.get("parallel") {
         let _ = writeln!(
@@ -386,7 +394,7 @@ fn attention_table(out: &mut String, rows: &[Value]) {
     };
     let _ = writeln!(
         out,
-        "Targets at {longest} keys (worst code in each group):\n"
+        "Targets at {longest} keys, d = {d} (worst code in each group):\n"
     );
     for (what, pred, key, target) in [
         (
@@ -418,8 +426,8 @@ fn attention_table(out: &mut String, rows: &[Value]) {
     }
     let _ = writeln!(
         out,
-        "\nPer rate at {longest} keys, the fastest code against fp16 (target 1.5x at b <= 2, \
-         1.0x above):\n"
+        "\nPer rate at {longest} keys, d = {d}, the fastest code against fp16 (target 1.5x at \
+         b <= 2, 1.0x above):\n"
     );
     let mut rates: Vec<f64> = codes.iter().map(|r| f(&r["rate_bits"])).collect();
     rates.dedup();

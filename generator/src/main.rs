@@ -808,47 +808,15 @@ fn run_bench(
         report.insert("exact_search".into(), json!(rows));
     }
     if want("attention") {
-        let rows = bench::attention(s, 64);
-        if !json {
-            println!("\n## attention, one decode step over all heads, d = 64, single thread");
-            for r in &rows {
-                if r["section"] == "memcpy" {
-                    println!(
-                        "memcpy: {:.2} GB/s ({} MiB buffer)",
-                        r["bytes_per_second"].as_f64().unwrap() / 1e9,
-                        r["buffer_bytes"].as_u64().unwrap() >> 20
-                    );
-                    println!(
-                        "{:>6} {:>5} {:<22} {:<26} {:>10} {:>8} {:>9} {:>7} {:>8}",
-                        "n",
-                        "heads",
-                        "method",
-                        "code",
-                        "step ms",
-                        "ns/key",
-                        "GB/s read",
-                        "memcpy",
-                        "vs fp16"
-                    );
-                    continue;
-                }
-                println!(
-                    "{:>6} {:>5} {:<22} {:<26} {:>10.2} {:>8.2} {:>9.2} {:>6.0}% {:>8}",
-                    r["context"].as_u64().unwrap(),
-                    r["heads"].as_u64().unwrap(),
-                    r["method"].as_str().unwrap(),
-                    r["code"].as_str().unwrap(),
-                    r["step_ms"].as_f64().unwrap(),
-                    r["ns_per_key"].as_f64().unwrap(),
-                    r["bytes_per_second"].as_f64().unwrap() / 1e9,
-                    100.0 * r["fraction_of_memcpy"].as_f64().unwrap(),
-                    r.get("vs_fp16")
-                        .and_then(|v| v.as_f64())
-                        .map_or(String::new(), |v| format!("{v:.2}x"))
-                );
+        let mut all = Vec::new();
+        for d in [64, 128] {
+            let rows = bench::attention(s, d);
+            if !json {
+                print_attention(d, &rows);
             }
+            all.extend(rows);
         }
-        report.insert("attention".into(), json!(rows));
+        report.insert("attention".into(), json!(all));
     }
     if want("parallel") {
         let rows = bench::parallel_encode(s);
@@ -877,4 +845,45 @@ fn run_bench(
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints the attention rows of one head dimension as text (the `bench` default output).
+fn print_attention(d: usize, rows: &[serde_json::Value]) {
+    println!("\n## attention, one decode step over all heads, d = {d}, single thread");
+    for r in rows {
+        if r["section"] == "memcpy" {
+            println!(
+                "memcpy: {:.2} GB/s ({} MiB buffer)",
+                r["bytes_per_second"].as_f64().unwrap() / 1e9,
+                r["buffer_bytes"].as_u64().unwrap() >> 20
+            );
+            println!(
+                "{:>6} {:>5} {:<22} {:<26} {:>10} {:>8} {:>9} {:>7} {:>8}",
+                "n",
+                "heads",
+                "method",
+                "code",
+                "step ms",
+                "ns/key",
+                "GB/s read",
+                "memcpy",
+                "vs fp16"
+            );
+            continue;
+        }
+        println!(
+            "{:>6} {:>5} {:<22} {:<26} {:>10.2} {:>8.2} {:>9.2} {:>6.0}% {:>8}",
+            r["context"].as_u64().unwrap(),
+            r["heads"].as_u64().unwrap(),
+            r["method"].as_str().unwrap(),
+            r["code"].as_str().unwrap(),
+            r["step_ms"].as_f64().unwrap(),
+            r["ns_per_key"].as_f64().unwrap(),
+            r["bytes_per_second"].as_f64().unwrap() / 1e9,
+            100.0 * r["fraction_of_memcpy"].as_f64().unwrap(),
+            r.get("vs_fp16")
+                .and_then(|v| v.as_f64())
+                .map_or(String::new(), |v| format!("{v:.2}x"))
+        );
+    }
 }
