@@ -77,8 +77,9 @@ impl BytePlan {
     /// above, so it pays where one index byte replaces several codeword products: sub-byte
     /// indices (1.1x to 3.5x) and `k = 8` codewords (1.2x to 1.4x), but not 8-bit indices of
     /// `k <= 4` (0.55x to 0.95x with the byte loop; with the word-reading histogram of 16 and
-    /// 32 index bytes, even on the Xeon host at `k = 4, N = 256`, 7.5 against 7.4 ns a key, and
-    /// slower at `k = 2, N = 256`) nor the in-register kernel at `k = 1, N = 16` (0.4x to 0.7x).
+    /// 32 index bytes it breaks even on the Xeon host at `k = 4, N = 256`, 7.5 ns a key with
+    /// the histogram and 7.4 without, and loses at `k = 2, N = 256`) nor the in-register kernel
+    /// at `k = 1, N = 16` (0.4x to 0.7x).
     pub(crate) fn pays_for_sums(&self) -> bool {
         (self.bits <= 4 || self.k >= 8) && !(self.k == 1 && self.bits >= 4)
     }

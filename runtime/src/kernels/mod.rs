@@ -1249,22 +1249,26 @@ mod tests {
         }
     }
 
-    /// Byte-table scores with real-valued tables on every ISA, bit for bit against the documented
-    /// order (`acc[p % 4] += T[p][byte p]` for ascending `p`, then `(acc0 + acc1) + (acc2 +
-    /// acc3)`), for byte counts served by the word-reading kernels and by the byte loop: every
-    /// path rounds alike, so results do not depend on the CPU.
+    /// Byte kernels with real values on every ISA, bit for bit against the documented order:
+    /// scores `acc[p % 4] += T[p][byte p]` for ascending `p`, then `(acc0 + acc1) + (acc2 +
+    /// acc3)`; histograms adding the weights slot by slot. For byte counts served by the
+    /// word-reading kernels and by the byte loop, with a trailing partial slot (ignored) and an
+    /// output longer than the slots (its tail left as it was): every path rounds alike, so
+    /// results do not depend on the CPU.
     #[test]
-    fn byte_table_dots_round_in_the_documented_order() {
+    fn byte_kernels_round_in_the_documented_order() {
         let mut rng = Xoshiro256::new(23);
         for bytes in [3, 4, 5, 8, 16, 24, 32, 33] {
             let (offset, slot_bytes, count) = (2, bytes + 3, 29);
-            let slots: Vec<u8> = (0..count * slot_bytes)
+            // `count` whole slots, then part of one more.
+            let slots: Vec<u8> = (0..count * slot_bytes + slot_bytes - 1)
                 .map(|_| rng.next_u64() as u8)
                 .collect();
             let table: Vec<[f32; 256]> = (0..bytes)
                 .map(|_| std::array::from_fn(|_| rng.next_gaussian() as f32))
                 .collect();
-            let want: Vec<f32> = slots
+            let w: Vec<f32> = (0..count + 3).map(|_| rng.next_gaussian() as f32).collect();
+            let mut want: Vec<f32> = slots
                 .chunks_exact(slot_bytes)
                 .map(|slot| {
                     let mut acc = [0f32; 4];
@@ -1274,14 +1278,25 @@ mod tests {
                     (acc[0] + acc[1]) + (acc[2] + acc[3])
                 })
                 .collect();
+            want.extend([7.0; 3]);
+            let mut want_hist = vec![[0f32; 256]; bytes];
+            for (slot, &wi) in slots.chunks_exact(slot_bytes).zip(&w) {
+                for (h, &b) in want_hist.iter_mut().zip(&slot[offset..offset + bytes]) {
+                    h[b as usize] += wi;
+                }
+            }
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             for isa in isas() {
-                let mut got = vec![0f32; count];
+                let mut got = vec![7f32; count + 3];
                 byte_table_dots(isa, &table, &slots, slot_bytes, offset, &mut got);
-                let same = got
-                    .iter()
-                    .zip(&want)
-                    .all(|(a, b)| a.to_bits() == b.to_bits());
-                assert!(same, "{isa:?} bytes={bytes}: {got:?} != {want:?}");
+                assert_eq!(bits(&got), bits(&want), "{isa:?} bytes={bytes}");
+                let mut hist = vec![[0f32; 256]; bytes];
+                byte_histogram(isa, &w, &slots, slot_bytes, offset, &mut hist);
+                assert_eq!(
+                    bits(hist.as_flattened()),
+                    bits(want_hist.as_flattened()),
+                    "{isa:?} bytes={bytes}"
+                );
             }
         }
     }

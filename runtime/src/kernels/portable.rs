@@ -384,9 +384,9 @@ fn byte_table_dots_words<const W: usize>(
     for (o, slot) in out.iter_mut().zip(slots.chunks_exact(slot_bytes)) {
         let words = index_words::<W>(&slot[offset..offset + 8 * W]);
         let mut acc = [0f32; 4];
-        for (w, &x) in words.iter().enumerate() {
+        for (j, &x) in words.iter().enumerate() {
             for b in 0..8 {
-                acc[b % 4] += table[8 * w + b][(x >> (8 * b)) as u8 as usize];
+                acc[b % 4] += table[8 * j + b][(x >> (8 * b)) as u8 as usize];
             }
         }
         *o = (acc[0] + acc[1]) + (acc[2] + acc[3]);
@@ -407,9 +407,9 @@ fn byte_histogram_words<const W: usize>(
     let hist = &mut hist[..8 * W];
     for (&wi, slot) in w.iter().zip(slots.chunks_exact(slot_bytes)) {
         let words = index_words::<W>(&slot[offset..offset + 8 * W]);
-        for (w, &x) in words.iter().enumerate() {
+        for (j, &x) in words.iter().enumerate() {
             for b in 0..8 {
-                hist[8 * w + b][(x >> (8 * b)) as u8 as usize] += wi;
+                hist[8 * j + b][(x >> (8 * b)) as u8 as usize] += wi;
             }
         }
     }
