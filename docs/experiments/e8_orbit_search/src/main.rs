@@ -40,42 +40,56 @@ fn leaders() -> Vec<[f32; 8]> {
     out
 }
 
+/// Sorting network (descending) for 8 values.
+const NET: [(usize, usize); 19] = [
+    (0, 1),
+    (2, 3),
+    (4, 5),
+    (6, 7),
+    (0, 2),
+    (1, 3),
+    (4, 6),
+    (5, 7),
+    (1, 2),
+    (5, 6),
+    (0, 4),
+    (3, 7),
+    (1, 5),
+    (2, 6),
+    (1, 4),
+    (3, 6),
+    (2, 4),
+    (3, 5),
+    (3, 4),
+];
+
+/// The block's magnitudes in descending order and its number of negative coordinates: the
+/// shared first step of both searches.
+#[inline(always)]
+fn sorted_magnitudes(blk: &[f32]) -> ([f32; 8], u32) {
+    let mut s = [0f32; 8];
+    let mut neg = 0u32;
+    for i in 0..8 {
+        s[i] = blk[i].abs();
+        neg += (blk[i] < 0.0) as u32;
+    }
+    for &(a, b) in NET.iter() {
+        let (x, z) = (s[a], s[b]);
+        s[a] = x.max(z);
+        s[b] = x.min(z);
+    }
+    (s, neg)
+}
+
 #[inline(never)]
 fn search(y: &[f32], lead: &[[f32; 8]], scale: &[f32], n2: &[f32], half: &[bool], out: &mut [u32]) {
+    // Parity of each orbit's coordinate sum (an integer for every orbit).
+    let parity: Vec<u32> = lead
+        .iter()
+        .map(|l| l.iter().sum::<f32>() as u32 & 1)
+        .collect();
     for (blk, o) in y.chunks_exact(8).zip(out.iter_mut()) {
-        let mut s = [0f32; 8];
-        let mut neg = 0u32;
-        for i in 0..8 {
-            s[i] = blk[i].abs();
-            neg += (blk[i] < 0.0) as u32;
-        }
-        // sorting network (descending) for 8 values
-        const NET: [(usize, usize); 19] = [
-            (0, 1),
-            (2, 3),
-            (4, 5),
-            (6, 7),
-            (0, 2),
-            (1, 3),
-            (4, 6),
-            (5, 7),
-            (1, 2),
-            (5, 6),
-            (0, 4),
-            (3, 7),
-            (1, 5),
-            (2, 6),
-            (1, 4),
-            (3, 6),
-            (2, 4),
-            (3, 5),
-            (3, 4),
-        ];
-        for &(a, b) in NET.iter() {
-            let (x, z) = (s[a], s[b]);
-            s[a] = x.max(z);
-            s[b] = x.min(z);
-        }
+        let (s, neg) = sorted_magnitudes(blk);
         let mut best = f32::INFINITY;
         let mut arg = 0u32;
         for (i, l) in lead.iter().enumerate() {
@@ -83,8 +97,7 @@ fn search(y: &[f32], lead: &[[f32; 8]], scale: &[f32], n2: &[f32], half: &[bool]
             for j in 0..8 {
                 dot += s[j] * l[j];
             }
-            let lsum = l.iter().sum::<f32>() as u32;
-            if half[i] && (lsum.wrapping_sub(neg)) % 2 != 0 {
+            if half[i] && (parity[i] ^ (neg & 1)) != 0 {
                 dot -= 2.0 * s[7] * l[7];
             }
             let sc = scale[i] * scale[i] * n2[i] - 2.0 * scale[i] * dot;
@@ -133,38 +146,7 @@ fn lanes(lead: &[[f32; 8]], scale: &[f32]) -> Lanes {
 #[inline(never)]
 fn search_v(y: &[f32], z: &Lanes, out: &mut [u32]) {
     for (blk, o) in y.chunks_exact(8).zip(out.iter_mut()) {
-        let mut s = [0f32; 8];
-        let mut neg = 0u32;
-        for i in 0..8 {
-            s[i] = blk[i].abs();
-            neg += (blk[i] < 0.0) as u32;
-        }
-        const NET: [(usize, usize); 19] = [
-            (0, 1),
-            (2, 3),
-            (4, 5),
-            (6, 7),
-            (0, 2),
-            (1, 3),
-            (4, 6),
-            (5, 7),
-            (1, 2),
-            (5, 6),
-            (0, 4),
-            (3, 7),
-            (1, 5),
-            (2, 6),
-            (1, 4),
-            (3, 6),
-            (2, 4),
-            (3, 5),
-            (3, 4),
-        ];
-        for &(a, b) in NET.iter() {
-            let (x, w) = (s[a], s[b]);
-            s[a] = x.max(w);
-            s[b] = x.min(w);
-        }
+        let (s, neg) = sorted_magnitudes(blk);
         let np = neg & 1;
         let mut dot = [0f32; W];
         for j in 0..8 {
