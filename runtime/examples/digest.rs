@@ -1,5 +1,5 @@
 //! One line per embedded rate point: a hash of the slots that `encode` writes for 64 fixed
-//! vectors, of the vectors `decode` returns, and of the attention scores and weighted sum over
+//! vectors, of the vectors `decode_batch` returns, and of the attention scores and weighted sum over
 //! them (default settings). Two machines, ISAs or builds that print the same lines encode,
 //! decode and score bit for bit alike; `diff` the outputs to check (`.ci/aarch64 test` compares
 //! aarch64 with x86_64 this way; the README's aarch64 paragraph gives the result).
@@ -40,9 +40,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut slots = vec![0u8; ROWS * sb];
         codec.encode_batch(&rows, &mut slots)?;
         let mut decoded = vec![0f32; ROWS * d];
-        for (slot, out) in slots.chunks_exact(sb).zip(decoded.chunks_exact_mut(d)) {
-            codec.decode(slot, out)?;
-        }
+        codec.decode_batch(&slots, &mut decoded)?;
         let mut scores = vec![0f32; ROWS];
         codec.scores(&q, &slots, &mut scores)?;
         let weights: Vec<f32> = (0..ROWS).map(|i| 1.0 / (1 + i) as f32).collect();
