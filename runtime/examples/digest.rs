@@ -1,6 +1,6 @@
 //! One line per embedded rate point: a hash of the slots that `encode` writes for 64 fixed
-//! vectors, of the vectors `decode_batch` returns, and of the attention scores and weighted sum over
-//! them (default settings). Two machines, ISAs or builds that print the same lines encode,
+//! vectors, of the vectors `decode_batch` returns, and of the attention scores and weighted sum
+//! over them (default settings). Two machines, ISAs or builds that print the same lines encode,
 //! decode and score bit for bit alike; `diff` the outputs to check (`.ci/aarch64 test` compares
 //! aarch64 with x86_64 this way; the README's aarch64 paragraph gives the result).
 //!
