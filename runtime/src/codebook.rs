@@ -11,7 +11,7 @@
 //! | 8 | 4 | u32 `d`, head dimension |
 //! | 12 | 4 | u32 `k`, block size |
 //! | 16 | 4 | u32 `n`, number of codewords |
-//! | 20 | 4 | u32 construction: 0 = exact scalar Lloyd-Max (k = 1), 1 = radial-angular init + Lloyd |
+//! | 20 | 4 | u32 construction: 0 = exact scalar Lloyd-Max (k = 1), 1 = radial-angular init + Lloyd, 2 = E8-lattice orbits with one fitted scale each ([`crate::orbits`]) |
 //! | 24 | 8 | u64 seed |
 //! | 32 | 4 | u32 training samples per codeword (M / N) |
 //! | 36 | 4 | u32 Lloyd restarts |
@@ -35,6 +35,31 @@ pub enum Construction {
     ScalarLloydMax,
     /// Radial-angular initial codebook refined by multi-restart Lloyd on source samples.
     RadialAngularLloyd,
+    /// Whole orbits of E8-lattice points, one scale per orbit fitted by Lloyd's centroid step
+    /// (`k = 8`); searched exactly by [`crate::orbits::OrbitIndex`], and refused on load unless
+    /// the codewords are whole orbits in its order.
+    E8Orbits,
+}
+
+impl Construction {
+    /// The code stored in the file header.
+    pub fn code(self) -> u32 {
+        match self {
+            Construction::ScalarLloydMax => 0,
+            Construction::RadialAngularLloyd => 1,
+            Construction::E8Orbits => 2,
+        }
+    }
+
+    /// The construction with header code `code`, if any.
+    pub fn from_code(code: u32) -> Option<Construction> {
+        match code {
+            0 => Some(Construction::ScalarLloydMax),
+            1 => Some(Construction::RadialAngularLloyd),
+            2 => Some(Construction::E8Orbits),
+            _ => None,
+        }
+    }
 }
 
 /// The header of a codebook file: what the codebook is for and how it was made.
@@ -69,11 +94,7 @@ impl CodebookHeader {
         out.extend_from_slice(&self.dim.to_le_bytes());
         out.extend_from_slice(&self.k.to_le_bytes());
         out.extend_from_slice(&self.n.to_le_bytes());
-        let c: u32 = match self.construction {
-            Construction::ScalarLloydMax => 0,
-            Construction::RadialAngularLloyd => 1,
-        };
-        out.extend_from_slice(&c.to_le_bytes());
+        out.extend_from_slice(&self.construction.code().to_le_bytes());
         out.extend_from_slice(&self.seed.to_le_bytes());
         out.extend_from_slice(&self.samples_per_codeword.to_le_bytes());
         out.extend_from_slice(&self.restarts.to_le_bytes());
@@ -96,6 +117,9 @@ pub struct Codebook {
     codewords: Vec<f32>,
     norms_sq: Vec<f32>,
     index: SearchIndex,
+    /// The exact orbit search, where the codewords are whole signed-permutation orbits
+    /// ([`crate::orbits`]); it answers every search.
+    orbits: Option<crate::orbits::OrbitIndex>,
     ivf: Option<crate::ivf::IvfIndex>,
     /// The exact grid search ([`crate::cells`]), built on first use where [`cells_per_dim`]
     /// names a grid.
@@ -336,7 +360,8 @@ impl Codebook {
             )));
         }
         let index = SearchIndex::new(&codewords, k);
-        let ivf = (n >= IVF_THRESHOLD).then(|| {
+        let orbits = crate::orbits::OrbitIndex::new(&codewords, k);
+        let ivf = (n >= IVF_THRESHOLD && orbits.is_none()).then(|| {
             let cells = ((n as f64).sqrt() as usize).next_power_of_two().min(1024);
             crate::ivf::IvfIndex::new(&codewords, k, cells, crate::ivf::encoder_probes(k))
         });
@@ -349,6 +374,7 @@ impl Codebook {
             codewords,
             norms_sq,
             index,
+            orbits,
             ivf,
             cells: LazyCells::default(),
             balls: LazyBalls::default(),
@@ -375,15 +401,9 @@ impl Codebook {
                 "format version {version} is not supported (this runtime reads version {FORMAT_VERSION})"
             )));
         }
-        let construction = match u32_at(bytes, 20) {
-            0 => Construction::ScalarLloydMax,
-            1 => Construction::RadialAngularLloyd,
-            other => {
-                return Err(Error::CorruptCodebook(format!(
-                    "unknown construction code {other}"
-                )))
-            }
-        };
+        let code = u32_at(bytes, 20);
+        let construction = Construction::from_code(code)
+            .ok_or_else(|| Error::CorruptCodebook(format!("unknown construction code {code}")))?;
         let header = CodebookHeader {
             dim: u32_at(bytes, 8),
             k: u32_at(bytes, 12),
@@ -410,6 +430,12 @@ impl Codebook {
             .collect();
         let mut cb = Codebook::new(dim, k, n, codewords)
             .map_err(|e| Error::CorruptCodebook(format!("invalid contents: {e}")))?;
+        if construction == Construction::E8Orbits && cb.orbits.is_none() {
+            return Err(Error::CorruptCodebook(
+                "the header says E8 orbits but the codewords are not whole orbits in index order"
+                    .into(),
+            ));
+        }
         cb.header = Some(header);
         Ok(cb)
     }
@@ -480,6 +506,9 @@ impl Codebook {
         if let Some(t) = &self.thresholds {
             return t.iter().filter(|&&t| t < block[0]).count() as u32;
         }
+        if let Some(orbits) = &self.orbits {
+            return orbits.nearest(block).0;
+        }
         if let Some(i) = self.shortlist().and_then(|s| s.nearest(block)) {
             return i;
         }
@@ -518,7 +547,7 @@ impl Codebook {
             .0
             .get_or_init(|| {
                 let (per_dim, slots, tiers) = shortlist_shape(self.k, self.n)?;
-                if self.thresholds.is_some() {
+                if self.thresholds.is_some() || self.orbits.is_some() {
                     return None;
                 }
                 crate::shortlist::ShortlistIndex::new(
@@ -550,8 +579,10 @@ impl Codebook {
         self.balls
             .0
             .get_or_init(|| {
-                let other =
-                    self.ivf.is_some() || self.thresholds.is_some() || self.cells().is_some();
+                let other = self.ivf.is_some()
+                    || self.thresholds.is_some()
+                    || self.orbits.is_some()
+                    || self.cells().is_some();
                 if other {
                     None
                 } else {
@@ -572,7 +603,7 @@ impl Codebook {
             self.k,
             blocks.len()
         );
-        if self.thresholds.is_some() {
+        if self.thresholds.is_some() || self.orbits.is_some() {
             for (o, block) in out.iter_mut().zip(blocks.chunks_exact(self.k)) {
                 *o = self.nearest(block);
             }
@@ -619,6 +650,13 @@ impl Codebook {
         self.index.nearest(block).0
     }
 
+    /// The exact orbit search ([`crate::orbits::OrbitIndex`]), where the codewords are whole
+    /// signed-permutation orbits in its index order (the E8 codes): it answers every search,
+    /// and such codebooks build no inverted file.
+    pub fn orbits(&self) -> Option<&crate::orbits::OrbitIndex> {
+        self.orbits.as_ref()
+    }
+
     /// The approximate-search index used by [`nearest`](Self::nearest) for large codebooks.
     pub fn ivf(&self) -> Option<&crate::ivf::IvfIndex> {
         self.ivf.as_ref()
@@ -627,7 +665,8 @@ impl Codebook {
     /// Replaces (or removes, with `None`) the approximate-search index: `Some(probes)` builds one
     /// probing that many cells, `None` makes [`nearest`](Self::nearest) exact (the certified
     /// shortlists where they apply, then exhaustive search, or the ball index of
-    /// [`crate::balls`] where it applies).
+    /// [`crate::balls`] where it applies). Orbit codebooks ([`orbits`](Self::orbits)) search
+    /// exactly whatever this says.
     pub fn set_ivf_probes(&mut self, probes: Option<usize>) {
         // The ball index is built only without an inverted file: decide again.
         self.balls = LazyBalls::default();
@@ -644,6 +683,11 @@ impl Codebook {
     #[inline]
     pub fn nearest_with_distance(&self, block: &[f32]) -> (u32, f32) {
         self.check_block(block.len());
+        let bsq: f32 = block.iter().map(|v| v * v).sum();
+        if let Some(orbits) = &self.orbits {
+            let (i, score) = orbits.nearest(block);
+            return (i, (bsq + score).max(0.0));
+        }
         let certified = self.shortlist().and_then(|s| s.nearest(block));
         let (i, score) = match (&self.ivf, &self.thresholds, certified) {
             (_, Some(_), _) => {
@@ -659,7 +703,6 @@ impl Codebook {
             (Some(ivf), None, None) => ivf.nearest(block),
             (None, None, None) => self.nearest_scored(block),
         };
-        let bsq: f32 = block.iter().map(|v| v * v).sum();
         (i, (bsq + score).max(0.0))
     }
 }

@@ -7,7 +7,8 @@
 //!
 //! The layers follow the data's path:
 //! - [`registry`]: the codebooks embedded at build time (sha256-verified against `manifest.toml`);
-//! - [`codebook`]: one codebook, its file format and nearest-codeword search;
+//! - [`codebook`]: one codebook, its file format and nearest-codeword search ([`orbits`]: the
+//!   exact search of codebooks made of lattice orbits);
 //! - [`rotation`]: the shared random rotation (randomized Hadamard or dense Haar);
 //! - [`pack`]: bit packing of indices;
 //! - [`codec`]: the [`Codec`] tying them together (normalize, rotate, quantize, pack) and its slot
@@ -44,6 +45,7 @@ mod error;
 pub mod fp16;
 pub mod ivf;
 pub mod kernels;
+pub mod orbits;
 pub mod pack;
 pub mod registry;
 pub mod rng;

@@ -33,7 +33,7 @@ pub mod x86_64;
 pub enum Isa {
     /// Portable Rust (auto-vectorized for the compile target's baseline).
     Portable,
-    /// x86_64 AVX2 (with F16C, which every AVX2 CPU has).
+    /// x86_64 AVX2 (with F16C and POPCNT, which every AVX2 CPU has).
     Avx2,
     /// x86_64 AVX-512 (F, DQ, BW, VL) on top of AVX2: 512-bit versions of the scalar-code
     /// attention kernels and of the `k = 2` ones (codebooks of up to 64 codewords in registers);
@@ -68,13 +68,21 @@ fn usable(isa: Isa) -> Isa {
     isa.min(*BEST.get_or_init(|| supported().into_iter().max().unwrap_or(Isa::Portable)))
 }
 
+/// `isa`, or the best implementation this CPU has below it (what a caller outside this module
+/// may run).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub(crate) fn usable_isa(isa: Isa) -> Isa {
+    usable(isa)
+}
+
 /// Every implementation this CPU can run, from the portable one up (what tests compare).
 pub fn supported() -> Vec<Isa> {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::is_x86_feature_detected as has;
         let mut v = vec![Isa::Portable];
-        if has!("avx2") && has!("f16c") {
+        if has!("avx2") && has!("f16c") && has!("popcnt") {
             v.push(Isa::Avx2);
             if has!("avx512f") && has!("avx512dq") && has!("avx512bw") && has!("avx512vl") {
                 v.push(Isa::Avx512);

@@ -1177,3 +1177,14 @@ pub unsafe fn dense_rotate_avx2(matrix: &[f32], dim: usize, x: &[f32], out: &mut
 pub unsafe fn dense_rotate_transposed_avx2(matrix: &[f32], dim: usize, y: &[f32], out: &mut [f32]) {
     super::portable::dense_rotate_transposed(matrix, dim, y, out)
 }
+
+/// AVX2 (and POPCNT) compilation of [`crate::orbits::OrbitIndex::nearest`]: the same code and
+/// the same floating-point operations in the same order, with the orbit scores in 256-bit
+/// lanes and bit counts by instruction.
+///
+/// # Safety
+/// The CPU must support AVX2 and POPCNT.
+#[target_feature(enable = "avx2,popcnt")]
+pub unsafe fn orbit_nearest_avx2(index: &crate::orbits::OrbitIndex, x: &[f32]) -> (u32, f32) {
+    index.nearest_body::<true>(x)
+}
