@@ -31,6 +31,7 @@ fn small_entries_regenerate_byte_for_byte() {
         (64, 4, 16),
         (128, 8, 16),
         (96, 3, 8),
+        (64, 8, 64497),
     ] {
         let e = m.find(d, k, n).expect("entry present");
         let params = Params {
@@ -123,6 +124,36 @@ fn vector_codes_are_no_worse_than_scalar_at_whole_rates() {
         checked += 1;
     }
     assert!(checked >= 10, "only {checked} entries at whole rates");
+}
+
+#[test]
+fn e8_codes_beat_every_other_code_of_the_same_bytes() {
+    // The E8 code stores 16 bits per 8 coordinates, like every code at b = 2: it must have the
+    // lowest MSE among them, beyond 4 combined standard errors of the independent test sets.
+    let m = manifest();
+    for d in [64, 128] {
+        let e8 = m.find(d, 8, 64497).expect("E8 entry");
+        assert_eq!(e8.construction, "e8-orbits");
+        let se = rel_se(d, 8, 64497, e8.test_blocks);
+        let mut compared = 0;
+        for e in m
+            .codebook
+            .iter()
+            .filter(|e| e.dim == d && e.rate_bits == 2.0)
+        {
+            let se_other = rel_se(d, e.k, e.n, e.test_blocks);
+            let tol = 4.0 * (se * se + se_other * se_other).sqrt();
+            assert!(
+                e8.mse * (1.0 + tol) < e.mse,
+                "d = {d}: E8 {} not below {} ({})",
+                e8.mse,
+                e.mse,
+                e.file
+            );
+            compared += 1;
+        }
+        assert!(compared >= 4, "d = {d}: only {compared} codes at b = 2");
+    }
 }
 
 #[test]

@@ -277,9 +277,10 @@ fn fast_encoder_table(out: &mut String, rows: &[Value]) {
     if !encoder.is_empty() {
         let _ = writeln!(
             out,
-            "\n**Default encoder** (`Codebook::nearest`: certified shortlists where they apply, \
-             exact; then the inverted file with the default probes, or the ball search below \
-             16384 codewords) against exhaustive search (ns per block):\n"
+            "\n**Default encoder** (`Codebook::nearest`: the orbit search of the E8 codes, exact; \
+             certified shortlists where they apply, exact; then the inverted file with the \
+             default probes, or the ball search below 16384 codewords) against exhaustive \
+             search (ns per block):\n"
         );
         let _ = writeln!(
             out,

@@ -54,7 +54,8 @@ pub fn entry_seed(d: usize, k: usize, n: usize) -> u64 {
     splitmix64(&mut s)
 }
 
-fn sub_seed(seed: u64, tag: u64) -> u64 {
+/// A seed derived from an entry's seed for one purpose (`tag`: 1 training, 2 validation, 3 test).
+pub fn sub_seed(seed: u64, tag: u64) -> u64 {
     let mut s = seed ^ tag.wrapping_mul(0x9e37_79b9_7f4a_7c15);
     splitmix64(&mut s)
 }
@@ -114,9 +115,13 @@ pub fn validate(d: usize, k: usize, n: usize) -> Result<(), String> {
     Ok(())
 }
 
-/// Builds rate point `(d, k, n)` with `params`.
+/// Builds rate point `(d, k, n)` with `params`: `k = 1` exactly, `(k, N) = (8, 64497)` as the
+/// E8 code ([`crate::e8`]), any other point by radial-angular initialization and Lloyd.
 pub fn build(d: usize, k: usize, n: usize, params: Params) -> Result<Built, String> {
     validate(d, k, n)?;
+    if (k, n) == (8, crate::e8::E8_N) {
+        return crate::e8::build(d, params);
+    }
     let seed = entry_seed(d, k, n);
     let src = Source::new(d, k)?;
     let samples_per_codeword = params

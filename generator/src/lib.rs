@@ -4,13 +4,15 @@
 //! checksummed registry (`manifest.toml` + `codebooks/`). The modules follow the data's path:
 //! [`source`] (the spherical-Beta law) -> [`init`] (radial-angular initial codebook) ->
 //! [`lloyd`] (multi-restart refinement) -> [`construct`] (selection, measurement) -> [`registry`]
-//! (files, manifest, verification). [`scalar`] is the exact k = 1 construction, [`special`] the
-//! special functions behind them, [`npy`] and [`codes`] the file formats of the encode/decode tool.
+//! (files, manifest, verification). [`scalar`] is the exact k = 1 construction, [`e8`] the
+//! lattice code for k = 8 at 2 bits, [`special`] the special functions behind them, [`npy`] and
+//! [`codes`] the file formats of the encode/decode tool.
 
 pub mod bench;
 pub mod bench_report;
 pub mod codes;
 pub mod construct;
+pub mod e8;
 pub mod init;
 pub mod lloyd;
 pub mod manifest;

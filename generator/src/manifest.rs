@@ -23,7 +23,7 @@ pub struct Entry {
     pub sha256: String,
     /// Construction seed, hex (`0x...`).
     pub seed: String,
-    /// `scalar-lloyd-max` or `radial-angular-lloyd`.
+    /// `scalar-lloyd-max`, `radial-angular-lloyd` or `e8-orbits`.
     pub construction: String,
     /// Training samples per codeword.
     pub samples_per_codeword: u32,

@@ -16,8 +16,12 @@ pub const LARGE: [(usize, usize, usize); 4] = [
     (128, 8, 65536),
 ];
 
+/// The E8 code ([`crate::e8`]): `k = 8`, `N = 64497` (16-bit indices), at d = 64 and 128.
+pub const E8: [(usize, usize, usize); 2] = [(64, 8, crate::e8::E8_N), (128, 8, crate::e8::E8_N)];
+
 /// Every default rate point: k = 1 with N in {2, 4, 8, 16}; k in {2, 3, 4, 8} where k divides d,
-/// with every power-of-two N from 2 up to 4096 at rate at most 4 bits; and the [`LARGE`] points.
+/// with every power-of-two N from 2 up to 4096 at rate at most 4 bits; the [`LARGE`] points;
+/// and the [`E8`] points.
 pub fn default_plan() -> Vec<(usize, usize, usize)> {
     let mut out = Vec::new();
     for d in DIMS {
@@ -36,6 +40,7 @@ pub fn default_plan() -> Vec<(usize, usize, usize)> {
         }
     }
     out.extend(LARGE);
+    out.extend(E8);
     out
 }
 

@@ -72,6 +72,7 @@ pub fn entry_for(built: &Built, sha256: String, seconds: f64) -> Entry {
         construction: match h.construction {
             Construction::ScalarLloydMax => "scalar-lloyd-max".into(),
             Construction::RadialAngularLloyd => "radial-angular-lloyd".into(),
+            Construction::E8Orbits => "e8-orbits".into(),
         },
         samples_per_codeword: h.samples_per_codeword,
         restarts: h.restarts,
