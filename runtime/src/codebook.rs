@@ -603,7 +603,11 @@ impl Codebook {
             self.k,
             blocks.len()
         );
-        if self.thresholds.is_some() || self.orbits.is_some() {
+        if let Some(orbits) = &self.orbits {
+            orbits.nearest_many(blocks, out);
+            return;
+        }
+        if self.thresholds.is_some() {
             for (o, block) in out.iter_mut().zip(blocks.chunks_exact(self.k)) {
                 *o = self.nearest(block);
             }

@@ -32,7 +32,7 @@
 //!   fixes it), so `bits` is the number of nonzero magnitudes, less one under a parity rule.
 
 /// Largest block size an orbit codebook may have.
-pub const MAX_K: usize = 16;
+pub const MAX_K: usize = 8;
 /// Most orbits an [`OrbitIndex`] accepts: beyond this, scanning the orbits stops paying.
 pub const MAX_ORBITS: usize = 256;
 /// Orbits scored together.
@@ -174,8 +174,9 @@ impl Orbit {
     /// coordinates of a level are `prefix[end] & !prefix[start]` for the bits `prefix[j]` of
     /// `order[..j]`.
     #[inline(always)]
-    fn position<const POPCNT: bool>(&self, order: &[u8], negative: u32) -> u64 {
-        let k = order.len();
+    fn position<const K: usize, const POPCNT: bool>(&self, order: &[u8], negative: u32) -> u64 {
+        let k = if K > 0 { K } else { order.len() };
+        let order = &order[..k];
         let full = (1u32 << k) - 1;
         let mut prefix = [0u32; MAX_K + 1];
         for (j, &x) in order.iter().enumerate() {
@@ -259,7 +260,7 @@ impl Orbit {
     }
 }
 
-/// Set bits of a mask below `2^16`: by the instruction where `POPCNT` (callers compiled with
+/// Set bits of a mask below `2^8` (`k <= 8` coordinates): by the instruction where `POPCNT` (callers compiled with
 /// it), else by table (baseline x86-64 has no `popcnt`, and its emulation is slower).
 #[inline(always)]
 fn count_ones<const POPCNT: bool>(mask: u32) -> usize {
@@ -275,10 +276,10 @@ fn count_ones<const POPCNT: bool>(mask: u32) -> usize {
         }
         t
     };
-    (BYTE[(mask & 0xff) as usize] + BYTE[((mask >> 8) & 0xff) as usize]) as usize
+    BYTE[(mask & 0xff) as usize] as usize
 }
 
-/// `C(n, r)` for `n, r <= 16` (0 where `r > n`).
+/// `C(n, r)` for `n <= 8`, `r <= 9` (0 where `r > n`).
 const BINOMIAL: [[u32; MAX_K + 2]; MAX_K + 1] = {
     let mut c = [[0u32; MAX_K + 2]; MAX_K + 1];
     let mut n = 0;
@@ -404,7 +405,7 @@ impl OrbitIndex {
                 ) {
                     *o = i as u8;
                 }
-                if !rule_holds || orbit.position::<false>(&order[..k], negative) != p as u64 {
+                if !rule_holds || orbit.position::<0, false>(&order[..k], negative) != p as u64 {
                     return None;
                 }
             }
@@ -462,14 +463,61 @@ impl OrbitIndex {
             return unsafe { crate::kernels::x86_64::orbit_nearest_avx2(self, x) };
         }
         let _ = isa;
-        self.nearest_body::<false>(x)
+        self.nearest_dispatch::<false>(x)
+    }
+
+    /// [`nearest_body`](Self::nearest_body) with `k` a constant where it is 8 (the E8 codes),
+    /// so that its loops unroll.
+    #[inline(always)]
+    pub(crate) fn nearest_dispatch<const POPCNT: bool>(&self, x: &[f32]) -> (u32, f32) {
+        match self.k {
+            8 => self.nearest_body::<8, POPCNT>(x),
+            _ => self.nearest_body::<0, POPCNT>(x),
+        }
+    }
+
+    /// [`nearest`](Self::nearest) of every block of `blocks` (`k` values each) into `out` (one
+    /// index per block), in one call to the implementation. Panics unless
+    /// `blocks.len() == out.len() * k`.
+    pub fn nearest_many(&self, blocks: &[f32], out: &mut [u32]) {
+        assert!(
+            out.len().checked_mul(self.k) == Some(blocks.len()),
+            "{} blocks of {} values do not fill {} values",
+            out.len(),
+            self.k,
+            blocks.len()
+        );
+        #[cfg(target_arch = "x86_64")]
+        if crate::kernels::usable_isa(self.isa) >= crate::kernels::Isa::Avx2 {
+            // SAFETY: as in `nearest_on`.
+            return unsafe { crate::kernels::x86_64::orbit_nearest_many_avx2(self, blocks, out) };
+        }
+        self.nearest_many_body::<false>(blocks, out)
+    }
+
+    /// The loop of [`nearest_many`](Self::nearest_many), inlined into each implementation.
+    #[inline(always)]
+    pub(crate) fn nearest_many_body<const POPCNT: bool>(&self, blocks: &[f32], out: &mut [u32]) {
+        match self.k {
+            8 => {
+                for (o, block) in out.iter_mut().zip(blocks.chunks_exact(8)) {
+                    *o = self.nearest_body::<8, POPCNT>(block).0;
+                }
+            }
+            k => {
+                for (o, block) in out.iter_mut().zip(blocks.chunks_exact(k)) {
+                    *o = self.nearest_body::<0, POPCNT>(block).0;
+                }
+            }
+        }
     }
 
     /// The search; `POPCNT`: count bits with the instruction rather than by table (only inside
     /// a function compiled with the `popcnt` target feature).
+    /// `K`: the block size where it is a constant, 0 where it is `self.k` at run time.
     #[inline(always)]
-    pub(crate) fn nearest_body<const POPCNT: bool>(&self, x: &[f32]) -> (u32, f32) {
-        let k = self.k;
+    fn nearest_body<const K: usize, const POPCNT: bool>(&self, x: &[f32]) -> (u32, f32) {
+        let k = if K > 0 { K } else { self.k };
         assert_eq!(
             x.len(),
             k,
@@ -490,8 +538,10 @@ impl OrbitIndex {
         }
         let flip = &self.flip_cost[(negative.count_ones() % 2) as usize];
         let last = s[k - 1];
+        // Per lane, the lowest score and its orbit (as a float, so that the update is one
+        // vector select).
         let mut best = [f32::INFINITY; LANES];
-        let mut best_group = [0u32; LANES];
+        let mut best_orbit = [0f32; LANES];
         for g in 0..self.width / LANES {
             let base = g * LANES;
             let mut dot = [0f32; LANES];
@@ -505,13 +555,32 @@ impl OrbitIndex {
             let flip = &flip[base..base + LANES];
             for l in 0..LANES {
                 let score = norms[l] - 2.0 * (dot[l] - flip[l] * last);
-                if score < best[l] {
-                    best[l] = score;
-                    best_group[l] = g as u32;
-                }
+                let better = score < best[l];
+                best[l] = if better { score } else { best[l] };
+                best_orbit[l] = if better {
+                    (base + l) as f32
+                } else {
+                    best_orbit[l]
+                };
             }
         }
-        let (o, score) = crate::codebook::lowest_lane(&best, &best_group);
+        // The lowest score, and the lowest orbit that reaches it (as a scan in orbit order).
+        let score = best
+            .iter()
+            .fold(f32::INFINITY, |a, &b| if b < a { b } else { a });
+        let o = (0..LANES).fold(f32::INFINITY, |a, l| {
+            let v = if best[l] == score {
+                best_orbit[l]
+            } else {
+                f32::INFINITY
+            };
+            if v < a {
+                v
+            } else {
+                a
+            }
+        });
+        let o = if o.is_finite() { o as u32 } else { u32::MAX };
         let Some(orbit) = self.orbits.get(o as usize) else {
             // Only reachable with non-finite input.
             return (0, score);
@@ -523,7 +592,7 @@ impl OrbitIndex {
         if flip[o as usize] != 0.0 {
             negative ^= 1 << order[k - 1];
         }
-        let position = orbit.position::<POPCNT>(&order[..k], negative);
+        let position = orbit.position::<K, POPCNT>(&order[..k], negative);
         (orbit.first + position as u32, score)
     }
 }
@@ -708,6 +777,23 @@ mod tests {
     }
 
     #[test]
+    fn nearest_many_answers_like_nearest() {
+        let mut rng = Xoshiro256::new(4);
+        for k in [2, 3, 8] {
+            let cw = mixed(k);
+            let index = OrbitIndex::new(&cw, k).unwrap();
+            let x: Vec<f32> = (0..500 * k)
+                .map(|_| (rng.next_gaussian() * 0.5) as f32)
+                .collect();
+            let mut out = vec![0u32; 500];
+            index.nearest_many(&x, &mut out);
+            for (o, b) in out.iter().zip(x.chunks_exact(k)) {
+                assert_eq!(*o, index.nearest(b).0);
+            }
+        }
+    }
+
+    #[test]
     fn other_codebooks_are_not_recognized() {
         let mut cw = mixed(4);
         assert!(OrbitIndex::new(&cw, 4).is_some());
@@ -724,7 +810,7 @@ mod tests {
         let random: Vec<f32> = (0..256 * 4).map(|_| rng.next_gaussian() as f32).collect();
         assert!(OrbitIndex::new(&random, 4).is_none());
         assert!(OrbitIndex::new(&[-1.0, 1.0], 1).is_none());
-        assert!(OrbitIndex::new(&[0.0; 17], 17).is_none());
+        assert!(OrbitIndex::new(&[0.0; 9], 9).is_none());
     }
 
     #[test]

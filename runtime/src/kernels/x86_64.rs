@@ -1186,5 +1186,18 @@ pub unsafe fn dense_rotate_transposed_avx2(matrix: &[f32], dim: usize, y: &[f32]
 /// The CPU must support AVX2 and POPCNT.
 #[target_feature(enable = "avx2,popcnt")]
 pub unsafe fn orbit_nearest_avx2(index: &crate::orbits::OrbitIndex, x: &[f32]) -> (u32, f32) {
-    index.nearest_body::<true>(x)
+    index.nearest_dispatch::<true>(x)
+}
+
+/// AVX2 (and POPCNT) compilation of [`crate::orbits::OrbitIndex::nearest_many`].
+///
+/// # Safety
+/// The CPU must support AVX2 and POPCNT.
+#[target_feature(enable = "avx2,popcnt")]
+pub unsafe fn orbit_nearest_many_avx2(
+    index: &crate::orbits::OrbitIndex,
+    blocks: &[f32],
+    out: &mut [u32],
+) {
+    index.nearest_many_body::<true>(blocks, out)
 }
