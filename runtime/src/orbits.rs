@@ -174,7 +174,7 @@ impl Orbit {
     /// coordinates of a level are `prefix[end] & !prefix[start]` for the bits `prefix[j]` of
     /// `order[..j]`.
     #[inline(always)]
-    fn position<const K: usize, const POPCNT: bool>(&self, order: &[u8], negative: u32) -> u64 {
+    fn position<const K: usize, const AVX2: bool>(&self, order: &[u8], negative: u32) -> u64 {
         let k = if K > 0 { K } else { order.len() };
         let order = &order[..k];
         let full = (1u32 << k) - 1;
@@ -191,8 +191,8 @@ impl Orbit {
             let free = full & !prefix[start];
             let mine = prefix[end] & !prefix[start];
             let below = (1u32 << x) - 1;
-            let q = count_ones::<POPCNT>(free & below);
-            let i = count_ones::<POPCNT>(mine & below) + 1;
+            let q = count_ones::<AVX2>(free & below);
+            let i = count_ones::<AVX2>(mine & below) + 1;
             rank += BINOMIAL[q][i] as u64 * self.weight[j];
         }
         let nonzero = prefix[self.nonzero as usize];
@@ -260,11 +260,12 @@ impl Orbit {
     }
 }
 
-/// Set bits of a mask below `2^8` (`k <= 8` coordinates): by the instruction where `POPCNT` (callers compiled with
-/// it), else by table (baseline x86-64 has no `popcnt`, and its emulation is slower).
+/// Set bits of a mask below `2^8` (`k <= 8` coordinates): by the instruction in the AVX2 build
+/// (compiled with POPCNT), else by table (baseline x86-64 has no `popcnt`, and its emulation
+/// is slower).
 #[inline(always)]
-fn count_ones<const POPCNT: bool>(mask: u32) -> usize {
-    if POPCNT {
+fn count_ones<const AVX2: bool>(mask: u32) -> usize {
+    if AVX2 {
         return mask.count_ones() as usize;
     }
     const BYTE: [u8; 256] = {
@@ -463,16 +464,22 @@ impl OrbitIndex {
             return unsafe { crate::kernels::x86_64::orbit_nearest_avx2(self, x) };
         }
         let _ = isa;
-        self.nearest_dispatch::<false>(x)
+        // SAFETY: the portable build runs no SIMD instruction beyond the baseline.
+        unsafe { self.nearest_dispatch::<false>(x) }
     }
 
     /// [`nearest_body`](Self::nearest_body) with `k` a constant where it is 8 (the E8 codes),
     /// so that its loops unroll.
+    ///
+    /// # Safety
+    /// With `AVX2` true (the AVX2 build), the CPU must support AVX2 and POPCNT.
     #[inline(always)]
-    pub(crate) fn nearest_dispatch<const POPCNT: bool>(&self, x: &[f32]) -> (u32, f32) {
+    pub(crate) unsafe fn nearest_dispatch<const AVX2: bool>(&self, x: &[f32]) -> (u32, f32) {
         match self.k {
-            8 => self.nearest_body::<8, POPCNT>(x),
-            _ => self.nearest_body::<0, POPCNT>(x),
+            // SAFETY: passed on from the caller.
+            8 => unsafe { self.nearest_body::<8, AVX2>(x) },
+            // SAFETY: passed on from the caller.
+            _ => unsafe { self.nearest_body::<0, AVX2>(x) },
         }
     }
 
@@ -492,49 +499,71 @@ impl OrbitIndex {
             // SAFETY: as in `nearest_on`.
             return unsafe { crate::kernels::x86_64::orbit_nearest_many_avx2(self, blocks, out) };
         }
-        self.nearest_many_body::<false>(blocks, out)
+        // SAFETY: the portable build runs no SIMD instruction beyond the baseline.
+        unsafe { self.nearest_many_body::<false>(blocks, out) }
     }
 
     /// The loop of [`nearest_many`](Self::nearest_many), inlined into each implementation.
+    ///
+    /// # Safety
+    /// As [`nearest_dispatch`](Self::nearest_dispatch).
     #[inline(always)]
-    pub(crate) fn nearest_many_body<const POPCNT: bool>(&self, blocks: &[f32], out: &mut [u32]) {
+    pub(crate) unsafe fn nearest_many_body<const AVX2: bool>(
+        &self,
+        blocks: &[f32],
+        out: &mut [u32],
+    ) {
         match self.k {
             8 => {
                 for (o, block) in out.iter_mut().zip(blocks.chunks_exact(8)) {
-                    *o = self.nearest_body::<8, POPCNT>(block).0;
+                    // SAFETY: passed on from the caller.
+                    *o = unsafe { self.nearest_body::<8, AVX2>(block).0 };
                 }
             }
             k => {
                 for (o, block) in out.iter_mut().zip(blocks.chunks_exact(k)) {
-                    *o = self.nearest_body::<0, POPCNT>(block).0;
+                    // SAFETY: passed on from the caller.
+                    *o = unsafe { self.nearest_body::<0, AVX2>(block).0 };
                 }
             }
         }
     }
 
-    /// The search; `POPCNT`: count bits with the instruction rather than by table (only inside
-    /// a function compiled with the `popcnt` target feature).
-    /// `K`: the block size where it is a constant, 0 where it is `self.k` at run time.
+    /// The search. `K`: the block size where it is a constant, 0 where it is `self.k` at run
+    /// time. `AVX2`: the AVX2 build (bit counts by instruction, the sort in vector steps).
+    ///
+    /// # Safety
+    /// As [`nearest_dispatch`](Self::nearest_dispatch).
     #[inline(always)]
-    fn nearest_body<const K: usize, const POPCNT: bool>(&self, x: &[f32]) -> (u32, f32) {
+    unsafe fn nearest_body<const K: usize, const AVX2: bool>(&self, x: &[f32]) -> (u32, f32) {
         let k = if K > 0 { K } else { self.k };
         assert_eq!(
             x.len(),
             k,
             "a block of an orbit codebook must have k values"
         );
-        // Sort keys: magnitude bits (ordered like the magnitudes) above the inverted coordinate,
-        // so equal magnitudes keep coordinate order.
-        let mut keys = [0u64; MAX_K];
+        // Sort keys: the magnitude's bits (ordered like the magnitudes) with the coordinate,
+        // inverted, in the low 3 bits, so keys are distinct and equal magnitudes keep
+        // coordinate order. Magnitudes within 8 ulps of each other sort as equal; the scores
+        // below use the exact magnitudes, so that can only cost a score difference of about
+        // 2^-20 relative, against the exhaustive answer.
+        let mut keys = [0u32; MAX_K];
         let mut negative = 0u32;
         for (i, &v) in x.iter().enumerate() {
-            keys[i] = ((v.abs().to_bits() as u64) << 32) | (u32::MAX - i as u32) as u64;
+            keys[i] = (v.abs().to_bits() & !7) | (7 - i as u32);
             negative |= u32::from(v.is_sign_negative()) << i;
         }
-        sort_descending(&mut keys[..k]);
+        if K == 8 {
+            // SAFETY: passed on from the caller.
+            keys = unsafe { sort8_descending::<AVX2>(keys) };
+        } else {
+            insertion_sort_descending(&mut keys[..k]);
+        }
+        let mut order = [0u8; MAX_K];
         let mut s = [0f32; MAX_K];
-        for (sj, key) in s.iter_mut().zip(&keys[..k]) {
-            *sj = f32::from_bits((key >> 32) as u32);
+        for j in 0..k {
+            order[j] = (7 - (keys[j] & 7)) as u8;
+            s[j] = x[order[j] as usize].abs();
         }
         let flip = &self.flip_cost[(negative.count_ones() % 2) as usize];
         let last = s[k - 1];
@@ -544,12 +573,19 @@ impl OrbitIndex {
         let mut best_orbit = [0f32; LANES];
         for g in 0..self.width / LANES {
             let base = g * LANES;
-            let mut dot = [0f32; LANES];
+            // Two partial sums (even and odd j): half the chain of dependent additions.
+            let mut even = [0f32; LANES];
+            let mut odd = [0f32; LANES];
             for (j, &sj) in s[..k].iter().enumerate() {
                 let row = &self.lanes[j * self.width + base..][..LANES];
+                let acc = if j % 2 == 0 { &mut even } else { &mut odd };
                 for l in 0..LANES {
-                    dot[l] += sj * row[l];
+                    acc[l] += sj * row[l];
                 }
+            }
+            let mut dot = [0f32; LANES];
+            for l in 0..LANES {
+                dot[l] = even[l] + odd[l];
             }
             let norms = &self.norms[base..base + LANES];
             let flip = &flip[base..base + LANES];
@@ -564,76 +600,91 @@ impl OrbitIndex {
                 };
             }
         }
-        // The lowest score, and the lowest orbit that reaches it (as a scan in orbit order).
-        let score = best
-            .iter()
-            .fold(f32::INFINITY, |a, &b| if b < a { b } else { a });
-        let o = (0..LANES).fold(f32::INFINITY, |a, l| {
-            let v = if best[l] == score {
+        // The lowest score, and the lowest orbit that reaches it (as a scan in orbit order),
+        // by pairwise reductions (3 dependent steps rather than 8).
+        let lower = |a: f32, b: f32| if b < a { b } else { a };
+        let score = reduce8(best, lower);
+        let mut candidates = [0f32; LANES];
+        for l in 0..LANES {
+            candidates[l] = if best[l] == score {
                 best_orbit[l]
             } else {
                 f32::INFINITY
             };
-            if v < a {
-                v
-            } else {
-                a
-            }
-        });
+        }
+        let o = reduce8(candidates, lower);
         let o = if o.is_finite() { o as u32 } else { u32::MAX };
         let Some(orbit) = self.orbits.get(o as usize) else {
             // Only reachable with non-finite input.
             return (0, score);
         };
-        let mut order = [0u8; MAX_K];
-        for (o, key) in order.iter_mut().zip(&keys[..k]) {
-            *o = (u32::MAX - *key as u32) as u8;
-        }
-        if flip[o as usize] != 0.0 {
-            negative ^= 1 << order[k - 1];
-        }
-        let position = orbit.position::<K, POPCNT>(&order[..k], negative);
+        negative ^= u32::from(flip[o as usize] != 0.0) << order[k - 1];
+        let position = orbit.position::<K, AVX2>(&order[..k], negative);
         (orbit.first + position as u32, score)
     }
 }
 
-/// Sorts `keys` in descending order: a sorting network for 8 keys (unrolled, so the keys stay
-/// in registers), insertion sort otherwise.
+/// `f` folded over 8 values pairwise: `f(f(f(v0, v4), f(v2, v6)), f(f(v1, v5), f(v3, v7)))`.
 #[inline(always)]
-fn sort_descending(keys: &mut [u64]) {
-    if let Ok(keys) = <&mut [u64; 8]>::try_from(&mut *keys) {
-        let mut v = *keys;
-        macro_rules! exchange {
-            ($(($a:literal, $b:literal)),*) => {$({
-                let (x, y) = (v[$a], v[$b]);
-                v[$a] = x.max(y);
-                v[$b] = x.min(y);
-            })*};
-        }
-        exchange!(
-            (0, 1),
-            (2, 3),
-            (4, 5),
-            (6, 7),
-            (0, 2),
-            (1, 3),
-            (4, 6),
-            (5, 7),
-            (1, 2),
-            (5, 6),
-            (0, 4),
-            (3, 7),
-            (1, 5),
-            (2, 6),
-            (1, 4),
-            (3, 6),
-            (2, 4),
-            (3, 5),
-            (3, 4)
-        );
-        *keys = v;
-        return;
+fn reduce8(v: [f32; 8], f: impl Fn(f32, f32) -> f32) -> f32 {
+    let a = [f(v[0], v[4]), f(v[1], v[5]), f(v[2], v[6]), f(v[3], v[7])];
+    let b = [f(a[0], a[2]), f(a[1], a[3])];
+    f(b[0], b[1])
+}
+
+/// Sorts 8 distinct keys in descending order: a sorting network of 19 comparators in 7
+/// layers, one vector step per layer where `AVX2`.
+///
+/// # Safety
+/// With `AVX2` true, the CPU must support AVX2.
+#[inline(always)]
+unsafe fn sort8_descending<const AVX2: bool>(keys: [u32; 8]) -> [u32; 8] {
+    #[cfg(target_arch = "x86_64")]
+    if AVX2 {
+        // SAFETY: the caller guarantees AVX2.
+        return unsafe { crate::kernels::x86_64::sort8_descending_avx2(keys) };
     }
+    sort8_descending_portable(keys)
+}
+
+/// The portable [`sort8_descending`]: the same network, one comparator at a time (unrolled,
+/// so the keys stay in registers).
+#[inline(always)]
+pub(crate) fn sort8_descending_portable(keys: [u32; 8]) -> [u32; 8] {
+    let mut v = keys;
+    macro_rules! exchange {
+        ($(($a:literal, $b:literal)),*) => {$({
+            let (x, y) = (v[$a], v[$b]);
+            v[$a] = x.max(y);
+            v[$b] = x.min(y);
+        })*};
+    }
+    exchange!(
+        (0, 1),
+        (2, 3),
+        (4, 5),
+        (6, 7),
+        (0, 2),
+        (1, 3),
+        (4, 6),
+        (5, 7),
+        (1, 2),
+        (5, 6),
+        (0, 4),
+        (3, 7),
+        (1, 5),
+        (2, 6),
+        (1, 4),
+        (3, 6),
+        (2, 4),
+        (3, 5),
+        (3, 4)
+    );
+    v
+}
+
+/// Sorts `keys` in descending order (blocks of fewer than 8 coordinates).
+fn insertion_sort_descending(keys: &mut [u32]) {
     for i in 1..keys.len() {
         let mut j = i;
         while j > 0 && keys[j - 1] < keys[j] {
@@ -774,6 +825,47 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn the_sorts_agree_on_every_order_of_8_keys() {
+        // Every permutation of 8 distinct keys (Heap's algorithm), with equal magnitudes in the
+        // high bits as the search makes them: the portable network sorts each, and the AVX2
+        // one, where the CPU has it, gives the same output.
+        let avx2 = crate::kernels::supported().contains(&crate::kernels::Isa::Avx2);
+        let mut keys: [u32; 8] = [0, 0, 1, 1, 1, 5, 9, 9].map(|m| (m << 3) as u32);
+        for (i, k) in keys.iter_mut().enumerate() {
+            *k |= 7 - i as u32;
+        }
+        let mut sorted = keys;
+        sorted.sort_by(|a, b| b.cmp(a));
+        let mut c = [0usize; 8];
+        let mut count = 1;
+        let check = |v: [u32; 8]| {
+            assert_eq!(sort8_descending_portable(v), sorted, "{v:?}");
+            #[cfg(target_arch = "x86_64")]
+            if avx2 {
+                // SAFETY: the CPU has AVX2 (checked above).
+                let out = unsafe { crate::kernels::x86_64::sort8_descending_avx2(v) };
+                assert_eq!(out, sorted, "{v:?}");
+            }
+        };
+        check(keys);
+        let mut i = 0;
+        while i < 8 {
+            if c[i] < i {
+                keys.swap(if i % 2 == 0 { 0 } else { c[i] }, i);
+                check(keys);
+                count += 1;
+                c[i] += 1;
+                i = 0;
+            } else {
+                c[i] = 0;
+                i += 1;
+            }
+        }
+        assert_eq!(count, 40320);
+        let _ = avx2;
     }
 
     #[test]

@@ -1186,7 +1186,8 @@ pub unsafe fn dense_rotate_transposed_avx2(matrix: &[f32], dim: usize, y: &[f32]
 /// The CPU must support AVX2 and POPCNT.
 #[target_feature(enable = "avx2,popcnt")]
 pub unsafe fn orbit_nearest_avx2(index: &crate::orbits::OrbitIndex, x: &[f32]) -> (u32, f32) {
-    index.nearest_dispatch::<true>(x)
+    // SAFETY: the caller guarantees AVX2 and POPCNT.
+    unsafe { index.nearest_dispatch::<true>(x) }
 }
 
 /// AVX2 (and POPCNT) compilation of [`crate::orbits::OrbitIndex::nearest_many`].
@@ -1199,5 +1200,45 @@ pub unsafe fn orbit_nearest_many_avx2(
     blocks: &[f32],
     out: &mut [u32],
 ) {
-    index.nearest_many_body::<true>(blocks, out)
+    // SAFETY: the caller guarantees AVX2 and POPCNT.
+    unsafe { index.nearest_many_body::<true>(blocks, out) }
+}
+
+/// Sorts 8 distinct keys in descending order with the network of
+/// [`crate::orbits::sort8_descending_portable`], one layer of disjoint comparators per step:
+/// each key meets its partner (`vpermd`), the lower index of a pair keeps the larger key and
+/// the higher index the smaller one. With distinct keys every sorting network gives the same
+/// output, so this equals the portable sort (tests check it).
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[target_feature(enable = "avx2")]
+#[inline]
+pub unsafe fn sort8_descending_avx2(keys: [u32; 8]) -> [u32; 8] {
+    // SAFETY: `keys` is 32 bytes; unaligned loads and stores.
+    let mut v = unsafe { _mm256_loadu_si256(keys.as_ptr() as *const __m256i) };
+    macro_rules! layer {
+        ($p0:literal, $p1:literal, $p2:literal, $p3:literal, $p4:literal, $p5:literal,
+         $p6:literal, $p7:literal; $lower:literal) => {{
+            let partner = _mm256_permutevar8x32_epi32(
+                v,
+                _mm256_setr_epi32($p0, $p1, $p2, $p3, $p4, $p5, $p6, $p7),
+            );
+            let high = _mm256_max_epu32(v, partner);
+            let low = _mm256_min_epu32(v, partner);
+            // Bits of `$lower`: the positions that keep the smaller key.
+            v = _mm256_blend_epi32::<$lower>(high, low);
+        }};
+    }
+    layer!(1, 0, 3, 2, 5, 4, 7, 6; 0xAA); // (0,1) (2,3) (4,5) (6,7)
+    layer!(2, 3, 0, 1, 6, 7, 4, 5; 0xCC); // (0,2) (1,3) (4,6) (5,7)
+    layer!(4, 2, 1, 7, 0, 6, 5, 3; 0xD4); // (1,2) (5,6) (0,4) (3,7)
+    layer!(0, 5, 6, 3, 4, 1, 2, 7; 0x60); // (1,5) (2,6)
+    layer!(0, 4, 2, 6, 1, 5, 3, 7; 0x50); // (1,4) (3,6)
+    layer!(0, 1, 4, 5, 2, 3, 6, 7; 0x30); // (2,4) (3,5)
+    layer!(0, 1, 2, 4, 3, 5, 6, 7; 0x10); // (3,4)
+    let mut out = [0u32; 8];
+    // SAFETY: `out` is 32 bytes.
+    unsafe { _mm256_storeu_si256(out.as_mut_ptr() as *mut __m256i, v) };
+    out
 }
