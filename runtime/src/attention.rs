@@ -50,6 +50,11 @@ fn flush_tiny(x: f32) -> f32 {
 
 /// The first `(row, block, index)` with an index not below `n`.
 fn first_bad<T: IndexCell>(rows: IndexRows<'_, T>, n: usize) -> Option<(usize, usize, usize)> {
+    // One pass of vectorizable row maxima; the place of a bad index only when there is one.
+    let largest = rows.iter().fold(0, |m, ids| m.max(T::max_index(ids)));
+    if largest < n {
+        return None;
+    }
     rows.iter().enumerate().find_map(|(r, ids)| {
         ids.iter()
             .position(|i| i.index() >= n)
