@@ -143,11 +143,10 @@ fn assign(
 }
 
 /// Normalized vector MSE of the code with `scales` on `test` blocks of head dim `d`.
-fn vector_mse(d: usize, leaders: &[Leader], scales: &[f64], test: &[f32]) -> f64 {
-    let cw = codewords(leaders, scales);
-    let index = OrbitIndex::new(&cw, K).expect("E8 codewords form whole orbits");
-    let (_, _, dist) = assign(&cw, &index, scales, test);
-    dist / (test.len() / K) as f64 * (d / K) as f64
+fn vector_mse(d: usize, cw: &[f32], scales: &[f64], test: &[f32]) -> Result<f64, String> {
+    let index = OrbitIndex::new(cw, K).ok_or("E8 codewords do not form whole orbits")?;
+    let (_, _, dist) = assign(cw, &index, scales, test);
+    Ok(dist / (test.len() / K) as f64 * (d / K) as f64)
 }
 
 /// Builds the E8 code for head dim `d` (a multiple of 8); `params` gives the test-set size.
@@ -169,7 +168,7 @@ pub fn build(d: usize, params: Params) -> Result<Built, String> {
     // The common scale of `docs/experiments/e8_shaped_codebook.py`, tried by hand there.
     let common = 0.086 * (128.0 / d as f64).sqrt();
     let mut scales = vec![common; leaders.len()];
-    let mse_initial = vector_mse(d, &leaders, &scales, &test);
+    let mse_initial = vector_mse(d, &codewords(&leaders, &scales), &scales, &test)?;
     for _ in 0..FIT_ITERATIONS {
         let cw = codewords(&leaders, &scales);
         let index = OrbitIndex::new(&cw, K).ok_or("E8 codewords do not form whole orbits")?;
@@ -181,7 +180,7 @@ pub fn build(d: usize, params: Params) -> Result<Built, String> {
         }
     }
     let codewords = codewords(&leaders, &scales);
-    let mse = vector_mse(d, &leaders, &scales, &test);
+    let mse = vector_mse(d, &codewords, &scales, &test)?;
     Ok(Built {
         header: CodebookHeader {
             dim: d as u32,

@@ -458,8 +458,8 @@ impl OrbitIndex {
     #[inline]
     pub fn nearest_on(&self, isa: crate::kernels::Isa, x: &[f32]) -> (u32, f32) {
         #[cfg(target_arch = "x86_64")]
-        if crate::kernels::usable_isa(isa) >= crate::kernels::Isa::Avx2 {
-            // SAFETY: `usable_isa` answers AVX2 or above only where the CPU has AVX2 (and
+        if crate::kernels::usable(isa) >= crate::kernels::Isa::Avx2 {
+            // SAFETY: `usable` answers AVX2 or above only where the CPU has AVX2 (and
             // every AVX2 CPU has POPCNT, which `supported` checks too).
             return unsafe { crate::kernels::x86_64::orbit_nearest_avx2(self, x) };
         }
@@ -495,7 +495,7 @@ impl OrbitIndex {
             blocks.len()
         );
         #[cfg(target_arch = "x86_64")]
-        if crate::kernels::usable_isa(self.isa) >= crate::kernels::Isa::Avx2 {
+        if crate::kernels::usable(self.isa) >= crate::kernels::Isa::Avx2 {
             // SAFETY: as in `nearest_on`.
             return unsafe { crate::kernels::x86_64::orbit_nearest_many_avx2(self, blocks, out) };
         }

@@ -62,18 +62,10 @@ pub fn detect() -> Isa {
 /// `isa`, or the best implementation this CPU has if it lacks `isa` (the hardware's limit, not
 /// the `FIBQUANT_ISA` cap, so that tests can compare every supported path).
 #[inline]
-fn usable(isa: Isa) -> Isa {
+pub(crate) fn usable(isa: Isa) -> Isa {
     use std::sync::OnceLock;
     static BEST: OnceLock<Isa> = OnceLock::new();
     isa.min(*BEST.get_or_init(|| supported().into_iter().max().unwrap_or(Isa::Portable)))
-}
-
-/// `isa`, or the best implementation this CPU has below it (what a caller outside this module
-/// may run).
-#[cfg(target_arch = "x86_64")]
-#[inline]
-pub(crate) fn usable_isa(isa: Isa) -> Isa {
-    usable(isa)
 }
 
 /// Every implementation this CPU can run, from the portable one up (what tests compare).
