@@ -828,6 +828,34 @@ mod tests {
     }
 
     #[test]
+    fn an_orbit_construction_needs_whole_orbits() {
+        // Construction 2 with codewords that are whole orbits in index order loads and searches
+        // by orbits; the same header over other codewords is a corrupt file.
+        let orbit =
+            crate::orbits::orbit_codewords(&[0.4, 0.1], crate::orbits::SignRule::All).unwrap();
+        let e8 = |n| CodebookHeader {
+            construction: Construction::E8Orbits,
+            ..header(8, 2, n)
+        };
+        let cb = Codebook::from_raw_bytes(&e8(8).to_bytes(&orbit)).unwrap();
+        assert!(cb.orbits().is_some());
+        let mut shuffled = orbit.clone();
+        shuffled.swap(0, 2);
+        shuffled.swap(1, 3);
+        assert!(matches!(
+            Codebook::from_raw_bytes(&e8(8).to_bytes(&shuffled)),
+            Err(Error::CorruptCodebook(_))
+        ));
+        let other = vec![0.1, 0.2, -0.3, 0.4, 0.5, -0.6, 0.7, 0.8];
+        assert!(matches!(
+            Codebook::from_raw_bytes(&e8(4).to_bytes(&other)),
+            Err(Error::CorruptCodebook(_))
+        ));
+        // Without the header's claim, the same codewords load as an ordinary codebook.
+        assert!(Codebook::from_raw_bytes(&header(8, 2, 4).to_bytes(&other)).is_ok());
+    }
+
+    #[test]
     fn scalar_thresholds_agree_with_exhaustive_search() {
         let levels = vec![-1.5f32, -0.45, 0.45, 1.5];
         let cb = Codebook::new(64, 1, 4, levels).unwrap();
