@@ -62,6 +62,11 @@ fn first_bad<T: IndexCell>(rows: IndexRows<'_, T>, n: usize) -> Option<(usize, u
     })
 }
 
+/// Whether `v` holds a NaN (one vectorizable pass).
+fn has_nan(v: &[f32]) -> bool {
+    v.iter().fold(false, |any, x| any | x.is_nan())
+}
+
 /// Slots processed per chunk (bounds the index scratch to `CHUNK * d / k` entries).
 const CHUNK: usize = 128;
 
@@ -189,16 +194,18 @@ impl Codec {
     }
 
     /// Runs `f` on the block indices of a chunk of slots: read in place for 8- and 16-bit
-    /// indices, unpacked into `scratch` otherwise. Indices are checked against `N` when `N` is
-    /// not a power of two (otherwise every bit pattern is a valid index). `first`: position of
-    /// the chunk's first slot, for error messages.
+    /// indices, unpacked into `scratch` otherwise. When `N` is not a power of two some stored
+    /// bit patterns are not valid indices: with NaN-padded codebook copies
+    /// ([`Codec::attention_n`]) they are looked for only when `f` returns `true` (its output
+    /// holds a NaN), otherwise before `f` runs. `first`: position of the chunk's first slot,
+    /// for error messages.
     fn with_indices(
         &self,
         isa: Isa,
         slots: &[u8],
         first: usize,
         scratch: &mut Vec<u32>,
-        f: &mut dyn FnMut(Indices<'_>),
+        f: &mut dyn FnMut(Indices<'_>) -> bool,
     ) -> Result<()> {
         let blocks = self.blocks();
         let (sb, offset) = (self.slot_bytes(), self.config().norm.bytes());
@@ -230,20 +237,29 @@ impl Codec {
             })
         };
         let n = self.config().n;
-        if !n.is_power_of_two() {
+        let check = || {
             let bad = match view {
                 Indices::U8(r) => first_bad(r, n),
                 Indices::U16(r) => first_bad(r, n),
                 Indices::U32(r) => first_bad(r, n),
             };
-            if let Some((slot, block, index)) = bad {
-                return Err(Error::CorruptSlot(format!(
+            match bad {
+                Some((slot, block, index)) => Err(Error::CorruptSlot(format!(
                     "slot {}: block {block} holds index {index}, codebook has {n} codewords",
                     first + slot
-                )));
+                ))),
+                None => Ok(()),
             }
+        };
+        let padded = self.nan_padded();
+        if !n.is_power_of_two() && !padded {
+            check()?;
         }
-        f(view);
+        // A NaN in the output also comes from overflowing products (infinite minus infinite):
+        // then the search finds nothing and the output stands.
+        if f(view) && padded {
+            check()?;
+        }
         Ok(())
     }
 
@@ -282,9 +298,9 @@ impl Codec {
         slots: &[u8],
         out: &mut [f32],
     ) -> Result<()> {
-        let (k, n, blocks) = (self.config().k, self.config().n, self.blocks());
+        let (k, n, blocks) = (self.config().k, self.attention_n(), self.blocks());
         let half = self.half_codebook();
-        let cw = half.map_or(self.codebook().codewords(), |h| h.widened);
+        let cw = half.map_or(self.attention_codewords(), |h| h.widened);
         // `k = 3`: the query padded like the codebook (a zero after every block).
         let padded = self.padded_codebook();
         let mut qpad = [0f32; PADDED_DIM];
@@ -350,6 +366,7 @@ impl Codec {
                         Indices::U16(r) => run!(r),
                         Indices::U32(r) => run!(r),
                     }
+                    has_nan(oc)
                 })?;
             }
             for (o, &nm) in oc.iter_mut().zip(norms.iter()) {
@@ -393,7 +410,7 @@ impl Codec {
     ) -> Result<()> {
         let k = self.config().k;
         let half = self.half_codebook();
-        let cw = self.codebook().codewords();
+        let cw = self.attention_codewords();
         let (sb, offset) = (self.slot_bytes(), self.config().norm.bytes());
         let levels = self.scalar_levels();
         let byte_plan = (plan == SumPlan::Bytes).then(|| self.byte_plan()).flatten();
@@ -451,6 +468,7 @@ impl Codec {
                         Indices::U16(r) => run!(r),
                         Indices::U32(r) => run!(r),
                     }
+                    has_nan(if padded.is_some() { acc_pad } else { acc })
                 })?;
             }
         }
@@ -588,6 +606,84 @@ mod tests {
             let config = CodecConfig::new(d, k, n).with_norm(NormFormat::F32);
             let codec = Codec::new(config).unwrap();
             check_every_plan_and_isa(&codec, &mut rng);
+        }
+    }
+
+    /// Codes whose `N` is not a power of two read NaN-padded codebook copies instead of checking
+    /// every index: a stored index at or past `N` is still a `CorruptSlot` error naming its slot
+    /// and block on every plan and ISA, with zero weights too (`0 * NaN` is NaN), and in the
+    /// last, partial chunk; a score that is NaN because its products overflow is returned as it
+    /// is.
+    #[test]
+    fn nan_padded_codebooks_refuse_every_index_past_n() {
+        let mut rng = Xoshiro256::new(17);
+        let e8 = Codec::new(CodecConfig::new(64, 8, 64497)).unwrap();
+        let mut codecs = vec![e8];
+        // 8-bit in place, 16-bit in place with the f32 codebook, unpacked 12-bit, padded k = 3.
+        for (d, k, n) in [(16, 4, 200), (24, 8, 40000), (16, 4, 3000), (12, 3, 300)] {
+            let words = (0..n * k)
+                .map(|_| rng.next_gaussian() as f32 * 0.3)
+                .collect();
+            let cb = Codebook::new(d, k, n, words).unwrap();
+            codecs.push(Codec::with_codebook(CodecConfig::new(d, k, n), Arc::new(cb)).unwrap());
+        }
+        for codec in &codecs {
+            let (d, k, n) = (codec.dim(), codec.config().k, codec.config().n);
+            assert!(codec.nan_padded() && codec.attention_n() == 1 << codec.index_bits());
+            let (count, sb) = (300, codec.slot_bytes());
+            let x: Vec<f32> = (0..count * d).map(|_| rng.next_gaussian() as f32).collect();
+            let mut clean = vec![0u8; count * sb];
+            codec.encode_batch(&x, &mut clean).unwrap();
+            let qr: Vec<f32> = (0..d).map(|_| rng.next_gaussian() as f32).collect();
+            for (slot, block, index) in [(7, 0, n), (261, 2 % (d / k), codec.attention_n() - 1)] {
+                let mut slots = clean.clone();
+                let mut ids = vec![0u32; d / k];
+                let s = &mut slots[slot * sb..(slot + 1) * sb];
+                codec.read_slot(s, &mut ids).unwrap();
+                ids[block] = index as u32;
+                crate::pack::pack(&ids, codec.index_bits(), &mut s[2..]);
+                let what = format!("d={d} k={k} n={n} slot {slot} index {index}");
+                let named = |r: Result<()>| match r {
+                    Err(Error::CorruptSlot(m)) => assert!(
+                        m.contains(&format!("slot {slot}: block {block} holds index {index}")),
+                        "{what}: {m}"
+                    ),
+                    other => panic!("{what}: expected CorruptSlot, got {other:?}"),
+                };
+                for isa in isas() {
+                    for plan in [ScorePlan::Gather, ScorePlan::Table] {
+                        let mut out = vec![0f32; count];
+                        named(codec.scores_rotated(isa, plan, &qr, &slots, &mut out));
+                    }
+                    for w in [vec![1f32; count], vec![0f32; count]] {
+                        let mut acc = vec![0f32; d];
+                        named(codec.weighted_sum_rotated(
+                            isa,
+                            SumPlan::Gather,
+                            &w,
+                            &slots,
+                            &mut acc,
+                        ));
+                    }
+                }
+            }
+        }
+        // Overflow: products `+inf` and `-inf` (a query value near f32::MAX times codeword
+        // values 2 and -2), whose sum is NaN in any order. The slot: norm 1, every index 0.
+        let (d, k, n) = (8, 2, 3);
+        let cb = Codebook::new(d, k, n, vec![2.0, -2.0, 0.5, 0.5, -0.5, 0.25]).unwrap();
+        let codec = Codec::with_codebook(CodecConfig::new(d, k, n), Arc::new(cb)).unwrap();
+        let mut slots = vec![0u8; codec.slot_bytes()];
+        slots[..2].copy_from_slice(&0x3c00u16.to_le_bytes());
+        let q = [3e38, 3e38, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0];
+        for isa in isas() {
+            for plan in [ScorePlan::Gather, ScorePlan::Table] {
+                let mut out = [0f32];
+                codec
+                    .scores_rotated(isa, plan, &q, &slots, &mut out)
+                    .unwrap();
+                assert!(out[0].is_nan(), "{isa:?} {plan:?}: {}", out[0]);
+            }
         }
     }
 

@@ -170,6 +170,9 @@ pub struct Codec {
     half_codebook: LazyHalfCodebook,
     /// The `k = 3` codebook padded to 4 values per codeword, built on first use.
     padded_codebook: LazyPaddedCodebook,
+    /// The f32 codebook with NaN codewords up to `2^bits` (see [`Codec::attention_n`]), built
+    /// on first use where attention reads it.
+    nan_padded_codebook: LazyPaddedCodebook,
 }
 
 /// The f16 copy of the codebook ([`AttentionCodebook`]): the half bits and the same values
@@ -204,8 +207,9 @@ impl std::fmt::Debug for LazyByteCodebook {
     }
 }
 
-/// The `k = 3` codebook padded to 4 values per codeword (see [`Codec::padded_codebook`]), built
-/// on first use and shared by clones; derived data, so `Debug` shows only its size.
+/// A padded f32 copy of the codebook ([`Codec::padded_codebook`], or the NaN-padded codebook of
+/// [`Codec::attention_codewords`]), built on first use and shared by clones; derived data, so
+/// `Debug` shows only its size.
 #[derive(Clone, Default)]
 struct LazyPaddedCodebook(std::sync::OnceLock<Arc<Vec<f32>>>);
 
@@ -215,6 +219,9 @@ impl std::fmt::Debug for LazyPaddedCodebook {
         write!(f, "LazyPaddedCodebook({values} values)")
     }
 }
+
+/// The bits of an f16 quiet NaN.
+const F16_NAN: u16 = 0x7e00;
 
 /// Largest head dimension accepted (keeps stack scratch buffers bounded).
 pub const MAX_DIM: usize = 512;
@@ -267,6 +274,7 @@ impl Codec {
             byte_codebook: LazyByteCodebook::default(),
             half_codebook: LazyHalfCodebook::default(),
             padded_codebook: LazyPaddedCodebook::default(),
+            nan_padded_codebook: LazyPaddedCodebook::default(),
         })
     }
 
@@ -281,8 +289,48 @@ impl Codec {
         Some((plan, e.as_slice()))
     }
 
+    /// How many codewords the codebook copies that attention reads hold: `N`, or `2^bits` when
+    /// `N` is not a power of two and its indices take at most 16 bits. The codewords past `N`
+    /// are NaN, so that a stored index at or past `N` (a corrupt slot) makes its score or its sum
+    /// NaN instead of being checked against `N` one by one: every representable index is in
+    /// bounds, and [`Codec::scores`] and [`Codec::weighted_sum`] look for the bad index only when
+    /// a chunk's output holds a NaN.
+    pub(crate) fn attention_n(&self) -> usize {
+        if self.nan_padded() {
+            1 << self.bits
+        } else {
+            self.config.n
+        }
+    }
+
+    /// Whether attention's codebook copies are padded with NaN codewords (see
+    /// [`Codec::attention_n`]).
+    pub(crate) fn nan_padded(&self) -> bool {
+        !self.config.n.is_power_of_two() && self.bits <= 16
+    }
+
+    /// The f32 codewords attention reads: the codebook's own, followed by NaN codewords up to
+    /// [`Codec::attention_n`] (a copy, built on first use, only where `N` is not a power of
+    /// two).
+    pub(crate) fn attention_codewords(&self) -> &[f32] {
+        let cw = self.codebook.codewords();
+        if !self.nan_padded() {
+            return cw;
+        }
+        let extra = (self.attention_n() - self.config.n) * self.config.k;
+        self.nan_padded_codebook.0.get_or_init(|| {
+            Arc::new(
+                cw.iter()
+                    .copied()
+                    .chain(std::iter::repeat_n(f32::NAN, extra))
+                    .collect(),
+            )
+        })
+    }
+
     /// The f16 copy of the codebook that attention reads, if [`AttentionCodebook`] asks for
-    /// one for this codebook (built on first use).
+    /// one for this codebook (built on first use), NaN-padded like
+    /// [`Codec::attention_codewords`].
     pub(crate) fn half_codebook(&self) -> Option<crate::kernels::HalfCodebook<'_>> {
         let large = std::mem::size_of_val(self.codebook.codewords()) >= HALF_CODEBOOK_FROM_BYTES;
         if self.config.attention_codebook != AttentionCodebook::HalfWhereLarge || !large {
@@ -294,7 +342,12 @@ impl Codec {
             if cw.iter().any(|v| v.abs() > F16_MAX) {
                 return None;
             }
-            let halves: Vec<u16> = cw.iter().map(|&v| f32_to_f16_bits(v)).collect();
+            let extra = (self.attention_n() - self.config.n) * self.config.k;
+            let halves: Vec<u16> = cw
+                .iter()
+                .map(|&v| f32_to_f16_bits(v))
+                .chain(std::iter::repeat_n(F16_NAN, extra))
+                .collect();
             let widened = halves.iter().map(|&h| f16_bits_to_f32(h)).collect();
             Some(Arc::new((halves, widened)))
         });
@@ -306,14 +359,15 @@ impl Codec {
 
     /// For `k = 3` codes with an even number of blocks, read by attention from the f32
     /// codebook: the codebook with a zero fourth value appended to every codeword (built on
-    /// first use). Attention then runs the `k = 4` whole-register kernels on it, with the query
-    /// and the accumulator padded the same way, on every ISA.
+    /// first use), NaN-padded like [`Codec::attention_codewords`]. Attention then runs the
+    /// `k = 4` whole-register kernels on it, with the query and the accumulator padded the same
+    /// way, on every ISA.
     pub(crate) fn padded_codebook(&self) -> Option<&[f32]> {
         if self.config.k != 3 || !self.blocks.is_multiple_of(2) || self.half_codebook().is_some() {
             return None;
         }
         let p = self.padded_codebook.0.get_or_init(|| {
-            let cw = self.codebook.codewords();
+            let cw = self.attention_codewords();
             Arc::new(
                 cw.chunks_exact(3)
                     .flat_map(|c| [c[0], c[1], c[2], 0.0])
