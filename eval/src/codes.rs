@@ -92,11 +92,12 @@ pub fn rate_points(dim: usize) -> Vec<RegistryEntry> {
     v
 }
 
-/// The lowest-MSE embedded code for head dim `dim` at exactly `rate_bits` bits per coordinate;
-/// with `vector_only`, among block sizes `k >= 2` only (without, this is the runtime's preset).
+/// The lowest-MSE embedded code for head dim `dim` that stores exactly `rate_bits` bits per
+/// coordinate; with `vector_only`, among block sizes `k >= 2` only (without, this is the
+/// runtime's preset).
 pub fn best_code(dim: usize, rate_bits: f64, vector_only: bool) -> Result<CodeSpec> {
     let best = registry::entries()
-        .filter(|e| e.dim == dim && (e.rate_bits - rate_bits).abs() < 1e-9)
+        .filter(|e| e.dim == dim && (e.stored_bits() - rate_bits).abs() < 1e-9)
         .filter(|e| !vector_only || e.k >= 2)
         .min_by(|a, b| a.mse.total_cmp(&b.mse));
     match best {

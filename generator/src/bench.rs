@@ -114,8 +114,7 @@ fn all_codes_at(d: usize, rate: f64) -> Vec<(String, usize, usize)> {
     // Codebooks whose N is not a power of two store the same bits per coordinate as the rate
     // they round up to: same bytes per vector.
     for e in registry::entries() {
-        let stored = fibquant::pack::index_bits(e.n) as f64 / e.k as f64;
-        if e.dim == d && !e.n.is_power_of_two() && (stored - rate).abs() < 1e-9 {
+        if e.dim == d && !e.n.is_power_of_two() && (e.stored_bits() - rate).abs() < 1e-9 {
             out.push((format!("fibquant k={} N={}", e.k, e.n), e.k, e.n));
         }
     }

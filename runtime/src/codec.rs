@@ -116,14 +116,15 @@ impl CodecConfig {
         }
     }
 
-    /// The named rate preset: the embedded codebook with the lowest MSE at exactly `rate_bits`
-    /// bits per coordinate for head dim `dim` (for example 4.0, 2.0, 1.0 or 0.5).
+    /// The named rate preset: the embedded codebook with the lowest MSE among those that store
+    /// exactly `rate_bits` bits per coordinate for head dim `dim` (for example 4.0, 2.0, 1.0 or
+    /// 0.5; see [`registry::best_for_rate`]).
     ///
-    /// Presets choose quality, not encode speed. At 2 bits that is `k = 8, N = 65536`, whose
-    /// encoder (an approximate inverted-file search, several microseconds per block of 8
-    /// coordinates) is 15x to 21x slower than `turboquant-rs` at 2 bits in the README's
-    /// benchmark; `CodecConfig::new(dim, 4, 256)` encodes faster than `turboquant-rs`, with
-    /// about 10% more MSE than the preset (see the README's "Speed" section).
+    /// Presets choose quality. At 2 bits that is the E8 code (`k = 8, N = 64497`, the same
+    /// bytes as `N = 65536` with less MSE), whose exact orbit search encodes faster than
+    /// `turboquant-rs` at 2 bits in the README's benchmark. At 3 and 4 bits the presets are
+    /// `k = 4` codes (`N = 4096` and `N = 65536`); see the README's "Speed" section for how
+    /// each encodes and scores against the peers.
     pub fn preset(dim: usize, rate_bits: f64) -> Result<CodecConfig> {
         let e = registry::best_for_rate(dim, rate_bits)?;
         Ok(CodecConfig::new(dim, e.k, e.n))

@@ -43,6 +43,15 @@ pub struct RegistryEntry {
     pub file_bytes: usize,
 }
 
+impl RegistryEntry {
+    /// Stored bits per coordinate: the index bits of a block over `k`, `ceil(log2 n) / k`. Equal
+    /// to [`rate_bits`](Self::rate_bits) when `n` is a power of two; the E8 code (`k = 8`,
+    /// `n = 64497`) stores 16 bits per 8 coordinates, 2 bits, for 1.997 bits of information.
+    pub fn stored_bits(&self) -> f64 {
+        crate::pack::index_bits(self.n) as f64 / self.k as f64
+    }
+}
+
 /// Every embedded rate point, in manifest order.
 pub fn entries() -> impl Iterator<Item = RegistryEntry> {
     EMBEDDED.iter().map(|e| RegistryEntry {
@@ -83,10 +92,12 @@ fn load(e: &EmbeddedFile) -> Result<Arc<Codebook>> {
     Ok(Arc::new(cb))
 }
 
-/// The lowest-MSE embedded rate point for `dim` at exactly `rate_bits` bits per coordinate.
+/// The lowest-MSE embedded rate point for `dim` that stores exactly `rate_bits` bits per
+/// coordinate ([`RegistryEntry::stored_bits`]: codes that cost the same bytes compete, so at 2
+/// bits the E8 code, `N = 64497`, is among them).
 pub fn best_for_rate(dim: usize, rate_bits: f64) -> Result<RegistryEntry> {
     entries()
-        .filter(|e| e.dim == dim && (e.rate_bits - rate_bits).abs() < 1e-9)
+        .filter(|e| e.dim == dim && (e.stored_bits() - rate_bits).abs() < 1e-9)
         .min_by(|a, b| a.mse.total_cmp(&b.mse))
         .ok_or_else(|| {
             Error::InvalidConfig(format!(
