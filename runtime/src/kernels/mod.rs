@@ -1143,13 +1143,14 @@ mod tests {
 
     /// The f16-codebook kernels on every ISA, for `k` = 1, 2, 3, 4 and 8 (the whole-codeword
     /// AVX2 kernels for 2, 4 and 8, the portable ones on the widened copy otherwise), `d` with
-    /// and without a 16-float remainder, against the portable gather kernels on the widened
+    /// and without a 16-float remainder and the two head dims the AVX2 kernels are compiled apart
+    /// for (64, 128), against the portable gather kernels on the widened
     /// codebook: bit for bit (the conversion is exact). An index out of range panics.
     #[test]
     fn every_half_codebook_path_matches_portable_on_the_widened_codebook() {
         let mut rng = Xoshiro256::new(23);
         for k in [1, 2, 3, 4, 8] {
-            for d in [24, 64] {
+            for d in [24, 64, 128] {
                 if d % k != 0 {
                     continue;
                 }

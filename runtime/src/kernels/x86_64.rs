@@ -734,6 +734,8 @@ impl Codewords for HalfCodewords<'_> {
 
 /// [`super::portable::gather_dots`] for `K = 2`, `4` or `8` and `d % 8 == 0`, with explicit 8-lane
 /// products of whole codewords (bit-identical to the portable kernel: same lanes, same order).
+/// Compiled apart for `d = 64` and `128`, where the loops over a row have constant trip counts
+/// (unrolled, no bounds checks).
 ///
 /// # Safety
 /// AVX2 and F16C; `K` is 2, 4 or 8 and `q.len()` a multiple of 8.
@@ -744,9 +746,34 @@ pub unsafe fn codeword_dots_avx2<const K: usize, T: IndexCell, C: Codewords>(
     rows: IndexRows<T>,
     out: &mut [f32],
 ) {
+    // SAFETY: the caller's contract, passed on.
+    unsafe {
+        match q.len() {
+            64 => codeword_dots_body::<K, T, C, 64>(q, codewords, rows, out),
+            128 => codeword_dots_body::<K, T, C, 128>(q, codewords, rows, out),
+            _ => codeword_dots_body::<K, T, C, 0>(q, codewords, rows, out),
+        }
+    }
+}
+
+/// [`codeword_dots_avx2`] for `q.len() = D` (`D = 0`: any length).
+///
+/// # Safety
+/// As [`codeword_dots_avx2`], and `D` is 0 or `q.len()`.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn codeword_dots_body<const K: usize, T: IndexCell, C: Codewords, const D: usize>(
+    q: &[f32],
+    codewords: C,
+    rows: IndexRows<T>,
+    out: &mut [f32],
+) {
+    let q = if D == 0 { q } else { &q[..D] };
+    let blocks = q.len() / K;
     debug_assert!((K == 2 || K == 4 || K == 8) && q.len().is_multiple_of(8));
     let n = codewords.count(K);
     for (o, ids) in out.iter_mut().zip(rows.iter()) {
+        let ids = &ids[..blocks];
         super::portable::check_row(ids, n);
         let per = 8 / K;
         let (mut even, mut odd) = (_mm256_setzero_ps(), _mm256_setzero_ps());
@@ -774,7 +801,8 @@ pub unsafe fn codeword_dots_avx2<const K: usize, T: IndexCell, C: Codewords>(
 }
 
 /// [`super::portable::gather_accumulate`] for `K = 2`, `4` or `8` and `d % 8 == 0`, four values per
-/// pass over the accumulator (bit-identical to the portable kernel).
+/// pass over the accumulator (bit-identical to the portable kernel). Compiled apart for `d = 64`
+/// and `128`, as [`codeword_dots_avx2`].
 ///
 /// # Safety
 /// AVX2 and F16C; `K` is 2, 4 or 8 and `acc.len()` a multiple of 8.
@@ -785,6 +813,30 @@ pub unsafe fn codeword_accumulate_avx2<const K: usize, T: IndexCell, C: Codeword
     rows: IndexRows<T>,
     acc: &mut [f32],
 ) {
+    // SAFETY: the caller's contract, passed on.
+    unsafe {
+        match acc.len() {
+            64 => codeword_accumulate_body::<K, T, C, 64>(w, codewords, rows, acc),
+            128 => codeword_accumulate_body::<K, T, C, 128>(w, codewords, rows, acc),
+            _ => codeword_accumulate_body::<K, T, C, 0>(w, codewords, rows, acc),
+        }
+    }
+}
+
+/// [`codeword_accumulate_avx2`] for `acc.len() = D` (`D = 0`: any length).
+///
+/// # Safety
+/// As [`codeword_accumulate_avx2`], and `D` is 0 or `acc.len()`.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn codeword_accumulate_body<const K: usize, T: IndexCell, C: Codewords, const D: usize>(
+    w: &[f32],
+    codewords: C,
+    rows: IndexRows<T>,
+    acc: &mut [f32],
+) {
+    let acc = if D == 0 { acc } else { &mut acc[..D] };
+    let blocks = acc.len() / K;
     debug_assert!((K == 2 || K == 4 || K == 8) && acc.len().is_multiple_of(8));
     let n = codewords.count(K);
     let per = 8 / K;
@@ -795,6 +847,7 @@ pub unsafe fn codeword_accumulate_avx2<const K: usize, T: IndexCell, C: Codeword
         else {
             return;
         };
+        let (i0, i1, i2, i3) = (&i0[..blocks], &i1[..blocks], &i2[..blocks], &i3[..blocks]);
         for ids in [i0, i1, i2, i3] {
             super::portable::check_row(ids, n);
         }
@@ -820,6 +873,7 @@ pub unsafe fn codeword_accumulate_avx2<const K: usize, T: IndexCell, C: Codeword
         }
     }
     for (&wi, ids) in w4.remainder().iter().zip(it) {
+        let ids = &ids[..blocks];
         super::portable::check_row(ids, n);
         let wv = _mm256_set1_ps(wi);
         for (g, a8) in acc.chunks_exact_mut(8).enumerate() {
