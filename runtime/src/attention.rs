@@ -107,7 +107,8 @@ const MAX_TABLE_BYTES: usize = 512 << 10;
 
 impl Codec {
     fn score_plan(&self, isa: Isa, count: usize) -> ScorePlan {
-        let (k, n) = (self.config().k, self.config().n);
+        // `attention_n`: the codewords the table would hold (NaN padding included).
+        let (k, n) = (self.config().k, self.attention_n());
         // The table costs d * n multiply-adds per query, then one look-up per block and key; the
         // gather kernel costs one k-wide product per block and key. With whole-register codeword
         // products (`has_codeword_kernel`), measured on AVX2, gathering is as fast or faster up
@@ -273,7 +274,9 @@ impl Codec {
     /// an f16 copy unless the config asks for [`crate::AttentionCodebook::F32`]: the exact dot
     /// product is then the one with the rounded codewords, within `2^-11 sum |q_i x_i|` of the
     /// decoded vector's. Scores are f32 arithmetic: a query and norms whose products exceed
-    /// `f32::MAX` (about 3.4e38) give infinite scores, as the decoded dot product would.
+    /// `f32::MAX` (about 3.4e38) give infinite scores, as the decoded dot product would. A
+    /// corrupt slot (a norm that is not a finite non-negative number, an index at or past `N`)
+    /// is an [`Error::CorruptSlot`]; `out` is then partly written and should not be used.
     pub fn scores(&self, q: &[f32], slots: &[u8], out: &mut [f32]) -> Result<()> {
         let d = self.dim();
         check_len("query", d, q.len())?;
@@ -300,7 +303,7 @@ impl Codec {
     ) -> Result<()> {
         let (k, n, blocks) = (self.config().k, self.attention_n(), self.blocks());
         let half = self.half_codebook();
-        let cw = half.map_or(self.attention_codewords(), |h| h.widened);
+        let cw = half.map_or_else(|| self.attention_codewords(), |h| h.widened);
         // `k = 3`: the query padded like the codebook (a zero after every block).
         let padded = self.padded_codebook();
         let mut qpad = [0f32; PADDED_DIM];
@@ -410,7 +413,12 @@ impl Codec {
     ) -> Result<()> {
         let k = self.config().k;
         let half = self.half_codebook();
-        let cw = self.attention_codewords();
+        // Only read without an f16 copy: do not build the f32 NaN-padded copy otherwise.
+        let cw = if half.is_none() {
+            self.attention_codewords()
+        } else {
+            &[]
+        };
         let (sb, offset) = (self.slot_bytes(), self.config().norm.bytes());
         let levels = self.scalar_levels();
         let byte_plan = (plan == SumPlan::Bytes).then(|| self.byte_plan()).flatten();
@@ -619,8 +627,15 @@ mod tests {
         let mut rng = Xoshiro256::new(17);
         let e8 = Codec::new(CodecConfig::new(64, 8, 64497)).unwrap();
         let mut codecs = vec![e8];
-        // 8-bit in place, 16-bit in place with the f32 codebook, unpacked 12-bit, padded k = 3.
-        for (d, k, n) in [(16, 4, 200), (24, 8, 40000), (16, 4, 3000), (12, 3, 300)] {
+        // 8-bit in place, 16-bit in place with the f16 copy (1.28 MB of f32 codewords) and with
+        // the f32 codebook (640 KB), unpacked 12-bit, padded k = 3.
+        for (d, k, n) in [
+            (16, 4, 200),
+            (24, 8, 40000),
+            (16, 4, 40000),
+            (16, 4, 3000),
+            (12, 3, 300),
+        ] {
             let words = (0..n * k)
                 .map(|_| rng.next_gaussian() as f32 * 0.3)
                 .collect();
@@ -668,6 +683,8 @@ mod tests {
                 }
             }
         }
+        // The E8 codec read its f16 copy only: no f32 NaN-padded copy (2 MiB) was built.
+        assert!(codecs[0].half_codebook().is_some() && !codecs[0].has_f32_attention_copy());
         // Overflow: products `+inf` and `-inf` (a query value near f32::MAX times codeword
         // values 2 and -2), whose sum is NaN in any order. The slot: norm 1, every index 0.
         let (d, k, n) = (8, 2, 3);

@@ -120,11 +120,12 @@ impl CodecConfig {
     /// exactly `rate_bits` bits per coordinate for head dim `dim` (for example 4.0, 2.0, 1.0 or
     /// 0.5; see [`registry::best_for_rate`]).
     ///
-    /// Presets choose quality. At 2 bits that is the E8 code (`k = 8, N = 64497`, the same
-    /// bytes as `N = 65536` with less MSE), whose exact orbit search encodes faster than
-    /// `turboquant-rs` at 2 bits in the README's benchmark. At 3 and 4 bits the presets are
-    /// `k = 4` codes (`N = 4096` and `N = 65536`); see the README's "Speed" section for how
-    /// each encodes and scores against the peers.
+    /// Presets choose quality. At `d = 64` and `128`, 2 bits is the E8 code (`k = 8,
+    /// N = 64497`, the same bytes as `N = 65536` with less MSE), whose exact orbit search
+    /// encodes faster than `turboquant-rs` at 2 bits in the README's benchmark, and 3 and 4 bits
+    /// are `k = 4` codes (`N = 4096` and `N = 65536`). Other head dims have their own sets
+    /// (`d = 96` has no E8 code; `fibquant-gen list` shows the registry). See the README's
+    /// "Speed" section for how each code encodes and scores against the peers.
     pub fn preset(dim: usize, rate_bits: f64) -> Result<CodecConfig> {
         let e = registry::best_for_rate(dim, rate_bits)?;
         Ok(CodecConfig::new(dim, e.k, e.n))
@@ -327,6 +328,12 @@ impl Codec {
                     .collect(),
             )
         })
+    }
+
+    /// Whether the f32 NaN-padded copy of [`Codec::attention_codewords`] has been built (tests).
+    #[cfg(test)]
+    pub(crate) fn has_f32_attention_copy(&self) -> bool {
+        self.nan_padded_codebook.0.get().is_some()
     }
 
     /// The f16 copy of the codebook that attention reads, if [`AttentionCodebook`] asks for
