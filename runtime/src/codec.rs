@@ -311,6 +311,11 @@ impl Codec {
         !self.config.n.is_power_of_two() && self.bits <= 16
     }
 
+    /// How many NaN values pad attention's codebook copies: `(attention_n - N) * k`.
+    fn nan_values(&self) -> usize {
+        (self.attention_n() - self.config.n) * self.config.k
+    }
+
     /// The f32 codewords attention reads: the codebook's own, followed by NaN codewords up to
     /// [`Codec::attention_n`] (a copy, built on first use, only where `N` is not a power of
     /// two).
@@ -319,7 +324,7 @@ impl Codec {
         if !self.nan_padded() {
             return cw;
         }
-        let extra = (self.attention_n() - self.config.n) * self.config.k;
+        let extra = self.nan_values();
         self.nan_padded_codebook.0.get_or_init(|| {
             Arc::new(
                 cw.iter()
@@ -350,7 +355,7 @@ impl Codec {
             if cw.iter().any(|v| v.abs() > F16_MAX) {
                 return None;
             }
-            let extra = (self.attention_n() - self.config.n) * self.config.k;
+            let extra = self.nan_values();
             let halves: Vec<u16> = cw
                 .iter()
                 .map(|&v| f32_to_f16_bits(v))
