@@ -49,6 +49,20 @@ pub enum Error {
     },
     /// A stored slot holds a codeword index that is out of range, or a non-finite/negative norm.
     CorruptSlot(String),
+    /// A [`crate::KvCache`] call failed; the place is named where one is to blame, `source` says
+    /// why. Nothing was changed.
+    Cache {
+        /// Layer of the call.
+        layer: usize,
+        /// The kv head (keys, values) or query head (queries) at fault.
+        head: Option<usize>,
+        /// The sequence position at fault.
+        position: Option<usize>,
+        /// The underlying error.
+        source: Box<Error>,
+    },
+    /// Attention over a cache layer that holds no position.
+    EmptyCache,
     /// A row of a batch failed; `source` says why.
     Row {
         /// Index of the failing row.
@@ -83,6 +97,22 @@ impl fmt::Display for Error {
             }
             Error::CorruptSlot(m) => write!(f, "corrupt slot: {m}"),
             Error::Row { row, source } => write!(f, "row {row}: {source}"),
+            Error::Cache {
+                layer,
+                head,
+                position,
+                source,
+            } => {
+                write!(f, "cache layer {layer}")?;
+                if let Some(h) = head {
+                    write!(f, ", head {h}")?;
+                }
+                if let Some(p) = position {
+                    write!(f, ", position {p}")?;
+                }
+                write!(f, ": {source}")
+            }
+            Error::EmptyCache => write!(f, "the cache holds no position to attend to"),
         }
     }
 }
@@ -90,7 +120,7 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::Row { source, .. } => Some(source.as_ref()),
+            Error::Row { source, .. } | Error::Cache { source, .. } => Some(source.as_ref()),
             _ => None,
         }
     }

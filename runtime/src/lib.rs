@@ -12,7 +12,9 @@
 //! - [`rotation`]: the shared random rotation (randomized Hadamard or dense Haar);
 //! - [`pack`]: bit packing of indices;
 //! - [`codec`]: the [`Codec`] tying them together (normalize, rotate, quantize, pack) and its slot
-//!   layout; attention on codes ([`Codec::scores`], [`Codec::weighted_sum`]) lives in `attention`.
+//!   layout; attention on codes ([`Codec::scores`], [`Codec::weighted_sum`]) lives in `attention`;
+//! - [`cache`]: the [`KvCache`] an engine attends through (codes per side and layer, exact
+//!   centering and key scaling, exact sink and recent tokens), on top of the codec.
 //!
 //! ```
 //! use fibquant::{Codec, CodecConfig};
@@ -38,6 +40,7 @@
 mod attention;
 pub mod balls;
 mod byte_tables;
+pub mod cache;
 pub mod cells;
 pub mod codebook;
 pub mod codec;
@@ -55,6 +58,7 @@ pub mod shortlist;
 mod test_support;
 
 pub use attention::WEIGHT_FLUSH;
+pub use cache::{CachePolicy, CacheShape, KeyScaling, KvCache, SideCode};
 pub use codebook::Codebook;
 pub use codec::{AttentionCodebook, Codec, CodecConfig, NormFormat, HALF_CODEBOOK_FROM_BYTES};
 pub use error::{Error, Result};

@@ -723,6 +723,41 @@ pub fn scalar_accumulate(
     let _ = (levels, w, slots, acc);
 }
 
+/// `out[i] = <q, row_i>` over rows of binary16 bits, `q.len()` values each: the exact (fp16)
+/// parts of a [`crate::cache::KvCache`]. Panics unless `rows` holds `out.len()` rows.
+pub fn f16_row_dots(isa: Isa, q: &[f32], rows: &[u16], out: &mut [f32]) {
+    assert!(
+        !q.is_empty() && rows.len() >= out.len() * q.len(),
+        "fewer fp16 rows than outputs"
+    );
+    match usable(isa) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `usable` returned `Isa::Avx2` or up, so AVX2 and F16C were detected; the
+        // lengths were checked above and d is a multiple of 8.
+        Isa::Avx2 | Isa::Avx512 if q.len().is_multiple_of(8) => unsafe {
+            x86_64::f16_row_dots_avx2(q, rows, out)
+        },
+        _ => portable::f16_row_dots(q, rows, out),
+    }
+}
+
+/// `acc += sum_i weights[i] * row_i` over rows of binary16 bits, `acc.len()` values each.
+/// Panics unless `rows` holds `weights.len()` rows.
+pub fn f16_row_accumulate(isa: Isa, weights: &[f32], rows: &[u16], acc: &mut [f32]) {
+    assert!(
+        !acc.is_empty() && rows.len() >= weights.len() * acc.len(),
+        "fewer fp16 rows than weights"
+    );
+    match usable(isa) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as in `f16_row_dots`.
+        Isa::Avx2 | Isa::Avx512 if acc.len().is_multiple_of(8) => unsafe {
+            x86_64::f16_row_accumulate_avx2(weights, rows, acc)
+        },
+        _ => portable::f16_row_accumulate(weights, rows, acc),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -734,6 +769,48 @@ mod tests {
             eprintln!("no SIMD level available: only the portable kernels are tested");
         }
         v
+    }
+
+    #[test]
+    fn f16_row_kernels_match_portable_bit_for_bit() {
+        let mut rng = Xoshiro256::new(77);
+        for d in [8, 16, 24, 64, 96, 128, 12] {
+            for rows in [0, 1, 7, 64, 65, 200] {
+                let q: Vec<f32> = (0..d).map(|_| rng.next_gaussian() as f32).collect();
+                let bits: Vec<u16> = (0..rows * d)
+                    .map(|_| crate::fp16::f32_to_f16_bits(rng.next_gaussian() as f32 * 3.0))
+                    .collect();
+                let w: Vec<f32> = (0..rows).map(|_| rng.next_open01() as f32).collect();
+                let mut want = vec![0f32; rows];
+                portable::f16_row_dots(&q, &bits, &mut want);
+                let mut want_acc = vec![0.5f32; d];
+                portable::f16_row_accumulate(&w, &bits, &mut want_acc);
+                // The portable reference against the plain dot product in f64.
+                for (i, &s) in want.iter().enumerate() {
+                    let exact: f64 = (0..d)
+                        .map(|j| q[j] as f64 * crate::fp16::f16_bits_to_f32(bits[i * d + j]) as f64)
+                        .sum();
+                    assert!(
+                        (s as f64 - exact).abs() < 1e-4 * (1.0 + exact.abs()),
+                        "d={d}"
+                    );
+                }
+                for isa in isas() {
+                    let mut got = vec![0f32; rows];
+                    f16_row_dots(isa, &q, &bits, &mut got);
+                    let mut acc = vec![0.5f32; d];
+                    f16_row_accumulate(isa, &w, &bits, &mut acc);
+                    let same = |a: &[f32], b: &[f32]| {
+                        a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+                    };
+                    assert!(same(&got, &want), "{isa:?} d={d} rows={rows} dots");
+                    assert!(
+                        same(&acc, &want_acc),
+                        "{isa:?} d={d} rows={rows} accumulate"
+                    );
+                }
+            }
+        }
     }
 
     fn panics(f: impl FnOnce()) -> bool {

@@ -938,3 +938,44 @@ pub fn dense_rotate_transposed(matrix: &[f32], dim: usize, y: &[f32], out: &mut 
         }
     }
 }
+
+/// `out[i] = <q, row_i>` for rows of binary16 bits, `q.len()` values each (the exact parts of
+/// a KV cache): coordinate `j` adds `q[j] * row[j]` into lane `j % 8`, then [`sum_lanes`].
+/// Panics unless `rows` holds `out.len()` rows.
+#[inline(always)]
+pub fn f16_row_dots(q: &[f32], rows: &[u16], out: &mut [f32]) {
+    let d = q.len();
+    assert!(
+        d > 0 && rows.len() >= out.len() * d,
+        "fewer fp16 rows than outputs"
+    );
+    for (o, row) in out.iter_mut().zip(rows.chunks_exact(d)) {
+        let mut lane = [0f32; 8];
+        for (qc, rc) in q.chunks(8).zip(row.chunks(8)) {
+            for ((l, &a), &b) in lane.iter_mut().zip(qc).zip(rc) {
+                *l += a * crate::fp16::f16_bits_to_f32(b);
+            }
+        }
+        *o = sum_lanes(&lane);
+    }
+}
+
+/// Rows per tile of [`f16_row_accumulate`] (64 rows of d = 64 are 8 KiB: they stay in L1 while
+/// each group of 8 coordinates is accumulated).
+pub const F16_TILE_ROWS: usize = 64;
+
+/// `acc += sum_i weights[i] * row_i` for rows of binary16 bits, `acc.len()` values each; every
+/// coordinate adds the rows in order. Panics unless `rows` holds `weights.len()` rows.
+#[inline(always)]
+pub fn f16_row_accumulate(weights: &[f32], rows: &[u16], acc: &mut [f32]) {
+    let d = acc.len();
+    assert!(
+        d > 0 && rows.len() >= weights.len() * d,
+        "fewer fp16 rows than weights"
+    );
+    for (w, row) in weights.iter().zip(rows.chunks_exact(d)) {
+        for (a, &b) in acc.iter_mut().zip(row) {
+            *a += w * crate::fp16::f16_bits_to_f32(b);
+        }
+    }
+}

@@ -1296,3 +1296,62 @@ pub unsafe fn sort8_descending_avx2(keys: [u32; 8]) -> [u32; 8] {
     unsafe { _mm256_storeu_si256(out.as_mut_ptr() as *mut __m256i, v) };
     out
 }
+
+/// AVX2 + F16C [`portable::f16_row_dots`](super::portable::f16_row_dots): the same lanes and
+/// the same operations (multiply, then add; no FMA), so the same bits.
+///
+/// # Safety
+/// The CPU must support AVX2 and F16C; `q.len()` must be a positive multiple of 8 and `rows`
+/// must hold `out.len() * q.len()` values.
+#[target_feature(enable = "avx2,f16c")]
+pub unsafe fn f16_row_dots_avx2(q: &[f32], rows: &[u16], out: &mut [f32]) {
+    let d = q.len();
+    debug_assert!(d > 0 && d.is_multiple_of(8) && rows.len() >= out.len() * d);
+    for (i, o) in out.iter_mut().enumerate() {
+        let mut lane = _mm256_setzero_ps();
+        for j in (0..d).step_by(8) {
+            // SAFETY: i * d + j + 8 <= out.len() * d <= rows.len(), and j + 8 <= d = q.len().
+            unsafe {
+                let x = _mm256_cvtph_ps(_mm_loadu_si128(
+                    rows.as_ptr().add(i * d + j) as *const __m128i
+                ));
+                let p = _mm256_mul_ps(_mm256_loadu_ps(q.as_ptr().add(j)), x);
+                lane = _mm256_add_ps(lane, p);
+            }
+        }
+        let mut lanes = [0f32; 8];
+        // SAFETY: `lanes` holds 8 floats.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), lane) };
+        *o = super::portable::sum_lanes(&lanes);
+    }
+}
+
+/// AVX2 + F16C [`portable::f16_row_accumulate`](super::portable::f16_row_accumulate): tiles of
+/// [`F16_TILE_ROWS`](super::portable::F16_TILE_ROWS) rows, each group of 8 coordinates kept in
+/// a register over a tile; every coordinate still adds the rows in order (same bits).
+///
+/// # Safety
+/// The CPU must support AVX2 and F16C; `acc.len()` must be a positive multiple of 8 and `rows`
+/// must hold `weights.len() * acc.len()` values.
+#[target_feature(enable = "avx2,f16c")]
+pub unsafe fn f16_row_accumulate_avx2(weights: &[f32], rows: &[u16], acc: &mut [f32]) {
+    let d = acc.len();
+    debug_assert!(d > 0 && d.is_multiple_of(8) && rows.len() >= weights.len() * d);
+    let tile = super::portable::F16_TILE_ROWS;
+    for (t, wt) in weights.chunks(tile).enumerate() {
+        let base = t * tile * d;
+        for j in (0..d).step_by(8) {
+            // SAFETY: j + 8 <= d = acc.len(); row (t * tile + i) < weights.len(), so
+            // base + i * d + j + 8 <= weights.len() * d <= rows.len().
+            unsafe {
+                let mut a = _mm256_loadu_ps(acc.as_ptr().add(j));
+                for (i, &w) in wt.iter().enumerate() {
+                    let p = rows.as_ptr().add(base + i * d + j) as *const __m128i;
+                    let x = _mm256_cvtph_ps(_mm_loadu_si128(p));
+                    a = _mm256_add_ps(a, _mm256_mul_ps(_mm256_set1_ps(w), x));
+                }
+                _mm256_storeu_ps(acc.as_mut_ptr().add(j), a);
+            }
+        }
+    }
+}

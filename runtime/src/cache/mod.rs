@@ -1,0 +1,570 @@
+//! A KV cache for one sequence that an engine holds and attends through, on codes.
+//!
+//! [`KvCache`] stores, for every layer and kv head, keys and values the way a [`CachePolicy`]
+//! says, and computes attention for the query heads that share a kv head straight from what it
+//! stores (no decoded copy):
+//!
+//! - **transforms** ([`transform`]): on a layer's first append the cache freezes a per-kv-head
+//!   key mean, value mean and per-channel key scales ([`KeyScaling`]) from that append's rows
+//!   (the prompt, or the first prefill chunk; the sink positions are left out of the
+//!   statistics). Stored keys are `(k - mu_k) / s`, scored with `q * s` (the `q . mu_k` term is
+//!   the same for every key of a query and is dropped: softmax does not see it); stored values
+//!   are `v - mu_v`, and `mu_v` is added once to each output row (softmax weights sum to 1).
+//!   Every stored row is transformed, exact or coded, so the transforms are exact;
+//! - **positions** ([`store`]): per side, the first [`CachePolicy::sinks`] positions in fp16,
+//!   then codec slots, then the most recent [`CachePolicy::window`] positions in fp16, which age
+//!   into codes [`CachePolicy::age_batch`] at a time. A side at [`SideCode::Fp16`] keeps every
+//!   position in fp16;
+//! - **attention** ([`KvCache::attend`]): for each query row, scores over the visible positions
+//!   (causal: a chunk's row `r` sees the positions before it and itself) from the fp16 parts
+//!   and from the codes ([`Codec::scores`](crate::Codec::scores), rotated domain), one
+//!   numerically stable softmax over all of them, then the weighted sum from the fp16 parts and
+//!   the codes ([`Codec::weighted_sum`](crate::Codec::weighted_sum): one inverse rotation), plus
+//!   `mu_v`.
+//!
+//! Rows cross the interface head-major, as engines lay out a chunk: keys and values of a chunk
+//! of `seq` positions are `kv_heads x seq x d` floats, queries and outputs
+//! `query_heads x seq x d`. Query head `h` reads kv head `h / group`. Every call checks its
+//! input before changing anything: a failed call leaves the cache as it was.
+
+pub mod policy;
+mod store;
+pub mod transform;
+
+pub use policy::{CachePolicy, CacheShape, KeyScaling, LayerOverride, SideCode};
+
+use crate::attention::WEIGHT_FLUSH;
+use crate::codec::{Codec, MAX_DIM};
+use crate::error::{Error, Result};
+use crate::fp16::f16_bits_to_f32;
+use crate::kernels;
+use std::sync::Arc;
+use store::{Layout, SideStore};
+use transform::HeadTransform;
+
+/// One kv head of one layer.
+#[derive(Debug, Clone)]
+struct Head {
+    keys: SideStore,
+    values: SideStore,
+    transform: HeadTransform,
+}
+
+/// One layer: its codecs, length and heads.
+#[derive(Debug, Clone)]
+struct Layer {
+    key_codec: Option<Arc<Codec>>,
+    value_codec: Option<Arc<Codec>>,
+    len: usize,
+    /// Empty until the first append freezes the transforms.
+    heads: Vec<Head>,
+}
+
+/// A KV cache for one sequence: every layer's keys and values stored per [`CachePolicy`], with
+/// attention computed on what is stored (see the [module docs](self)).
+#[derive(Debug, Clone)]
+pub struct KvCache {
+    shape: CacheShape,
+    policy: CachePolicy,
+    score_scale: f32,
+    layers: Vec<Layer>,
+}
+
+/// Wraps `e` with the place it happened.
+fn at(layer: usize, head: Option<usize>, position: Option<usize>, e: Error) -> Error {
+    match e {
+        // Inner errors that already know their position: fill in layer and head.
+        Error::Cache {
+            position: p,
+            source,
+            ..
+        } => Error::Cache {
+            layer,
+            head,
+            position: p.or(position),
+            source,
+        },
+        other => Error::Cache {
+            layer,
+            head,
+            position,
+            source: Box::new(other),
+        },
+    }
+}
+
+/// The first non-finite value of `rows` (`d` per row, head-major `heads x seq`) as
+/// `(head, row, component)`.
+fn first_non_finite(rows: &[f32], seq: usize, d: usize) -> Option<(usize, usize, usize)> {
+    let i = rows.iter().position(|v| !v.is_finite())?;
+    Some((i / (seq * d), i / d % seq, i % d))
+}
+
+impl KvCache {
+    /// An empty cache for a model of `shape`, storing per `policy`. Fails when a code is not in
+    /// the registry for the head dim, or the shape or policy is inconsistent.
+    pub fn new(shape: CacheShape, policy: CachePolicy) -> Result<KvCache> {
+        let codecs = policy.codecs(&shape)?;
+        if shape.head_dim > MAX_DIM {
+            return Err(Error::InvalidConfig(format!(
+                "head dim must be at most {MAX_DIM}, got {}",
+                shape.head_dim
+            )));
+        }
+        let layers = codecs
+            .into_iter()
+            .map(|(key_codec, value_codec)| Layer {
+                key_codec,
+                value_codec,
+                len: 0,
+                heads: Vec::new(),
+            })
+            .collect();
+        Ok(KvCache {
+            shape,
+            policy,
+            score_scale: 1.0 / (shape.head_dim as f32).sqrt(),
+            layers,
+        })
+    }
+
+    /// Same cache with another softmax scale (default `1 / sqrt(d)`).
+    pub fn with_score_scale(mut self, scale: f32) -> Result<KvCache> {
+        if !(scale.is_finite() && scale > 0.0) {
+            return Err(Error::InvalidConfig(format!(
+                "score scale must be finite and positive, got {scale}"
+            )));
+        }
+        self.score_scale = scale;
+        Ok(self)
+    }
+
+    /// The shape the cache serves.
+    pub fn shape(&self) -> &CacheShape {
+        &self.shape
+    }
+
+    /// The policy the cache stores by.
+    pub fn policy(&self) -> &CachePolicy {
+        &self.policy
+    }
+
+    /// The key and value codecs of `layer` (`None`: fp16, or no such layer).
+    pub fn codecs(&self, layer: usize) -> (Option<&Codec>, Option<&Codec>) {
+        self.layers.get(layer).map_or((None, None), |l| {
+            (l.key_codec.as_deref(), l.value_codec.as_deref())
+        })
+    }
+
+    /// Positions cached for `layer` (0 for an empty or unknown layer).
+    pub fn len(&self, layer: usize) -> usize {
+        self.layers.get(layer).map_or(0, |l| l.len)
+    }
+
+    /// Whether no layer holds a position.
+    pub fn is_empty(&self) -> bool {
+        self.layers.iter().all(|l| l.len == 0)
+    }
+
+    /// Drops every position of every layer, and the frozen transforms with them.
+    pub fn clear(&mut self) {
+        for l in &mut self.layers {
+            l.len = 0;
+            l.heads.clear();
+        }
+    }
+
+    fn layer(&self, layer: usize) -> Result<&Layer> {
+        self.layers.get(layer).ok_or_else(|| {
+            at(
+                layer,
+                None,
+                None,
+                Error::InvalidConfig(format!("the cache has {} layers", self.layers.len())),
+            )
+        })
+    }
+
+    fn layout<'a>(&self, codec: Option<&'a Codec>) -> Layout<'a> {
+        Layout {
+            dim: self.shape.head_dim,
+            sinks: self.policy.sinks,
+            window: self.policy.window,
+            age_batch: self.policy.age_batch,
+            codec,
+        }
+    }
+
+    /// Appends `seq` positions to `layer`: `keys` and `values` are `kv_heads x seq x d`.
+    /// Without queries, [`KeyScaling::Balanced`] has no query statistics: a layer whose first
+    /// rows come through here gets no key scales (use [`append_and_attend`](Self::append_and_attend)
+    /// for prefill).
+    pub fn append(&mut self, layer: usize, keys: &[f32], values: &[f32], seq: usize) -> Result<()> {
+        self.append_inner(layer, keys, values, seq, None)
+    }
+
+    /// One attention step of an engine: appends the chunk's `keys` and `values`
+    /// (`kv_heads x seq x d`) to `layer`, then writes into `out` the attention of the chunk's
+    /// `queries` (`query_heads x seq x d`, the chunk's own positions) over everything cached,
+    /// causally. The queries also give the key scales their statistics on the layer's first
+    /// append. Nothing changes when it fails.
+    pub fn append_and_attend(
+        &mut self,
+        layer: usize,
+        queries: &[f32],
+        keys: &[f32],
+        values: &[f32],
+        seq: usize,
+        out: &mut [f32],
+    ) -> Result<()> {
+        self.check_queries(layer, queries, seq, out.len())?;
+        self.append_inner(layer, keys, values, seq, Some(queries))?;
+        self.attend(layer, queries, seq, out)
+    }
+
+    fn check_queries(&self, layer: usize, queries: &[f32], seq: usize, out: usize) -> Result<()> {
+        let (qh, d) = (self.shape.query_heads, self.shape.head_dim);
+        let want = qh * seq * d;
+        for (what, len) in [("queries", queries.len()), ("attention output", out)] {
+            if len != want {
+                return Err(at(
+                    layer,
+                    None,
+                    None,
+                    Error::WrongLength {
+                        what,
+                        expected: want,
+                        actual: len,
+                    },
+                ));
+            }
+        }
+        if let Some((h, r, c)) = first_non_finite(queries, seq, d) {
+            return Err(at(
+                layer,
+                Some(h),
+                Some(self.len(layer) + r),
+                Error::NonFinite { index: c },
+            ));
+        }
+        Ok(())
+    }
+
+    fn append_inner(
+        &mut self,
+        layer: usize,
+        keys: &[f32],
+        values: &[f32],
+        seq: usize,
+        queries: Option<&[f32]>,
+    ) -> Result<()> {
+        let (kvh, d) = (self.shape.kv_heads, self.shape.head_dim);
+        let l = self.layer(layer)?;
+        let len = l.len;
+        let want = kvh * seq * d;
+        for (what, rows) in [("keys", keys), ("values", values)] {
+            if rows.len() != want {
+                return Err(at(
+                    layer,
+                    None,
+                    None,
+                    Error::WrongLength {
+                        what,
+                        expected: want,
+                        actual: rows.len(),
+                    },
+                ));
+            }
+            if let Some((h, r, c)) = first_non_finite(rows, seq, d) {
+                return Err(at(
+                    layer,
+                    Some(h),
+                    Some(len + r),
+                    Error::NonFinite { index: c },
+                ));
+            }
+        }
+        if seq == 0 {
+            return Ok(());
+        }
+        // The transforms: frozen on the first append, or the ones already there.
+        let group = self.shape.group();
+        let transforms: Vec<HeadTransform> = if l.heads.is_empty() {
+            (0..kvh)
+                .map(|h| {
+                    let rows = h * seq * d..(h + 1) * seq * d;
+                    let q = queries.map(|q| &q[h * group * seq * d..(h + 1) * group * seq * d]);
+                    HeadTransform::freeze(
+                        &self.policy,
+                        d,
+                        &keys[rows.clone()],
+                        &values[rows],
+                        q,
+                        self.policy.sinks,
+                    )
+                })
+                .collect()
+        } else {
+            l.heads.iter().map(|h| h.transform.clone()).collect()
+        };
+        let empty = Head {
+            keys: SideStore::default(),
+            values: SideStore::default(),
+            transform: HeadTransform::identity(),
+        };
+        let (kl, vl) = (
+            self.layout(l.key_codec.as_deref()),
+            self.layout(l.value_codec.as_deref()),
+        );
+        let mut plans = Vec::with_capacity(kvh);
+        let mut buf = Vec::new();
+        for (h, t) in transforms.iter().enumerate() {
+            let head = l.heads.get(h).unwrap_or(&empty);
+            let rows = h * seq * d..(h + 1) * seq * d;
+            t.keys_in(&keys[rows.clone()], d, &mut buf);
+            let kp = head
+                .keys
+                .plan(kl, len, &buf)
+                .map_err(|e| at(layer, Some(h), None, e))?;
+            t.values_in(&values[rows], d, &mut buf);
+            let vp = head
+                .values
+                .plan(vl, len, &buf)
+                .map_err(|e| at(layer, Some(h), None, e))?;
+            plans.push((kp, vp));
+        }
+        let l = &mut self.layers[layer];
+        if l.heads.is_empty() {
+            l.heads = transforms
+                .into_iter()
+                .map(|transform| Head {
+                    transform,
+                    ..empty.clone()
+                })
+                .collect();
+        }
+        for (head, (kp, vp)) in l.heads.iter_mut().zip(plans) {
+            head.keys.commit(d, kp);
+            head.values.commit(d, vp);
+        }
+        l.len += seq;
+        Ok(())
+    }
+
+    /// Attention of `queries` (`query_heads x seq x d`: the last `seq` cached positions of
+    /// `layer`, in order) over the cache, causally, into `out` (`query_heads x seq x d`).
+    pub fn attend(&self, layer: usize, queries: &[f32], seq: usize, out: &mut [f32]) -> Result<()> {
+        self.check_queries(layer, queries, seq, out.len())?;
+        let l = self.layer(layer)?;
+        if l.len == 0 {
+            return Err(at(layer, None, None, Error::EmptyCache));
+        }
+        if seq > l.len {
+            return Err(at(
+                layer,
+                None,
+                None,
+                Error::WrongLength {
+                    what: "query positions (at most the cached positions)",
+                    expected: l.len,
+                    actual: seq,
+                },
+            ));
+        }
+        let per_kv = self.shape.group() * seq * self.shape.head_dim;
+        let work =
+            |(h, (q, o)): (usize, (&[f32], &mut [f32]))| self.attend_head(l, layer, h, q, seq, o);
+        #[cfg(feature = "parallel")]
+        {
+            use rayon::prelude::*;
+            queries
+                .par_chunks(per_kv)
+                .zip(out.par_chunks_mut(per_kv))
+                .enumerate()
+                .try_for_each(work)
+        }
+        #[cfg(not(feature = "parallel"))]
+        {
+            queries
+                .chunks(per_kv)
+                .zip(out.chunks_mut(per_kv))
+                .enumerate()
+                .try_for_each(work)
+        }
+    }
+
+    /// Attention of the query heads of kv head `h` (`queries`, `group x seq x d`) into `out`.
+    fn attend_head(
+        &self,
+        l: &Layer,
+        layer: usize,
+        h: usize,
+        queries: &[f32],
+        seq: usize,
+        out: &mut [f32],
+    ) -> Result<()> {
+        let d = self.shape.head_dim;
+        let head = &l.heads[h];
+        let (kc, vc) = (l.key_codec.as_deref(), l.value_codec.as_deref());
+        let isa = kernels::detect();
+        let mut scores = vec![0f32; l.len];
+        let mut qs = [0f32; MAX_DIM];
+        let qs = &mut qs[..d];
+        let mut part = [0f32; MAX_DIM];
+        let part = &mut part[..d];
+        let first = l.len - seq;
+        let fail = |g: usize, position: usize, e: Error| {
+            at(layer, Some(h * self.shape.group() + g), Some(position), e)
+        };
+        for (row, (q, o)) in queries
+            .chunks_exact(d)
+            .zip(out.chunks_exact_mut(d))
+            .enumerate()
+        {
+            let (g, r) = (row / seq, row % seq);
+            let visible = first + r + 1;
+            let s = &mut scores[..visible];
+            head.transform.query(q, qs);
+            // Scores: sinks, codes, window, in position order.
+            let ks = &head.keys;
+            let a = ks.sink_rows(d).min(visible);
+            let c = ks.coded_rows(kc).min(visible - a);
+            let t = visible - a - c;
+            kernels::f16_row_dots(isa, qs, &ks.sinks[..a * d], &mut s[..a]);
+            if let Some(codec) = kc.filter(|_| c > 0) {
+                let slots = &ks.slots[..c * codec.slot_bytes()];
+                codec
+                    .scores(qs, slots, &mut s[a..a + c])
+                    .map_err(|e| fail(g, first + r, e))?;
+            }
+            kernels::f16_row_dots(isa, qs, &ks.tail[..t * d], &mut s[a + c..]);
+            // One stable softmax over all of them.
+            let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            if !max.is_finite() {
+                return Err(fail(g, first + r, Error::NonFinite { index: 0 }));
+            }
+            let mut total = 0f32;
+            for x in s.iter_mut() {
+                *x = ((*x - max) * self.score_scale).exp();
+                total += *x;
+            }
+            let inv = 1.0 / total;
+            for x in s.iter_mut() {
+                let w = *x * inv;
+                *x = if w < WEIGHT_FLUSH { 0.0 } else { w };
+            }
+            // Weighted sum: sinks, codes, window, plus the value mean.
+            o.iter_mut().for_each(|x| *x = 0.0);
+            let vs = &head.values;
+            let a = vs.sink_rows(d).min(visible);
+            let c = vs.coded_rows(vc).min(visible - a);
+            let t = visible - a - c;
+            kernels::f16_row_accumulate(isa, &s[..a], &vs.sinks[..a * d], o);
+            if let Some(codec) = vc.filter(|_| c > 0) {
+                let slots = &vs.slots[..c * codec.slot_bytes()];
+                codec
+                    .weighted_sum(&s[a..a + c], slots, part)
+                    .map_err(|e| fail(g, first + r, e))?;
+                o.iter_mut().zip(part.iter()).for_each(|(x, p)| *x += p);
+            }
+            kernels::f16_row_accumulate(isa, &s[a + c..], &vs.tail[..t * d], o);
+            head.transform.value_out(o);
+        }
+        Ok(())
+    }
+
+    /// The cache's reconstruction of every position of `layer`'s kv head `head`: keys and values
+    /// (`len x d` each) in the model's space, decoded from what is stored (for engines that
+    /// attend on decoded tensors, and for checking [`attend`](Self::attend)).
+    pub fn reconstruct(
+        &self,
+        layer: usize,
+        head: usize,
+        keys: &mut [f32],
+        values: &mut [f32],
+    ) -> Result<()> {
+        let l = self.layer(layer)?;
+        let d = self.shape.head_dim;
+        for (what, got) in [("keys", keys.len()), ("values", values.len())] {
+            if got != l.len * d {
+                return Err(at(
+                    layer,
+                    Some(head),
+                    None,
+                    Error::WrongLength {
+                        what,
+                        expected: l.len * d,
+                        actual: got,
+                    },
+                ));
+            }
+        }
+        if l.len == 0 {
+            return Ok(());
+        }
+        let hd = l.heads.get(head).ok_or_else(|| {
+            at(
+                layer,
+                Some(head),
+                None,
+                Error::InvalidConfig(format!("the cache has {} kv heads", self.shape.kv_heads)),
+            )
+        })?;
+        for (store, codec, out, is_key) in [
+            (&hd.keys, l.key_codec.as_deref(), keys, true),
+            (&hd.values, l.value_codec.as_deref(), values, false),
+        ] {
+            let a = store.sinks.len();
+            let (sinks, rest) = out.split_at_mut(a);
+            sinks
+                .iter_mut()
+                .zip(&store.sinks)
+                .for_each(|(o, &b)| *o = f16_bits_to_f32(b));
+            let c = codec.map_or(0, |c| store.slots.len() / c.slot_bytes() * d);
+            let (coded, tail) = rest.split_at_mut(c);
+            if let Some(codec) = codec {
+                codec
+                    .decode_batch(&store.slots, coded)
+                    .map_err(|e| at(layer, Some(head), None, e))?;
+            }
+            tail.iter_mut()
+                .zip(&store.tail)
+                .for_each(|(o, &b)| *o = f16_bits_to_f32(b));
+            for row in out.chunks_exact_mut(d) {
+                if is_key {
+                    hd.transform.key_out(row);
+                } else {
+                    hd.transform.value_out(row);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Bytes `layer` holds: codec slots (norms and padding included), fp16 rows (sinks, window,
+    /// fp16 sides) and the frozen means and scales (f32).
+    pub fn layer_bytes(&self, layer: usize) -> usize {
+        self.layers.get(layer).map_or(0, |l| {
+            l.heads
+                .iter()
+                .map(|h| h.keys.bytes() + h.values.bytes() + h.transform.bytes())
+                .sum()
+        })
+    }
+
+    /// Bytes the whole cache holds (see [`layer_bytes`](Self::layer_bytes)).
+    pub fn bytes(&self) -> usize {
+        (0..self.layers.len()).map(|l| self.layer_bytes(l)).sum()
+    }
+
+    /// Bits per stored value at the current length, every overhead included: `bytes() * 8`
+    /// over (positions x kv heads x 2 x d) summed over the layers. `None` when empty.
+    pub fn effective_bits(&self) -> Option<f64> {
+        let values: usize = self
+            .layers
+            .iter()
+            .map(|l| l.len * self.shape.kv_heads * 2 * self.shape.head_dim)
+            .sum();
+        (values > 0).then(|| self.bytes() as f64 * 8.0 / values as f64)
+    }
+}
