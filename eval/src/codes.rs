@@ -22,6 +22,10 @@ pub enum CodeSpec {
         /// Codebook size.
         n: usize,
     },
+    /// llama.cpp's `q8_0` blocks (baseline, [`crate::qblock_cache`]).
+    Q8_0,
+    /// llama.cpp's `q4_0` blocks (baseline, [`crate::qblock_cache`]).
+    Q4_0,
 }
 
 impl FromStr for CodeSpec {
@@ -31,6 +35,12 @@ impl FromStr for CodeSpec {
         let s = s.trim();
         if s.eq_ignore_ascii_case("none") || s.eq_ignore_ascii_case("f32") {
             return Ok(CodeSpec::None);
+        }
+        if s.eq_ignore_ascii_case("q8_0") {
+            return Ok(CodeSpec::Q8_0);
+        }
+        if s.eq_ignore_ascii_case("q4_0") {
+            return Ok(CodeSpec::Q4_0);
         }
         let (k, n) = s
             .split_once(['x', 'X'])
@@ -46,11 +56,33 @@ impl fmt::Display for CodeSpec {
         match self {
             CodeSpec::None => f.write_str("none"),
             CodeSpec::Code { k, n } => write!(f, "{k}x{n}"),
+            CodeSpec::Q8_0 => f.write_str("q8_0"),
+            CodeSpec::Q4_0 => f.write_str("q4_0"),
         }
     }
 }
 
 impl CodeSpec {
+    /// The llama.cpp block format, for [`CodeSpec::Q8_0`] and [`CodeSpec::Q4_0`].
+    pub fn block_format(&self) -> Option<crate::qblock_cache::BlockFormat> {
+        use crate::qblock_cache::BlockFormat;
+        match self {
+            CodeSpec::Q8_0 => Some(BlockFormat::Q8_0),
+            CodeSpec::Q4_0 => Some(BlockFormat::Q4_0),
+            _ => None,
+        }
+    }
+
+    /// The runtime cache's code for this side ([`CodeSpec::None`]: fp16); `None` for the
+    /// llama.cpp block formats.
+    pub fn side_code(&self) -> Option<fibquant::SideCode> {
+        match *self {
+            CodeSpec::None => Some(fibquant::SideCode::Fp16),
+            CodeSpec::Code { k, n } => Some(fibquant::SideCode::Code { k, n }),
+            CodeSpec::Q8_0 | CodeSpec::Q4_0 => None,
+        }
+    }
+
     /// The code of a registry entry.
     pub fn of(e: &RegistryEntry) -> Self {
         CodeSpec::Code { k: e.k, n: e.n }
@@ -61,6 +93,8 @@ impl CodeSpec {
         match self {
             CodeSpec::None => 16.0,
             CodeSpec::Code { k, n } => (*n as f64).log2() / *k as f64,
+            CodeSpec::Q8_0 => 8.5,
+            CodeSpec::Q4_0 => 4.5,
         }
     }
 
@@ -69,6 +103,7 @@ impl CodeSpec {
     pub fn codec(&self, dim: usize, seed: u64) -> Result<Option<Codec>> {
         match *self {
             CodeSpec::None => Ok(None),
+            CodeSpec::Q8_0 | CodeSpec::Q4_0 => bail!("{self} is a llama.cpp block format, not a FibQuant code"),
             CodeSpec::Code { k, n } => Codec::new(CodecConfig::new(dim, k, n).with_seed(seed))
                 .map(Some)
                 .map_err(|e| anyhow::anyhow!("code {self} at head dim {dim}: {e}")),
@@ -78,6 +113,9 @@ impl CodeSpec {
     /// Bytes one vector of dim `dim` takes: the codec's slot (fp16 norm included) or, for
     /// [`CodeSpec::None`], the fp16 reference `2 dim`.
     pub fn vector_bytes(&self, dim: usize) -> Result<usize> {
+        if let Some(f) = self.block_format() {
+            return Ok(dim / crate::qblock_cache::BLOCK * f.block_bytes());
+        }
         Ok(match self.codec(dim, fibquant::codec::DEFAULT_SEED)? {
             None => 2 * dim,
             Some(c) => c.slot_bytes(),

@@ -4,7 +4,48 @@
 //! keys and values to a [`KvCache`] and then reads back what the cache holds (possibly a lossy
 //! reconstruction) to compute attention. A compressed cache plugs in by implementing the trait.
 
+use crate::models::attention::Heads;
 use candle_core::{Result, Tensor};
+
+/// Decode-then-compute attention: appends `k`, `v`, reads every position back with
+/// [`KvCache::keys_values`], and computes masked softmax attention on the decoded tensors.
+pub fn decoded_attention<C: KvCache + ?Sized>(
+    cache: &mut C,
+    layer: usize,
+    heads: Heads,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: Option<&Tensor>,
+) -> Result<Tensor> {
+    let index_pos = cache.seq_len(layer);
+    let seq_len = q.dim(2)?;
+    cache.append(layer, k, v)?;
+    let (k, v) = cache.keys_values(layer)?;
+    let kv_len = k.dim(2)?;
+    if kv_len != index_pos + seq_len || v.dim(2)? != kv_len {
+        candle_core::bail!(
+            "layer {layer}: cache returned {kv_len} positions, expected {}",
+            index_pos + seq_len
+        );
+    }
+    let n_rep = heads.n_head / heads.n_kv_head;
+    let k = candle_transformers::utils::repeat_kv(k, n_rep)?;
+    let v = candle_transformers::utils::repeat_kv(v, n_rep)?;
+    let att = (q.matmul(&k.t()?)? / (heads.head_dim as f64).sqrt())?;
+    let att = match mask {
+        None => att,
+        Some(mask) => {
+            let mask = mask.broadcast_as(att.shape())?;
+            let neg_inf =
+                Tensor::new(f32::NEG_INFINITY, att.device())?.broadcast_as(att.shape())?;
+            mask.where_cond(&neg_inf, &att)?
+        }
+    };
+    let att = candle_nn::ops::softmax_last_dim(&att)?;
+    // matmul does not take a strided right-hand side.
+    att.matmul(&v.contiguous()?)
+}
 
 /// A key/value cache for all layers of one sequence (batch size 1).
 ///
@@ -18,6 +59,23 @@ pub trait KvCache {
     /// Returns every cached position of `layer` as `(keys, values)`, each
     /// `(1, n_kv_heads, len, head_dim)`, as the cache reconstructs them (exact for [`F32Cache`]).
     fn keys_values(&mut self, layer: usize) -> Result<(Tensor, Tensor)>;
+
+    /// Appends the chunk's `k`, `v` to `layer` and returns the attention of the chunk's `q`
+    /// (`(1, n_head, seq, head_dim)`) over everything cached, under the chunk's causal `mask`
+    /// (see [`crate::models::attention::MaskCache`]). The default decodes the cache
+    /// ([`keys_values`](Self::keys_values)) and computes attention on the decoded tensors;
+    /// caches that attend on their own storage override it.
+    fn attend(
+        &mut self,
+        layer: usize,
+        heads: Heads,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        decoded_attention(self, layer, heads, q, k, v, mask)
+    }
 
     /// Number of positions cached for `layer` (0 when empty).
     fn seq_len(&self, layer: usize) -> usize;

@@ -1,14 +1,17 @@
 //! FibQuant evaluation harness: runs a real GGUF language model on CPU (candle) with a pluggable
-//! KV cache, to measure what compressing the cache costs (perplexity, attention fidelity).
+//! KV cache, to measure what compressing the cache costs (perplexity, KL divergence, attention
+//! fidelity). Compressed caches are the runtime's [`fibquant::KvCache`] ([`runtime_cache`]),
+//! attended on codes, and llama.cpp's block formats as the baseline ([`qblock_cache`]).
 
 pub mod attention_eval;
 pub mod codes;
 pub mod fetch;
-pub mod fibquant_cache;
 pub mod frontier_svg;
 pub mod kv_cache;
 pub mod models;
 pub mod paths;
 pub mod perplexity;
 pub mod ppl_sweep;
+pub mod qblock_cache;
+pub mod runtime_cache;
 pub mod tokenizer;

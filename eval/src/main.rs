@@ -7,7 +7,8 @@ use fibquant_eval::attention_eval::AttentionBench;
 use fibquant_eval::codes::{self, CodeSpec};
 use fibquant_eval::frontier_svg::{self, FrontierPoint};
 use fibquant_eval::models::{Model, ModelConfig, WeightFormat};
-use fibquant_eval::perplexity::{perplexity, PplOptions};
+use fibquant::SideCode;
+use fibquant_eval::perplexity::{perplexity, PplOptions, Reference, ReferenceLogProbs};
 use fibquant_eval::ppl_sweep::{self, Setting, SweepRow};
 use fibquant_eval::tokenizer::Tokenizer;
 use fibquant_eval::{fetch, paths};
@@ -74,10 +75,46 @@ enum Cmd {
         /// Value rate in bits per coordinate.
         #[arg(long)]
         v_rate: Option<f64>,
-        /// Run the standard sweep instead: uncompressed, then for b = 4, 3, 2, 1, 0.5 the best
-        /// vector code and the scalar k = 1 code (keys and values alike).
-        #[arg(long, conflicts_with_all = ["k_code", "k_rate", "v_code", "v_rate"])]
+        /// Run the plain sweep instead (the older table): uncompressed, then for b = 4, 3, 2, 1,
+        /// 0.5 the best vector code and the scalar k = 1 code, keys and values alike, no policy.
+        #[arg(long, conflicts_with_all = ["k_code", "k_rate", "v_code", "v_rate", "cache_sweep"])]
         sweep: bool,
+        /// Run the cache sweep instead: llama.cpp's q8_0/q4_0 blocks, and per rate the plain
+        /// codec, the default policy, and the scalar code under it (use with --window-len 2048
+        /// --chunk 128 --windows 1 --seeds 3 for the README's table).
+        #[arg(long, conflicts_with_all = ["k_code", "k_rate", "v_code", "v_rate"])]
+        cache_sweep: bool,
+        /// Cache policy of a FibQuant setting: the runtime's default (centering, balanced key
+        /// scales, 4 sinks) or plain (every token encoded, no transform).
+        #[arg(long, value_enum, default_value_t = PolicyBase::Default)]
+        policy: PolicyBase,
+        /// Which sides are centered [default: the policy's].
+        #[arg(long, value_enum)]
+        center: Option<Center>,
+        /// Per-channel key scaling [default: the policy's].
+        #[arg(long, value_enum)]
+        key_scale: Option<KeyScale>,
+        /// Exact (fp16) first positions [default: the policy's].
+        #[arg(long)]
+        sinks: Option<usize>,
+        /// Exact (fp16) recent positions [default: the policy's].
+        #[arg(long)]
+        window: Option<usize>,
+        /// Positions encoded at once as the window ages [default: the policy's].
+        #[arg(long)]
+        age_batch: Option<usize>,
+        /// The first and the last this many layers keep fp16 keys and values.
+        #[arg(long, default_value_t = 0)]
+        boundary_layers: usize,
+        /// llama.cpp block codes (q8_0, q4_0): rotate each row by a Hadamard transform first.
+        #[arg(long)]
+        hadamard: bool,
+        /// Rotation seeds per FibQuant setting: --seed, --seed + 1, ... (mean and spread).
+        #[arg(long, default_value_t = 1)]
+        seeds: u64,
+        /// Skip the uncompressed reference run and the KL divergence against it.
+        #[arg(long)]
+        no_kl: bool,
         /// Rotation seed of the codecs [default: the runtime's].
         #[arg(long)]
         seed: Option<u64>,
@@ -140,6 +177,17 @@ fn main() -> Result<()> {
             v_code,
             v_rate,
             sweep,
+            cache_sweep,
+            policy,
+            center,
+            key_scale,
+            sinks,
+            window,
+            age_batch,
+            boundary_layers,
+            hadamard,
+            seeds,
+            no_kl,
             seed,
             json,
         } => {
@@ -147,13 +195,41 @@ fn main() -> Result<()> {
             let dim = run.cfg.heads.head_dim;
             let settings = if sweep {
                 ppl_sweep::sweep_settings(dim)?
+            } else if cache_sweep {
+                ppl_sweep::cache_sweep_settings(dim)?
             } else {
                 let key = codes::resolve(dim, k_code, k_rate)?;
                 let value = codes::resolve(dim, v_code, v_rate)?;
+                let mut p = match policy {
+                    PolicyBase::Default => fibquant::CachePolicy::default(),
+                    PolicyBase::Plain => {
+                        fibquant::CachePolicy::plain(SideCode::Fp16, SideCode::Fp16)
+                    }
+                };
+                if let Some(c) = center {
+                    p = p.with_centering(
+                        matches!(c, Center::Keys | Center::Both),
+                        matches!(c, Center::Values | Center::Both),
+                    );
+                }
+                if let Some(k) = key_scale {
+                    p = p.with_key_scaling(match k {
+                        KeyScale::None => fibquant::KeyScaling::None,
+                        KeyScale::Balanced => fibquant::KeyScaling::Balanced,
+                    });
+                }
+                if let Some(n) = sinks {
+                    p = p.with_sinks(n);
+                }
+                let (w, b) = (window.unwrap_or(p.window), age_batch.unwrap_or(p.age_batch));
+                p = p.with_window(w, b);
                 vec![Setting {
                     name: format!("K {key} / V {value}"),
                     key,
                     value,
+                    policy: p,
+                    boundary_layers,
+                    hadamard,
                 }]
             };
             let opts = PplOptions {
@@ -161,7 +237,9 @@ fn main() -> Result<()> {
                 window_len,
                 chunk: if chunk == 0 { window_len } else { chunk },
             };
-            run_perplexity(run, &settings, opts, seed, json)?;
+            let base = seed.unwrap_or(fibquant::codec::DEFAULT_SEED);
+            let seeds: Vec<u64> = (0..seeds.max(1)).map(|i| base.wrapping_add(i)).collect();
+            run_perplexity(run, settings, opts, &seeds, !no_kl, json)?;
         }
         Cmd::Attention {
             model,
@@ -187,6 +265,37 @@ fn main() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Where a single setting's policy starts from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum PolicyBase {
+    /// The runtime's default policy.
+    Default,
+    /// No transform, no exact token.
+    Plain,
+}
+
+/// Which sides are centered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Center {
+    /// Neither.
+    None,
+    /// Keys only.
+    Keys,
+    /// Values only.
+    Values,
+    /// Keys and values.
+    Both,
+}
+
+/// Per-channel key scaling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum KeyScale {
+    /// None.
+    None,
+    /// Balanced against the queries.
+    Balanced,
 }
 
 /// A loaded model and tokenized text.
@@ -265,55 +374,67 @@ fn bar(len: u64, what: &str) -> Result<ProgressBar> {
 
 fn run_perplexity(
     mut run: Loaded,
-    settings: &[Setting],
+    mut settings: Vec<Setting>,
     opts: PplOptions,
-    seed: Option<u64>,
+    seeds: &[u64],
+    kl: bool,
     json: bool,
 ) -> Result<()> {
-    let (n_layers, n_kv, dim) = (
-        run.cfg.n_layers,
-        run.cfg.heads.n_kv_head,
-        run.cfg.heads.head_dim,
-    );
-    let seed = seed.unwrap_or(fibquant::codec::DEFAULT_SEED);
+    let (n_layers, heads) = (run.cfg.n_layers, run.cfg.heads);
+    let is_reference = |s: &Setting| {
+        s.key == CodeSpec::None && s.value == CodeSpec::None && s.boundary_layers == 0
+    };
+    if kl && !settings.first().is_some_and(is_reference) {
+        settings.insert(
+            0,
+            Setting::plain("fp16/f32 (uncompressed)", CodeSpec::None, CodeSpec::None),
+        );
+    }
     if !json {
         println!("{}", run.describe());
     }
     let t_all = Instant::now();
+    let mut reference = ReferenceLogProbs::new();
     let mut rows = Vec::with_capacity(settings.len());
-    let mut reports = Vec::with_capacity(settings.len());
-    for s in settings {
-        let mut cache = s.cache(n_layers, dim, seed)?;
-        let pb = bar((opts.windows * opts.window_len) as u64, "tokens")?;
-        pb.set_message(s.name.clone());
-        let report = perplexity(&mut run.model, &run.tokens, opts, cache.as_mut(), Some(&pb))?;
-        pb.finish_and_clear();
-        let row = SweepRow::new(s, n_kv, dim, &report)?;
-        if !json {
-            println!(
-                "{:<28} K {:<7} V {:<7} ppl {:.4}  ({:.1}s, {:.1} ms/token)",
-                s.name,
-                row.key_code,
-                row.value_code,
-                report.ppl,
-                report.seconds,
-                1e3 * report.seconds / report.n_scored as f64
-            );
-            if settings.len() == 1 {
-                for (i, w) in report.windows.iter().enumerate() {
-                    println!(
-                        "  window {i}: tokens {}..{}  ppl {:.4}  cache {} bytes  {:.1}s",
-                        w.start,
-                        w.start + opts.window_len,
-                        w.ppl,
-                        w.cache_bytes,
-                        w.seconds
-                    );
-                }
+    let mut reports = Vec::new();
+    for (i, s) in settings.iter().enumerate() {
+        let run_seeds = if s.uses_seed() { seeds } else { &seeds[..1] };
+        let mut per_seed = Vec::with_capacity(run_seeds.len());
+        for &seed in run_seeds {
+            let mut cache = s.cache(n_layers, heads, seed)?;
+            let pb = bar((opts.windows * opts.window_len) as u64, "tokens")?;
+            pb.set_message(format!("{} (seed {seed:#x})", s.name));
+            let mode = match (kl, i) {
+                (false, _) => Reference::None,
+                (true, 0) => Reference::Capture(&mut reference),
+                (true, _) => Reference::Compare(&reference),
+            };
+            let report = perplexity(
+                &mut run.model,
+                &run.tokens,
+                opts,
+                cache.as_mut(),
+                Some(&pb),
+                mode,
+            )?;
+            pb.finish_and_clear();
+            if !json {
+                println!(
+                    "{:<34} K {:<8} V {:<8} seed {seed:#018x} ppl {:.4}  KL {}  {:.3} bits  ({:.1}s, {:.1} tokens/s)",
+                    s.name,
+                    s.key.to_string(),
+                    s.value.to_string(),
+                    report.ppl,
+                    report.kl_mean.map_or("n/a".into(), |k| format!("{k:.4}")),
+                    report.effective_bits,
+                    report.seconds,
+                    report.n_scored as f64 / report.seconds
+                );
             }
+            per_seed.push(report);
         }
-        rows.push(row);
-        reports.push(report);
+        rows.push(SweepRow::new(s, run_seeds, &per_seed));
+        reports.push(per_seed);
     }
     ppl_sweep::fill_deltas(&mut rows);
     let total_s = t_all.elapsed().as_secs_f64();
@@ -322,11 +443,11 @@ fn run_perplexity(
         v["windows"] = opts.windows.into();
         v["window_len"] = opts.window_len.into();
         v["chunk"] = opts.chunk.into();
-        v["seed"] = seed.into();
+        v["seeds"] = serde_json::to_value(seeds)?;
         v["total_seconds"] = total_s.into();
         v["rows"] = serde_json::to_value(&rows)?;
-        if settings.len() == 1 {
-            v["report"] = serde_json::to_value(&reports[0])?;
+        if settings.len() <= 2 {
+            v["reports"] = serde_json::to_value(&reports)?;
         }
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
@@ -334,7 +455,7 @@ fn run_perplexity(
             "\n{} windows x {} tokens = {} scored tokens per setting, chunk {}, total {:.1}s\n",
             opts.windows,
             opts.window_len,
-            reports.first().map_or(0, |r| r.n_scored),
+            opts.windows * opts.window_len,
             opts.chunk,
             total_s
         );

@@ -1,10 +1,10 @@
 //! Attention through a [`KvCache`], shared by the llama and qwen2 model copies.
 //!
 //! Prefill and decoding take the same path: the chunk's post-RoPE keys and values are APPENDED
-//! to the cache first, then the cache's (possibly lossy) keys and values for every position,
-//! including the chunk's own, are read back and attended to under a causal mask. So a lossy cache
-//! affects a chunk's tokens exactly as it would affect them if they had been decoded one by one,
-//! except that within a chunk attention is not restricted by anything but causality.
+//! to the cache first, then the chunk's queries attend, causally, to everything the cache holds,
+//! the chunk's own positions included ([`KvCache::attend`]: on the cache's own storage, or on a
+//! decoded copy for caches that only reconstruct). So a lossy cache affects a chunk's tokens
+//! exactly as it would affect them if they had been decoded one by one.
 
 use crate::kv_cache::{AttentionObserver, KvCache};
 use candle_core::{Result, Tensor};
@@ -47,8 +47,8 @@ impl MaskCache {
     }
 }
 
-/// Scaled dot-product attention of the chunk's queries over everything `cache` holds for `layer`
-/// after appending the chunk's `k`, `v`.
+/// Attention of the chunk's queries over everything `cache` holds for `layer` after appending
+/// the chunk's `k`, `v` ([`KvCache::attend`]); `observer`, when given, sees the exact q/k/v first.
 ///
 /// `q`: `(1, n_head, seq, head_dim)`, `k`, `v`: `(1, n_kv_head, seq, head_dim)`, all post-RoPE.
 /// `mask` is the chunk's causal mask (see [`MaskCache::get`]). Returns `(1, n_head, seq, head_dim)`.
@@ -66,31 +66,5 @@ pub fn cached_attention(
     if let Some(obs) = observer {
         obs.observe(layer, q, k, v)?;
     }
-    let index_pos = cache.seq_len(layer);
-    let seq_len = q.dim(2)?;
-    cache.append(layer, k, v)?;
-    let (k, v) = cache.keys_values(layer)?;
-    let kv_len = k.dim(2)?;
-    if kv_len != index_pos + seq_len || v.dim(2)? != kv_len {
-        candle_core::bail!(
-            "layer {layer}: cache returned {kv_len} positions, expected {}",
-            index_pos + seq_len
-        );
-    }
-    let n_rep = heads.n_head / heads.n_kv_head;
-    let k = candle_transformers::utils::repeat_kv(k, n_rep)?;
-    let v = candle_transformers::utils::repeat_kv(v, n_rep)?;
-    let att = (q.matmul(&k.t()?)? / (heads.head_dim as f64).sqrt())?;
-    let att = match mask {
-        None => att,
-        Some(mask) => {
-            let mask = mask.broadcast_as(att.shape())?;
-            let neg_inf =
-                Tensor::new(f32::NEG_INFINITY, att.device())?.broadcast_as(att.shape())?;
-            mask.where_cond(&neg_inf, &att)?
-        }
-    };
-    let att = candle_nn::ops::softmax_last_dim(&att)?;
-    // matmul does not take a strided right-hand side.
-    att.matmul(&v.contiguous()?)
+    cache.attend(layer, heads, q, k, v, mask)
 }
