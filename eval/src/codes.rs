@@ -103,7 +103,9 @@ impl CodeSpec {
     pub fn codec(&self, dim: usize, seed: u64) -> Result<Option<Codec>> {
         match *self {
             CodeSpec::None => Ok(None),
-            CodeSpec::Q8_0 | CodeSpec::Q4_0 => bail!("{self} is a llama.cpp block format, not a FibQuant code"),
+            CodeSpec::Q8_0 | CodeSpec::Q4_0 => {
+                bail!("{self} is a llama.cpp block format, not a FibQuant code")
+            }
             CodeSpec::Code { k, n } => Codec::new(CodecConfig::new(dim, k, n).with_seed(seed))
                 .map(Some)
                 .map_err(|e| anyhow::anyhow!("code {self} at head dim {dim}: {e}")),

@@ -3,11 +3,11 @@
 use anyhow::{Context, Result};
 use candle_core::Device;
 use clap::{Parser, Subcommand};
+use fibquant::SideCode;
 use fibquant_eval::attention_eval::AttentionBench;
 use fibquant_eval::codes::{self, CodeSpec};
 use fibquant_eval::frontier_svg::{self, FrontierPoint};
 use fibquant_eval::models::{Model, ModelConfig, WeightFormat};
-use fibquant::SideCode;
 use fibquant_eval::perplexity::{perplexity, PplOptions, Reference, ReferenceLogProbs};
 use fibquant_eval::ppl_sweep::{self, Setting, SweepRow};
 use fibquant_eval::tokenizer::Tokenizer;

@@ -99,7 +99,12 @@ pub enum Reference<'a> {
 fn log_softmax_rows(logits: &[f32], vocab: usize, out: &mut Vec<f32>) {
     for row in logits.chunks_exact(vocab) {
         let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-        let lse = max + row.iter().map(|&x| (x as f64 - max).exp()).sum::<f64>().ln();
+        let lse = max
+            + row
+                .iter()
+                .map(|&x| (x as f64 - max).exp())
+                .sum::<f64>()
+                .ln();
         out.extend(row.iter().map(|&x| (x as f64 - lse) as f32));
     }
 }

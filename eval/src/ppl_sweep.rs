@@ -78,19 +78,28 @@ impl Setting {
                 return Ok(Box::new(QBlockCache::new(n_layers, k, v, self.hadamard)));
             }
             (None, None) => {}
-            _ => bail!("{}: llama.cpp block formats go on both sides or neither", self.name),
+            _ => bail!(
+                "{}: llama.cpp block formats go on both sides or neither",
+                self.name
+            ),
         }
         let (Some(k), Some(v)) = (self.key.side_code(), self.value.side_code()) else {
-            bail!("{}: no runtime code for {} / {}", self.name, self.key, self.value);
+            bail!(
+                "{}: no runtime code for {} / {}",
+                self.name,
+                self.key,
+                self.value
+            );
         };
         let mut policy = self.policy.clone().with_codes(k, v).with_seed(seed);
         let b = self.boundary_layers.min(n_layers);
         for layer in (0..b).chain(n_layers.saturating_sub(b)..n_layers) {
             policy = policy.with_layer(layer, SideCode::Fp16, SideCode::Fp16);
         }
-        Ok(Box::new(RuntimeCache::new(n_layers, heads, policy).map_err(|e| {
-            anyhow::anyhow!("{}: {e}", self.name)
-        })?))
+        Ok(Box::new(
+            RuntimeCache::new(n_layers, heads, policy)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", self.name))?,
+        ))
     }
 
     /// Nominal compression against fp16, `16 / b` with the mean rate of the two sides (norms,
@@ -134,14 +143,26 @@ pub fn cache_sweep_settings(dim: usize) -> Result<Vec<Setting>> {
     for b in [4.0, 3.0, 2.0, 1.0] {
         let c = best_code(dim, b, true)?;
         v.push(Setting::plain(format!("b={b} vector, plain"), c, c));
-        v.push(Setting::default_policy(format!("b={b} vector, policy"), c, c));
+        v.push(Setting::default_policy(
+            format!("b={b} vector, policy"),
+            c,
+            c,
+        ));
         if let Some(s) = scalar_code(dim, b) {
-            v.push(Setting::default_policy(format!("b={b} scalar, policy"), s, s));
+            v.push(Setting::default_policy(
+                format!("b={b} scalar, policy"),
+                s,
+                s,
+            ));
         }
     }
     for (kb, vb) in [(4.0, 3.0), (3.0, 2.0), (2.0, 1.0)] {
         let (k, v_) = (best_code(dim, kb, true)?, best_code(dim, vb, true)?);
-        v.push(Setting::default_policy(format!("K b={kb} / V b={vb}, policy"), k, v_));
+        v.push(Setting::default_policy(
+            format!("K b={kb} / V b={vb}, policy"),
+            k,
+            v_,
+        ));
     }
     Ok(v)
 }
@@ -232,7 +253,8 @@ pub fn fill_deltas(rows: &mut [SweepRow]) {
         .find(|r| r.key_code == "none" && r.value_code == "none")
         .map(|r| r.ppl)
     {
-        rows.iter_mut().for_each(|r| r.delta_rel = r.ppl / base - 1.0);
+        rows.iter_mut()
+            .for_each(|r| r.delta_rel = r.ppl / base - 1.0);
     }
 }
 

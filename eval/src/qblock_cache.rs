@@ -126,7 +126,13 @@ impl QBlockCache {
         }
     }
 
-    fn decode(&self, format: BlockFormat, blocks: &[Vec<u8>], len: usize, d: usize) -> Result<Tensor> {
+    fn decode(
+        &self,
+        format: BlockFormat,
+        blocks: &[Vec<u8>],
+        len: usize,
+        d: usize,
+    ) -> Result<Tensor> {
         let mut out = vec![0f32; blocks.len() * len * d];
         for (b, o) in blocks.iter().zip(out.chunks_exact_mut((len * d).max(1))) {
             format.dequantize(b, o);
@@ -202,7 +208,9 @@ mod tests {
 
     #[test]
     fn blocks_round_trip_within_their_step() {
-        let x: Vec<f32> = (0..64).map(|i| ((i * 37 % 64) as f32 - 30.0) * 0.1).collect();
+        let x: Vec<f32> = (0..64)
+            .map(|i| ((i * 37 % 64) as f32 - 30.0) * 0.1)
+            .collect();
         for (f, step) in [(BlockFormat::Q8_0, 127.0), (BlockFormat::Q4_0, 8.0)] {
             let mut b = Vec::new();
             f.quantize(&x, &mut b);
@@ -213,7 +221,10 @@ mod tests {
                 let amax = blk_x.iter().fold(0f32, |m, v| m.max(v.abs()));
                 for (a, b) in blk_x.iter().zip(blk_y) {
                     // Half a step (amax / step), plus the fp16 scale's rounding.
-                    assert!((a - b).abs() <= amax / step * 0.5 * 1.01 + amax * 1e-3, "{f:?}");
+                    assert!(
+                        (a - b).abs() <= amax / step * 0.5 * 1.01 + amax * 1e-3,
+                        "{f:?}"
+                    );
                 }
             }
         }
@@ -222,7 +233,9 @@ mod tests {
         BlockFormat::Q4_0.quantize(&x[..32], &mut b);
         let mut y = vec![0f32; 32];
         BlockFormat::Q4_0.dequantize(&b, &mut y);
-        let i = (0..32).max_by(|&i, &j| x[i].abs().total_cmp(&x[j].abs())).unwrap();
+        let i = (0..32)
+            .max_by(|&i, &j| x[i].abs().total_cmp(&x[j].abs()))
+            .unwrap();
         assert!((x[i] - y[i]).abs() < 1e-2 * x[i].abs());
     }
 }

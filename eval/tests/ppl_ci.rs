@@ -54,17 +54,31 @@ fn b4_vector_cache_stays_close_to_uncompressed() {
 
     let base = Setting::plain("f32", CodeSpec::None, CodeSpec::None);
     let mut cache = base.cache(cfg.n_layers, cfg.heads, seed).unwrap();
-    let ppl_f32 = perplexity(&mut model, &tokens, opts, cache.as_mut(), None, Reference::None)
-        .unwrap()
-        .ppl;
+    let ppl_f32 = perplexity(
+        &mut model,
+        &tokens,
+        opts,
+        cache.as_mut(),
+        None,
+        Reference::None,
+    )
+    .unwrap()
+    .ppl;
 
     let code = best_code(dim, 4.0, true).unwrap();
     // The plain codec (no transform, no exact token), on which the tolerance was measured;
     // attention runs on the codes (the runtime's KvCache).
     let b4 = Setting::plain("b=4", code, code);
     let mut cache = b4.cache(cfg.n_layers, cfg.heads, seed).unwrap();
-    let report =
-        perplexity(&mut model, &tokens, opts, cache.as_mut(), None, Reference::None).unwrap();
+    let report = perplexity(
+        &mut model,
+        &tokens,
+        opts,
+        cache.as_mut(),
+        None,
+        Reference::None,
+    )
+    .unwrap();
     // The cache really held slot bytes: n_layers * seq * n_kv * (K slot + V slot).
     let slot = code.vector_bytes(dim).unwrap();
     assert_eq!(

@@ -44,7 +44,9 @@ fn filled(policy: CachePolicy, context: usize, seed: u64) -> KvCache {
             if len == 0 {
                 // The first chunk freezes the transforms from keys and queries.
                 let mut out = vec![0f32; q.len()];
-                cache.append_and_attend(layer, &q, &k, &v, seq, &mut out).unwrap();
+                cache
+                    .append_and_attend(layer, &q, &k, &v, seq, &mut out)
+                    .unwrap();
             } else {
                 cache.append(layer, &k, &v, seq).unwrap();
             }
@@ -56,9 +58,15 @@ fn filled(policy: CachePolicy, context: usize, seed: u64) -> KvCache {
 
 /// Seconds of one decode step (every layer: append one token, attend its query heads).
 fn step(cache: &mut KvCache, rng: &mut Xoshiro256) -> f64 {
-    let k: Vec<Vec<f32>> = (0..SHAPE.layers).map(|_| rows(rng, SHAPE.kv_heads, 1)).collect();
-    let v: Vec<Vec<f32>> = (0..SHAPE.layers).map(|_| rows(rng, SHAPE.kv_heads, 1)).collect();
-    let q: Vec<Vec<f32>> = (0..SHAPE.layers).map(|_| rows(rng, SHAPE.query_heads, 1)).collect();
+    let k: Vec<Vec<f32>> = (0..SHAPE.layers)
+        .map(|_| rows(rng, SHAPE.kv_heads, 1))
+        .collect();
+    let v: Vec<Vec<f32>> = (0..SHAPE.layers)
+        .map(|_| rows(rng, SHAPE.kv_heads, 1))
+        .collect();
+    let q: Vec<Vec<f32>> = (0..SHAPE.layers)
+        .map(|_| rows(rng, SHAPE.query_heads, 1))
+        .collect();
     let mut out = vec![0f32; SHAPE.query_heads * SHAPE.head_dim];
     let t = Instant::now();
     for layer in 0..SHAPE.layers {
@@ -80,7 +88,11 @@ fn main() {
         .skip(1)
         .map(|a| a.parse().expect("a context length"))
         .collect();
-    let contexts = if contexts.is_empty() { vec![8192, 32768] } else { contexts };
+    let contexts = if contexts.is_empty() {
+        vec![8192, 32768]
+    } else {
+        contexts
+    };
     let fp16 = CachePolicy::plain(SideCode::Fp16, SideCode::Fp16);
     println!(
         "decode step, {} layers x {} query / {} kv heads x d = {}, one thread; fp16 = the same cache storing fp16 rows",

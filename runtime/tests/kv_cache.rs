@@ -117,8 +117,10 @@ fn policies() -> Vec<(&'static str, CachePolicy)> {
     vec![
         ("plain", CachePolicy::plain(small, small)),
         (
-            "preset transforms",
-            CachePolicy::preset(4.0).with_codes(small, scalar),
+            "preset transforms, blocks of 8",
+            CachePolicy::preset(4.0)
+                .with_codes(small, scalar)
+                .with_window(0, 8),
         ),
         (
             "window",
@@ -127,17 +129,26 @@ fn policies() -> Vec<(&'static str, CachePolicy)> {
                 .with_window(16, 8),
         ),
         (
-            "fp16 values, key scales from keys only",
+            "fp16 values, no key scales",
             CachePolicy::preset(4.0)
                 .with_codes(small, SideCode::Fp16)
-                .with_key_scaling(KeyScaling::None),
+                .with_key_scaling(KeyScaling::None)
+                .with_window(0, 5),
         ),
         (
-            "layer override",
+            "layer override, no sinks",
             CachePolicy::preset(4.0)
                 .with_codes(small, small)
                 .with_layer(1, SideCode::Fp16, k2)
-                .with_sinks(0),
+                .with_sinks(0)
+                .with_window(0, 6),
+        ),
+        (
+            "keys centered, values not",
+            CachePolicy::preset(4.0)
+                .with_codes(small, k2)
+                .with_centering(true, false)
+                .with_window(3, 7),
         ),
     ]
 }
@@ -195,8 +206,9 @@ fn window_ages_into_codes_in_batches() {
         .with_window(8, 4);
     let mut cache = KvCache::new(shape(1, 1, 1), policy).unwrap();
     let mut rng = Xoshiro256::new(3);
-    // Bytes per position: slot 2 + 16 = 18 per side; fp16 rows 128 per side.
-    let stats = 3 * D * 4;
+    // Bytes per position: slot 2 + 16 = 18 per side; fp16 rows 128 per side; an fp16 mean
+    // (128 bytes) per block of 4 coded positions per side; the key scales (f32).
+    let scales = D * 4;
     let mut expect = Vec::new();
     for _ in 0..20 {
         let k = rows(&mut rng, 1, 1, true);
@@ -211,9 +223,10 @@ fn window_ages_into_codes_in_batches() {
         let window = if rest < 12 { rest } else { 8 + (rest - 8) % 4 };
         let coded = rest - window;
         expect.push((len, coded));
+        assert_eq!(coded % 4, 0);
         assert_eq!(
             cache.bytes(),
-            2 * ((sinks + window) * D * 2 + coded * 18) + stats,
+            2 * ((sinks + window) * D * 2 + coded * 18 + coded / 4 * D * 2) + scales,
             "len {len}"
         );
     }
@@ -382,9 +395,11 @@ fn bad_input_is_a_typed_error_that_changes_nothing() {
 
 #[test]
 fn bytes_count_every_part() {
-    // d = 64, 4x256 keys (18-byte slots), fp16 values; 4 sinks; centering both, scales.
-    let policy =
-        CachePolicy::preset(4.0).with_codes(SideCode::Code { k: 4, n: 256 }, SideCode::Fp16);
+    // d = 64, 4x256 keys (18-byte slots), fp16 values; 4 sinks; blocks of at most 8 positions.
+    let code = SideCode::Code { k: 4, n: 256 };
+    let policy = CachePolicy::preset(4.0)
+        .with_codes(code, SideCode::Fp16)
+        .with_window(0, 8);
     let mut cache = KvCache::new(shape(1, 2, 1), policy).unwrap();
     let mut rng = Xoshiro256::new(2);
     let (k, v, q) = (
@@ -396,12 +411,76 @@ fn bytes_count_every_part() {
     cache
         .append_and_attend(0, &q, &k, &v, 30, &mut out)
         .unwrap();
-    let keys = 4 * D * 2 + 26 * 18;
+    // 26 coded keys in 4 blocks (7, 7, 6, 6), each with its fp16 mean.
+    let keys = 4 * D * 2 + 26 * 18 + 4 * D * 2;
     let values = 30 * D * 2;
-    let stats = 3 * D * 4;
-    assert_eq!(cache.bytes(), keys + values + stats);
+    let scales = D * 4;
+    assert_eq!(cache.bytes(), keys + values + scales);
+    // With the default block of 128 positions the 26 rows wait in fp16.
+    let policy = CachePolicy::preset(4.0).with_codes(code, SideCode::Fp16);
+    let mut staged = KvCache::new(shape(1, 2, 1), policy).unwrap();
+    staged
+        .append_and_attend(0, &q, &k, &v, 30, &mut out)
+        .unwrap();
+    assert_eq!(staged.bytes(), 30 * D * 2 + values + scales);
     assert_eq!(cache.layer_bytes(0), cache.bytes());
     assert!(cache.effective_bits().unwrap() > 8.0);
     cache.clear();
     assert_eq!((cache.bytes(), cache.effective_bits()), (0, None));
+}
+
+#[test]
+fn block_means_are_stored_exactly() {
+    // Every row of a block equal: the centered rows are the mean's fp16 rounding residue, so
+    // what the cache gives back is the fp16 mean plus a code of that residue: the row itself
+    // within twice fp16's rounding of the row's norm (a 1-bit code alone errs by about half the
+    // norm).
+    let one_bit = SideCode::Code { k: 8, n: 256 };
+    let policy = CachePolicy::preset(1.0)
+        .with_codes(one_bit, one_bit)
+        .with_sinks(0)
+        .with_window(0, 4);
+    let mut cache = KvCache::new(shape(1, 1, 1), policy).unwrap();
+    let mut rng = Xoshiro256::new(4);
+    let mut expect_k = Vec::new();
+    let mut expect_v = Vec::new();
+    for _ in 0..3 {
+        let k: Vec<f32> = rows(&mut rng, 1, 1, true).repeat(4);
+        let v: Vec<f32> = rows(&mut rng, 1, 1, false).repeat(4);
+        let q = rows(&mut rng, 1, 4, true);
+        let mut out = vec![0f32; q.len()];
+        cache.append_and_attend(0, &q, &k, &v, 4, &mut out).unwrap();
+        // All four rows of the block are the same value row: so is every output of the block's
+        // own queries... once only this block is visible (the first block).
+        expect_k.extend_from_slice(&k);
+        expect_v.extend_from_slice(&v);
+    }
+    let mut k = vec![0f32; 12 * D];
+    let mut v = vec![0f32; 12 * D];
+    cache.reconstruct(0, 0, &mut k, &mut v).unwrap();
+    let norm = |r: &[f32]| r.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let got_rows = k.chunks(D).chain(v.chunks(D));
+    let want_rows = expect_k.chunks(D).chain(expect_v.chunks(D));
+    for (got, want) in got_rows.zip(want_rows) {
+        let bound = norm(want) / 1024.0;
+        for (g, w) in got.iter().zip(want) {
+            assert!((g - w).abs() <= bound, "{g} vs {w} (bound {bound})");
+        }
+    }
+    // Attention over the first block alone returns its value row.
+    let mut first = KvCache::new(*cache.shape(), cache.policy().clone()).unwrap();
+    let q = rows(&mut rng, 1, 4, true);
+    let mut out = vec![0f32; q.len()];
+    first
+        .append_and_attend(0, &q, &expect_k[..4 * D], &expect_v[..4 * D], 4, &mut out)
+        .unwrap();
+    let bound = norm(&expect_v[..D]) / 1024.0;
+    for row in out.chunks_exact(D) {
+        for (got, want) in row.iter().zip(&expect_v[..D]) {
+            assert!(
+                (got - want).abs() <= bound,
+                "{got} vs {want} (bound {bound})"
+            );
+        }
+    }
 }

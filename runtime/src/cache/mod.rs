@@ -4,23 +4,26 @@
 //! says, and computes attention for the query heads that share a kv head straight from what it
 //! stores (no decoded copy):
 //!
-//! - **transforms** ([`transform`]): on a layer's first append the cache freezes a per-kv-head
-//!   key mean, value mean and per-channel key scales ([`KeyScaling`]) from that append's rows
-//!   (the prompt, or the first prefill chunk; the sink positions are left out of the
-//!   statistics). Stored keys are `(k - mu_k) / s`, scored with `q * s` (the `q . mu_k` term is
-//!   the same for every key of a query and is dropped: softmax does not see it); stored values
-//!   are `v - mu_v`, and `mu_v` is added once to each output row (softmax weights sum to 1).
-//!   Every stored row is transformed, exact or coded, so the transforms are exact;
+//! - **key scales** ([`transform`]): on a layer's first append the cache freezes per-kv-head,
+//!   per-channel key scales `s` ([`KeyScaling`]) from that append's keys and queries (the
+//!   prompt, or the first prefill chunk; the sink positions are left out of the statistics).
+//!   Stored keys are `k / s`, scored with `q * s`: `q . k` is unchanged;
+//! - **centering** ([`store`]): rows are encoded in blocks of at most
+//!   [`CachePolicy::age_batch`] positions, and each block stores the fp16 mean of its own rows
+//!   and codes of the rows minus that mean. A key block's scores get `q . mean` added, a value
+//!   block's mean is added to the output with the block's total weight: exact, and the code
+//!   spends its error on `||x - mean||` instead of `||x||`;
 //! - **positions** ([`store`]): per side, the first [`CachePolicy::sinks`] positions in fp16,
-//!   then codec slots, then the most recent [`CachePolicy::window`] positions in fp16, which age
-//!   into codes [`CachePolicy::age_batch`] at a time. A side at [`SideCode::Fp16`] keeps every
-//!   position in fp16;
+//!   then codec slots, then the most recent positions in fp16: the [`CachePolicy::window`]
+//!   newest, and the rows waiting to fill a block (positions age into codes once at least
+//!   [`CachePolicy::age_batch`] of them are past the window). A side at [`SideCode::Fp16`]
+//!   keeps every position in fp16;
 //! - **attention** ([`KvCache::attend`]): for each query row, scores over the visible positions
 //!   (causal: a chunk's row `r` sees the positions before it and itself) from the fp16 parts
 //!   and from the codes ([`Codec::scores`](crate::Codec::scores), rotated domain), one
 //!   numerically stable softmax over all of them, then the weighted sum from the fp16 parts and
 //!   the codes ([`Codec::weighted_sum`](crate::Codec::weighted_sum): one inverse rotation), plus
-//!   `mu_v`.
+//!   the blocks' means.
 //!
 //! Rows cross the interface head-major, as engines lay out a chunk: keys and values of a chunk
 //! of `seq` positions are `kv_heads x seq x d` floats, queries and outputs
@@ -166,7 +169,7 @@ impl KvCache {
         self.layers.iter().all(|l| l.len == 0)
     }
 
-    /// Drops every position of every layer, and the frozen transforms with them.
+    /// Drops every position of every layer, and the frozen key scales with them.
     pub fn clear(&mut self) {
         for l in &mut self.layers {
             l.len = 0;
@@ -185,12 +188,13 @@ impl KvCache {
         })
     }
 
-    fn layout<'a>(&self, codec: Option<&'a Codec>) -> Layout<'a> {
+    fn layout<'a>(&self, codec: Option<&'a Codec>, center: bool) -> Layout<'a> {
         Layout {
             dim: self.shape.head_dim,
             sinks: self.policy.sinks,
             window: self.policy.window,
             age_batch: self.policy.age_batch,
+            center,
             codec,
         }
     }
@@ -294,14 +298,7 @@ impl KvCache {
                 .map(|h| {
                     let rows = h * seq * d..(h + 1) * seq * d;
                     let q = queries.map(|q| &q[h * group * seq * d..(h + 1) * group * seq * d]);
-                    HeadTransform::freeze(
-                        &self.policy,
-                        d,
-                        &keys[rows.clone()],
-                        &values[rows],
-                        q,
-                        self.policy.sinks,
-                    )
+                    HeadTransform::freeze(&self.policy, d, &keys[rows], q, self.policy.sinks)
                 })
                 .collect()
         } else {
@@ -313,8 +310,8 @@ impl KvCache {
             transform: HeadTransform::identity(),
         };
         let (kl, vl) = (
-            self.layout(l.key_codec.as_deref()),
-            self.layout(l.value_codec.as_deref()),
+            self.layout(l.key_codec.as_deref(), self.policy.center_keys),
+            self.layout(l.value_codec.as_deref(), self.policy.center_values),
         );
         let mut plans = Vec::with_capacity(kvh);
         let mut buf = Vec::new();
@@ -326,10 +323,9 @@ impl KvCache {
                 .keys
                 .plan(kl, len, &buf)
                 .map_err(|e| at(layer, Some(h), None, e))?;
-            t.values_in(&values[rows], d, &mut buf);
             let vp = head
                 .values
-                .plan(vl, len, &buf)
+                .plan(vl, len, &values[rows])
                 .map_err(|e| at(layer, Some(h), None, e))?;
             plans.push((kp, vp));
         }
@@ -428,7 +424,7 @@ impl KvCache {
             // Scores: sinks, codes, window, in position order.
             let ks = &head.keys;
             let a = ks.sink_rows(d).min(visible);
-            let c = ks.coded_rows(kc).min(visible - a);
+            let c = ks.coded_rows().min(visible - a);
             let t = visible - a - c;
             kernels::f16_row_dots(isa, qs, &ks.sinks[..a * d], &mut s[..a]);
             if let Some(codec) = kc.filter(|_| c > 0) {
@@ -436,6 +432,20 @@ impl KvCache {
                 codec
                     .scores(qs, slots, &mut s[a..a + c])
                     .map_err(|e| fail(g, first + r, e))?;
+                // Each block's mean: `q . mean` on every score of the block.
+                for (start, end, mean) in ks.blocks(d).filter(|b| !b.2.is_empty()) {
+                    if start >= c {
+                        break;
+                    }
+                    let shift: f32 = qs
+                        .iter()
+                        .zip(mean)
+                        .map(|(q, &m)| q * f16_bits_to_f32(m))
+                        .sum();
+                    s[a + start..a + end.min(c)]
+                        .iter_mut()
+                        .for_each(|x| *x += shift);
+                }
             }
             kernels::f16_row_dots(isa, qs, &ks.tail[..t * d], &mut s[a + c..]);
             // One stable softmax over all of them.
@@ -457,7 +467,7 @@ impl KvCache {
             o.iter_mut().for_each(|x| *x = 0.0);
             let vs = &head.values;
             let a = vs.sink_rows(d).min(visible);
-            let c = vs.coded_rows(vc).min(visible - a);
+            let c = vs.coded_rows().min(visible - a);
             let t = visible - a - c;
             kernels::f16_row_accumulate(isa, &s[..a], &vs.sinks[..a * d], o);
             if let Some(codec) = vc.filter(|_| c > 0) {
@@ -466,9 +476,18 @@ impl KvCache {
                     .weighted_sum(&s[a..a + c], slots, part)
                     .map_err(|e| fail(g, first + r, e))?;
                 o.iter_mut().zip(part.iter()).for_each(|(x, p)| *x += p);
+                // Each block's mean, weighted by the block's total weight.
+                for (start, end, mean) in vs.blocks(d).filter(|b| !b.2.is_empty()) {
+                    if start >= c {
+                        break;
+                    }
+                    let w: f32 = s[a + start..a + end.min(c)].iter().sum();
+                    o.iter_mut()
+                        .zip(mean)
+                        .for_each(|(x, &m)| *x += w * f16_bits_to_f32(m));
+                }
             }
             kernels::f16_row_accumulate(isa, &s[a + c..], &vs.tail[..t * d], o);
-            head.transform.value_out(o);
         }
         Ok(())
     }
@@ -520,29 +539,33 @@ impl KvCache {
                 .iter_mut()
                 .zip(&store.sinks)
                 .for_each(|(o, &b)| *o = f16_bits_to_f32(b));
-            let c = codec.map_or(0, |c| store.slots.len() / c.slot_bytes() * d);
+            let c = store.coded_rows() * d;
             let (coded, tail) = rest.split_at_mut(c);
             if let Some(codec) = codec {
                 codec
                     .decode_batch(&store.slots, coded)
                     .map_err(|e| at(layer, Some(head), None, e))?;
             }
+            for (start, end, mean) in store.blocks(d) {
+                for row in coded[start * d..end * d].chunks_exact_mut(d) {
+                    row.iter_mut()
+                        .zip(mean)
+                        .for_each(|(x, &m)| *x += f16_bits_to_f32(m));
+                }
+            }
             tail.iter_mut()
                 .zip(&store.tail)
                 .for_each(|(o, &b)| *o = f16_bits_to_f32(b));
-            for row in out.chunks_exact_mut(d) {
-                if is_key {
-                    hd.transform.key_out(row);
-                } else {
-                    hd.transform.value_out(row);
-                }
+            if is_key {
+                out.chunks_exact_mut(d)
+                    .for_each(|row| hd.transform.key_out(row));
             }
         }
         Ok(())
     }
 
     /// Bytes `layer` holds: codec slots (norms and padding included), fp16 rows (sinks, window,
-    /// fp16 sides) and the frozen means and scales (f32).
+    /// rows waiting for a block, fp16 sides), the blocks' fp16 means and the key scales (f32).
     pub fn layer_bytes(&self, layer: usize) -> usize {
         self.layers.get(layer).map_or(0, |l| {
             l.heads

@@ -114,21 +114,22 @@ pub struct CachePolicy {
     pub value: SideCode,
     /// Per-layer codes.
     pub overrides: Vec<LayerOverride>,
-    /// Subtract a per-kv-head key mean before encoding (the `q . mu` term is the same for every
-    /// key of a query, so softmax does not change and it is dropped).
+    /// Encode keys minus the mean of their block of codes (the block's mean is stored; its
+    /// `q . mean` is added to the block's scores).
     pub center_keys: bool,
-    /// Subtract a per-kv-head value mean before encoding and add it once to the output (softmax
-    /// weights sum to 1).
+    /// Encode values minus the mean of their block of codes (the mean is added to the output
+    /// with the block's total weight).
     pub center_values: bool,
     /// Per-channel key scaling.
     pub key_scaling: KeyScaling,
     /// The first `sinks` positions are kept exact (fp16).
     pub sinks: usize,
     /// The most recent `window` positions are kept exact (fp16) and age into codes as tokens
-    /// arrive, `age_batch` at a time.
+    /// arrive.
     pub window: usize,
-    /// Tokens encoded at once when the window ages (at least 1): the window holds between
-    /// `window` and `window + age_batch - 1` positions once full.
+    /// Positions per block of codes (at least 1): rows past the window wait in fp16 until
+    /// `age_batch` of them can be encoded together (with their own mean, when centering), so
+    /// between 0 and `age_batch - 1` rows wait beyond the window.
     pub age_batch: usize,
     /// Seed of the codecs' shared rotation.
     pub seed: u64,
@@ -143,9 +144,10 @@ impl Default for CachePolicy {
 
 impl CachePolicy {
     /// Keys and values at the registry's preset of `bits` stored bits per coordinate, with the
-    /// default transforms: keys and values centered, keys balanced against the queries, 4 sink
-    /// tokens exact, no recent window (a window's fp16 cost does not shrink with the code's
-    /// rate; add one with [`with_window`](Self::with_window) for long contexts).
+    /// default transforms: keys and values centered per block of 128 positions, keys balanced
+    /// against the queries, 4 sink tokens exact, no recent window beyond the rows waiting for a
+    /// block (a window's fp16 cost does not shrink with the code's rate; add one with
+    /// [`with_window`](Self::with_window) for long contexts).
     pub fn preset(bits: f64) -> Self {
         CachePolicy {
             key: SideCode::Rate(bits),
@@ -156,12 +158,12 @@ impl CachePolicy {
             key_scaling: KeyScaling::Balanced,
             sinks: 4,
             window: 0,
-            age_batch: 32,
+            age_batch: 128,
             seed: DEFAULT_SEED,
         }
     }
 
-    /// The plain codec: every token encoded, no transform, no exact token.
+    /// The plain codec: every token encoded as it arrives, no transform, no exact token.
     pub fn plain(key: SideCode, value: SideCode) -> Self {
         CachePolicy {
             key,
@@ -170,6 +172,7 @@ impl CachePolicy {
             center_values: false,
             key_scaling: KeyScaling::None,
             sinks: 0,
+            age_batch: 1,
             ..CachePolicy::preset(4.0)
         }
     }
@@ -207,7 +210,7 @@ impl CachePolicy {
         self
     }
 
-    /// Same policy with an exact recent window of `window` positions, aging `age_batch` at a time.
+    /// Same policy with an exact recent window of `window` positions and blocks of `age_batch`.
     pub fn with_window(mut self, window: usize, age_batch: usize) -> Self {
         self.window = window;
         self.age_batch = age_batch;

@@ -1,5 +1,5 @@
-//! The exact per-kv-head transforms of a [`KvCache`](super::KvCache): key and value means, and
-//! per-channel key scales, chosen once from the first rows a layer receives and then frozen.
+//! The exact per-kv-head key transform of a [`KvCache`](super::KvCache): per-channel key scales,
+//! chosen once from the first rows (and queries) a layer receives, then frozen.
 
 use super::policy::{CachePolicy, KeyScaling};
 
@@ -7,18 +7,16 @@ use super::policy::{CachePolicy, KeyScaling};
 /// scale is exact, the limit only keeps scaled values far from fp16's range ends.
 const SCALE_LIMIT: f32 = 256.0;
 
-/// The transforms of one kv head: stored key `(k - key_mean) / key_scale`, scored with
-/// `q * key_scale`; stored value `v - value_mean`, the mean added back to the output.
+/// The frozen transform of one kv head: stored key `k / key_scale`, scored with
+/// `q * key_scale` (the means are per block of codes, see `store`).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct HeadTransform {
-    pub key_mean: Option<Vec<f32>>,
     pub key_scale: Option<Vec<f32>>,
-    pub value_mean: Option<Vec<f32>>,
 }
 
-/// Per-channel mean of `rows` (`d` values per row, at least one row).
-fn mean(rows: &[f32], d: usize) -> Vec<f32> {
-    let n = (rows.len() / d) as f64;
+/// Per-channel mean of `rows` (`d` values per row, at least one row), in f64.
+pub(crate) fn mean(rows: &[f32], d: usize) -> Vec<f32> {
+    let n = (rows.len() / d).max(1) as f64;
     let mut acc = vec![0f64; d];
     for row in rows.chunks_exact(d) {
         for (a, &x) in acc.iter_mut().zip(row) {
@@ -65,76 +63,52 @@ fn balanced_scales(key_ms: &[f64], query_ms: &[f64]) -> Vec<f32> {
 }
 
 impl HeadTransform {
-    /// The identity (nothing centered or scaled).
+    /// The identity (nothing scaled).
     pub fn identity() -> Self {
-        HeadTransform {
-            key_mean: None,
-            key_scale: None,
-            value_mean: None,
-        }
+        HeadTransform { key_scale: None }
     }
 
-    /// The transforms `policy` asks for, from one kv head's first rows: `keys` and `values`
-    /// (`d` per row), and `queries` (the rows of the query heads that share the kv head, for
-    /// the same positions) when known. The first `skip` rows (exact sink tokens, whose
-    /// statistics are unlike the rest) are left out when rows remain after them.
+    /// The key scales `policy` asks for, from one kv head's first rows: `keys` (`d` per row)
+    /// and `queries` (the rows of the query heads that share the kv head, for the same
+    /// positions) when known. Key statistics are taken about the keys' mean when the policy
+    /// centers keys (what the codes then store). The first `skip` rows (exact sink tokens,
+    /// whose statistics are unlike the rest) are left out when rows remain after them.
     pub fn freeze(
         policy: &CachePolicy,
         d: usize,
         keys: &[f32],
-        values: &[f32],
         queries: Option<&[f32]>,
         skip: usize,
     ) -> Self {
         let rows = keys.len() / d;
         let skip = if rows > skip { skip } else { 0 };
-        let keys = &keys[skip * d..];
-        let values = &values[skip * d..];
-        let key_mean = policy.center_keys.then(|| mean(keys, d));
-        let value_mean = policy.center_values.then(|| mean(values, d));
+        let kept_keys = &keys[skip * d..];
         let key_scale = match (policy.key_scaling, queries) {
-            (KeyScaling::Balanced, Some(q)) => {
-                let group = q.len() / (rows * d).max(1);
+            (KeyScaling::Balanced, Some(q)) if rows > 0 => {
+                let group = q.len() / (rows * d);
                 // Each query head's rows after `skip`.
                 let kept: Vec<f32> = q
                     .chunks_exact(rows * d)
                     .take(group)
                     .flat_map(|head| head[skip * d..].iter().copied())
                     .collect();
-                let key_ms = mean_square(keys, d, key_mean.as_deref());
+                let center = policy.center_keys.then(|| mean(kept_keys, d));
+                let key_ms = mean_square(kept_keys, d, center.as_deref());
                 let query_ms = mean_square(&kept, d, None);
                 Some(balanced_scales(&key_ms, &query_ms))
             }
             _ => None,
         };
-        HeadTransform {
-            key_mean,
-            key_scale,
-            value_mean,
-        }
+        HeadTransform { key_scale }
     }
 
-    /// Writes the stored form of key rows, `(k - mean) / scale`.
+    /// Writes the stored form of key rows, `k / scale`.
     pub fn keys_in(&self, rows: &[f32], d: usize, out: &mut Vec<f32>) {
         out.clear();
         out.extend_from_slice(rows);
-        for row in out.chunks_exact_mut(d) {
-            if let Some(m) = &self.key_mean {
-                row.iter_mut().zip(m).for_each(|(x, m)| *x -= m);
-            }
-            if let Some(s) = &self.key_scale {
-                row.iter_mut().zip(s).for_each(|(x, s)| *x /= s);
-            }
-        }
-    }
-
-    /// Writes the stored form of value rows, `v - mean`.
-    pub fn values_in(&self, rows: &[f32], d: usize, out: &mut Vec<f32>) {
-        out.clear();
-        out.extend_from_slice(rows);
-        if let Some(m) = &self.value_mean {
+        if let Some(s) = &self.key_scale {
             for row in out.chunks_exact_mut(d) {
-                row.iter_mut().zip(m).for_each(|(x, m)| *x -= m);
+                row.iter_mut().zip(s).for_each(|(x, s)| *x /= s);
             }
         }
     }
@@ -147,29 +121,16 @@ impl HeadTransform {
         }
     }
 
-    /// A stored key back in the model's space, `k' * scale + mean`.
+    /// A stored key back in the model's space, `k' * scale`.
     pub fn key_out(&self, row: &mut [f32]) {
         if let Some(s) = &self.key_scale {
             row.iter_mut().zip(s).for_each(|(x, s)| *x *= s);
         }
-        if let Some(m) = &self.key_mean {
-            row.iter_mut().zip(m).for_each(|(x, m)| *x += m);
-        }
     }
 
-    /// A stored value back in the model's space, `v' + mean`.
-    pub fn value_out(&self, row: &mut [f32]) {
-        if let Some(m) = &self.value_mean {
-            row.iter_mut().zip(m).for_each(|(x, m)| *x += m);
-        }
-    }
-
-    /// Bytes of the means and scales (f32 each).
+    /// Bytes of the scales (f32 each).
     pub fn bytes(&self) -> usize {
-        [&self.key_mean, &self.key_scale, &self.value_mean]
-            .iter()
-            .map(|v| v.as_ref().map_or(0, |v| v.len() * 4))
-            .sum()
+        self.key_scale.as_ref().map_or(0, |v| v.len() * 4)
     }
 }
 
@@ -192,34 +153,28 @@ mod tests {
     }
 
     #[test]
-    fn transforms_invert() {
+    fn scaling_inverts_and_keeps_scores() {
         let policy = CachePolicy::preset(4.0);
         let d = 4;
         let keys: Vec<f32> = (0..24)
             .map(|i| (i as f32 * 0.7).sin() * (1 + i % 4) as f32)
             .collect();
-        let values: Vec<f32> = (0..24).map(|i| (i as f32 * 0.3).cos()).collect();
         let queries: Vec<f32> = (0..48).map(|i| (i as f32 * 0.9).sin()).collect();
-        let t = HeadTransform::freeze(&policy, d, &keys, &values, Some(&queries), 1);
-        assert!(t.key_scale.is_some() && t.key_mean.is_some() && t.value_mean.is_some());
+        let t = HeadTransform::freeze(&policy, d, &keys, Some(&queries), 1);
+        assert!(t.key_scale.is_some());
         let mut stored = Vec::new();
         t.keys_in(&keys, d, &mut stored);
+        let (q, k) = (&queries[..d], &keys[..d]);
+        let mut qs = vec![0f32; d];
+        t.query(q, &mut qs);
+        let lhs: f32 = q.iter().zip(k).map(|(a, b)| a * b).sum();
+        let rhs: f32 = qs.iter().zip(&stored[..d]).map(|(a, b)| a * b).sum();
+        assert!((lhs - rhs).abs() < 1e-4);
         for (row, orig) in stored.chunks_exact_mut(d).zip(keys.chunks_exact(d)) {
             t.key_out(row);
             for (a, b) in row.iter().zip(orig) {
                 assert!((a - b).abs() < 1e-5);
             }
         }
-        // q . k = (q * s) . ((k - mu) / s) + q . mu.
-        let (q, k) = (&queries[..d], &keys[..d]);
-        let mut qs = vec![0f32; d];
-        t.query(q, &mut qs);
-        let mut kk = Vec::new();
-        t.keys_in(k, d, &mut kk);
-        let mu = t.key_mean.as_ref().unwrap();
-        let lhs: f32 = q.iter().zip(k).map(|(a, b)| a * b).sum();
-        let rhs: f32 = qs.iter().zip(&kk).map(|(a, b)| a * b).sum::<f32>()
-            + q.iter().zip(mu).map(|(a, b)| a * b).sum::<f32>();
-        assert!((lhs - rhs).abs() < 1e-4);
     }
 }
