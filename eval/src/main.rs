@@ -100,9 +100,9 @@ enum Cmd {
         /// Exact (fp16) recent positions [default: the policy's].
         #[arg(long)]
         window: Option<usize>,
-        /// Positions encoded at once as the window ages [default: the policy's].
+        /// Positions per block of a centered side's codes [default: the policy's, the head dim].
         #[arg(long)]
-        age_batch: Option<usize>,
+        block_len: Option<usize>,
         /// The first and the last this many layers keep fp16 keys and values.
         #[arg(long, default_value_t = 0)]
         boundary_layers: usize,
@@ -183,7 +183,7 @@ fn main() -> Result<()> {
             key_scale,
             sinks,
             window,
-            age_batch,
+            block_len,
             boundary_layers,
             hadamard,
             seeds,
@@ -221,8 +221,12 @@ fn main() -> Result<()> {
                 if let Some(n) = sinks {
                     p = p.with_sinks(n);
                 }
-                let (w, b) = (window.unwrap_or(p.window), age_batch.unwrap_or(p.age_batch));
-                p = p.with_window(w, b);
+                if let Some(w) = window {
+                    p = p.with_window(w);
+                }
+                if let Some(b) = block_len {
+                    p = p.with_block_len(b);
+                }
                 vec![Setting {
                     name: format!("K {key} / V {value}"),
                     key,

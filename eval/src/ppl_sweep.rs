@@ -130,7 +130,8 @@ pub fn sweep_settings(dim: usize) -> Result<Vec<Setting>> {
 
 /// The cache sweep: uncompressed; llama.cpp's q8_0 and q4_0 blocks with and without the
 /// Hadamard rotation; for b = 4, 3, 2, 1 the best vector code plain and with the default policy,
-/// and the scalar code with the default policy; keys above values at the same total.
+/// and the scalar code with the default policy; the default policy plus a 64-position fp16
+/// window at b = 2; keys a bit above values (b = 4 / 3).
 pub fn cache_sweep_settings(dim: usize) -> Result<Vec<Setting>> {
     let (q8, q4) = (CodeSpec::Q8_0, CodeSpec::Q4_0);
     let mut v = vec![
@@ -143,27 +144,18 @@ pub fn cache_sweep_settings(dim: usize) -> Result<Vec<Setting>> {
     for b in [4.0, 3.0, 2.0, 1.0] {
         let c = best_code(dim, b, true)?;
         v.push(Setting::plain(format!("b={b} vector, plain"), c, c));
-        v.push(Setting::default_policy(
-            format!("b={b} vector, policy"),
-            c,
-            c,
-        ));
+        v.push(Setting::default_policy(format!("b={b} vector, policy"), c, c));
         if let Some(s) = scalar_code(dim, b) {
-            v.push(Setting::default_policy(
-                format!("b={b} scalar, policy"),
-                s,
-                s,
-            ));
+            v.push(Setting::default_policy(format!("b={b} scalar, policy"), s, s));
+        }
+        if b == 2.0 {
+            let mut w = Setting::default_policy("b=2 vector, policy + window 64", c, c);
+            w.policy = w.policy.with_window(64);
+            v.push(w);
         }
     }
-    for (kb, vb) in [(4.0, 3.0), (3.0, 2.0), (2.0, 1.0)] {
-        let (k, v_) = (best_code(dim, kb, true)?, best_code(dim, vb, true)?);
-        v.push(Setting::default_policy(
-            format!("K b={kb} / V b={vb}, policy"),
-            k,
-            v_,
-        ));
-    }
+    let (k, v_) = (best_code(dim, 4.0, true)?, best_code(dim, 3.0, true)?);
+    v.push(Setting::default_policy("K b=4 / V b=3, policy", k, v_));
     Ok(v)
 }
 

@@ -120,20 +120,21 @@ fn policies() -> Vec<(&'static str, CachePolicy)> {
             "preset transforms, blocks of 8",
             CachePolicy::preset(4.0)
                 .with_codes(small, scalar)
-                .with_window(0, 8),
+                .with_block_len(8),
         ),
         (
             "window",
             CachePolicy::preset(4.0)
                 .with_codes(k2, small)
-                .with_window(16, 8),
+                .with_window(16)
+                .with_block_len(8),
         ),
         (
             "fp16 values, no key scales",
             CachePolicy::preset(4.0)
                 .with_codes(small, SideCode::Fp16)
                 .with_key_scaling(KeyScaling::None)
-                .with_window(0, 5),
+                .with_block_len(5),
         ),
         (
             "layer override, no sinks",
@@ -141,14 +142,15 @@ fn policies() -> Vec<(&'static str, CachePolicy)> {
                 .with_codes(small, small)
                 .with_layer(1, SideCode::Fp16, k2)
                 .with_sinks(0)
-                .with_window(0, 6),
+                .with_block_len(6),
         ),
         (
             "keys centered, values not",
             CachePolicy::preset(4.0)
                 .with_codes(small, k2)
                 .with_centering(true, false)
-                .with_window(3, 7),
+                .with_window(3)
+                .with_block_len(7),
         ),
     ]
 }
@@ -203,7 +205,9 @@ fn window_ages_into_codes_in_batches() {
             SideCode::Code { k: 4, n: 256 },
         )
         .with_sinks(2)
-        .with_window(8, 4);
+        .with_centering(true, true)
+        .with_window(8)
+        .with_block_len(4);
     let mut cache = KvCache::new(shape(1, 1, 1), policy).unwrap();
     let mut rng = Xoshiro256::new(3);
     // Bytes per position: slot 2 + 16 = 18 per side; fp16 rows 128 per side; an fp16 mean
@@ -399,7 +403,7 @@ fn bytes_count_every_part() {
     let code = SideCode::Code { k: 4, n: 256 };
     let policy = CachePolicy::preset(4.0)
         .with_codes(code, SideCode::Fp16)
-        .with_window(0, 8);
+        .with_block_len(8);
     let mut cache = KvCache::new(shape(1, 2, 1), policy).unwrap();
     let mut rng = Xoshiro256::new(2);
     let (k, v, q) = (
@@ -416,7 +420,7 @@ fn bytes_count_every_part() {
     let values = 30 * D * 2;
     let scales = D * 4;
     assert_eq!(cache.bytes(), keys + values + scales);
-    // With the default block of 128 positions the 26 rows wait in fp16.
+    // With the default block (the head dim, 64 positions) the 26 rows wait in fp16.
     let policy = CachePolicy::preset(4.0).with_codes(code, SideCode::Fp16);
     let mut staged = KvCache::new(shape(1, 2, 1), policy).unwrap();
     staged
@@ -438,8 +442,9 @@ fn block_means_are_stored_exactly() {
     let one_bit = SideCode::Code { k: 8, n: 256 };
     let policy = CachePolicy::preset(1.0)
         .with_codes(one_bit, one_bit)
+        .with_centering(true, true)
         .with_sinks(0)
-        .with_window(0, 4);
+        .with_block_len(4);
     let mut cache = KvCache::new(shape(1, 1, 1), policy).unwrap();
     let mut rng = Xoshiro256::new(4);
     let mut expect_k = Vec::new();

@@ -9,14 +9,14 @@
 //!   prompt, or the first prefill chunk; the sink positions are left out of the statistics).
 //!   Stored keys are `k / s`, scored with `q * s`: `q . k` is unchanged;
 //! - **centering** ([`store`]): rows are encoded in blocks of at most
-//!   [`CachePolicy::age_batch`] positions, and each block stores the fp16 mean of its own rows
+//!   [`CachePolicy::block_len`] positions (the head dim by default), and each block stores the fp16 mean of its own rows
 //!   and codes of the rows minus that mean. A key block's scores get `q . mean` added, a value
 //!   block's mean is added to the output with the block's total weight: exact, and the code
 //!   spends its error on `||x - mean||` instead of `||x||`;
 //! - **positions** ([`store`]): per side, the first [`CachePolicy::sinks`] positions in fp16,
 //!   then codec slots, then the most recent positions in fp16: the [`CachePolicy::window`]
 //!   newest, and the rows waiting to fill a block (positions age into codes once at least
-//!   [`CachePolicy::age_batch`] of them are past the window). A side at [`SideCode::Fp16`]
+//!   a block of them is past the window). A side at [`SideCode::Fp16`]
 //!   keeps every position in fp16;
 //! - **attention** ([`KvCache::attend`]): for each query row, scores over the visible positions
 //!   (causal: a chunk's row `r` sees the positions before it and itself) from the fp16 parts
@@ -193,7 +193,7 @@ impl KvCache {
             dim: self.shape.head_dim,
             sinks: self.policy.sinks,
             window: self.policy.window,
-            age_batch: self.policy.age_batch,
+            block_len: self.policy.block_len_for(self.shape.head_dim),
             center,
             codec,
         }

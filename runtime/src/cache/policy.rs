@@ -127,10 +127,12 @@ pub struct CachePolicy {
     /// The most recent `window` positions are kept exact (fp16) and age into codes as tokens
     /// arrive.
     pub window: usize,
-    /// Positions per block of codes (at least 1): rows past the window wait in fp16 until
-    /// `age_batch` of them can be encoded together (with their own mean, when centering), so
-    /// between 0 and `age_batch - 1` rows wait beyond the window.
-    pub age_batch: usize,
+    /// Positions per block of a centered side's codes (at least 1; `None`: the head dim, so
+    /// that a block's fp16 mean costs what the blocks' fp16 norms cost, 2 bytes per vector):
+    /// its rows past the window wait in fp16 until a block of them can be encoded together
+    /// with their own mean, so up to `block_len - 1` rows wait beyond the window. A side that
+    /// is not centered encodes each row as it leaves the window.
+    pub block_len: Option<usize>,
     /// Seed of the codecs' shared rotation.
     pub seed: u64,
 }
@@ -144,9 +146,10 @@ impl Default for CachePolicy {
 
 impl CachePolicy {
     /// Keys and values at the registry's preset of `bits` stored bits per coordinate, with the
-    /// default transforms: keys and values centered per block of 128 positions, keys balanced
-    /// against the queries, 4 sink tokens exact, no recent window beyond the rows waiting for a
-    /// block (a window's fp16 cost does not shrink with the code's rate; add one with
+    /// default transforms: keys centered per block of `d` positions (rotary embeddings give
+    /// keys large, position-dependent means; values are left as they are), keys balanced
+    /// against the queries, 4 sink tokens exact, no recent window beyond the key rows waiting
+    /// for a block (a window's fp16 cost does not shrink with the code's rate; add one with
     /// [`with_window`](Self::with_window) for long contexts).
     pub fn preset(bits: f64) -> Self {
         CachePolicy {
@@ -154,11 +157,11 @@ impl CachePolicy {
             value: SideCode::Rate(bits),
             overrides: Vec::new(),
             center_keys: true,
-            center_values: true,
+            center_values: false,
             key_scaling: KeyScaling::Balanced,
             sinks: 4,
             window: 0,
-            age_batch: 128,
+            block_len: None,
             seed: DEFAULT_SEED,
         }
     }
@@ -172,7 +175,6 @@ impl CachePolicy {
             center_values: false,
             key_scaling: KeyScaling::None,
             sinks: 0,
-            age_batch: 1,
             ..CachePolicy::preset(4.0)
         }
     }
@@ -210,11 +212,21 @@ impl CachePolicy {
         self
     }
 
-    /// Same policy with an exact recent window of `window` positions and blocks of `age_batch`.
-    pub fn with_window(mut self, window: usize, age_batch: usize) -> Self {
+    /// Same policy with an exact recent window of `window` positions.
+    pub fn with_window(mut self, window: usize) -> Self {
         self.window = window;
-        self.age_batch = age_batch;
         self
+    }
+
+    /// Same policy with blocks of `block_len` positions on centered sides.
+    pub fn with_block_len(mut self, block_len: usize) -> Self {
+        self.block_len = Some(block_len);
+        self
+    }
+
+    /// The block length for head dim `dim`.
+    pub fn block_len_for(&self, dim: usize) -> usize {
+        self.block_len.unwrap_or(dim)
     }
 
     /// Same policy with another rotation seed.
@@ -236,8 +248,8 @@ impl CachePolicy {
     /// (`None`: fp16). Checks the policy against `shape`.
     pub(crate) fn codecs(&self, shape: &CacheShape) -> Result<ResolvedCodecs> {
         shape.check()?;
-        if self.age_batch == 0 {
-            return Err(Error::InvalidConfig("age_batch must be at least 1".into()));
+        if self.block_len == Some(0) {
+            return Err(Error::InvalidConfig("block_len must be at least 1".into()));
         }
         if let Some(o) = self.overrides.iter().find(|o| o.layer >= shape.layers) {
             return Err(Error::InvalidConfig(format!(

@@ -2,7 +2,7 @@
 //! its own mean), an exact recent window, in position order.
 //!
 //! A block is a run of positions encoded together: when rows age out of the window they are cut
-//! into blocks of at most [`Layout::age_batch`] rows, and with centering each block stores the
+//! into blocks of at most [`Layout::block_len`] rows, and with centering each block stores the
 //! fp16 mean of its rows and codes of the rows minus that mean. A mean taken from the rows it
 //! serves follows whatever drifts along the sequence (rotary position embedding turns keys'
 //! low-frequency channels with position; topics change values), which one mean frozen from the
@@ -71,7 +71,7 @@ pub(crate) struct Layout<'a> {
     pub dim: usize,
     pub sinks: usize,
     pub window: usize,
-    pub age_batch: usize,
+    pub block_len: usize,
     pub center: bool,
     pub codec: Option<&'a Codec>,
 }
@@ -134,9 +134,10 @@ impl SideStore {
         };
         let old_tail = self.tail_rows(d);
         let total = old_tail + rest.len() / d;
-        let ages = total > layout.window
-            && (layout.window == 0 && total >= layout.age_batch
-                || total >= layout.window + layout.age_batch);
+        // A centered side waits for a whole block past the window; another encodes each row as
+        // it leaves the window.
+        let batch = if layout.center { layout.block_len } else { 1 };
+        let ages = total >= layout.window + batch;
         let aged = if ages { total - layout.window } else { 0 };
         // The aged rows: the oldest of the old tail, then the first new rows.
         let from_tail = aged.min(old_tail);
@@ -149,10 +150,7 @@ impl SideStore {
         // Positions of the aged rows start after the sinks and the coded rows.
         let first_aged = len - old_tail + sink_take;
         // Without centering a block is only a unit of encoding: one for all the aged rows.
-        pending.blocks = match layout.center {
-            true => block_sizes(aged, layout.age_batch),
-            false => block_sizes(aged, aged.max(1)),
-        };
+        pending.blocks = block_sizes(aged, if layout.center { batch } else { aged.max(1) });
         let mut start = 0;
         for &size in &pending.blocks {
             let block = &mut encode[start * d..(start + size) * d];
