@@ -144,9 +144,17 @@ pub fn cache_sweep_settings(dim: usize) -> Result<Vec<Setting>> {
     for b in [4.0, 3.0, 2.0, 1.0] {
         let c = best_code(dim, b, true)?;
         v.push(Setting::plain(format!("b={b} vector, plain"), c, c));
-        v.push(Setting::default_policy(format!("b={b} vector, policy"), c, c));
+        v.push(Setting::default_policy(
+            format!("b={b} vector, policy"),
+            c,
+            c,
+        ));
         if let Some(s) = scalar_code(dim, b) {
-            v.push(Setting::default_policy(format!("b={b} scalar, policy"), s, s));
+            v.push(Setting::default_policy(
+                format!("b={b} scalar, policy"),
+                s,
+                s,
+            ));
         }
         if b == 2.0 {
             let mut w = Setting::default_policy("b=2 vector, policy + window 64", c, c);

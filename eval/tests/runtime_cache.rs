@@ -34,8 +34,12 @@ fn runtime_cache_attends_like_the_uncompressed_cache() {
         let v = tensor(30 + i as u64, 2, seq, 64);
         let mask = masks.get(seq, pos, &Device::Cpu).unwrap();
         for layer in 0..2 {
-            let a = runtime.attend(layer, heads, &q, &k, &v, mask.as_ref()).unwrap();
-            let b = exact.attend(layer, heads, &q, &k, &v, mask.as_ref()).unwrap();
+            let a = runtime
+                .attend(layer, heads, &q, &k, &v, mask.as_ref())
+                .unwrap();
+            let b = exact
+                .attend(layer, heads, &q, &k, &v, mask.as_ref())
+                .unwrap();
             assert_eq!(a.dims(), b.dims());
             let diff: f32 = (a - b)
                 .unwrap()

@@ -19,7 +19,7 @@
 use crate::byte_tables::{self, BytePlan};
 use crate::codec::{Codec, NormFormat, MAX_DIM};
 use crate::error::{check_len, Error, Result};
-use crate::kernels::{self, IndexCell, IndexRows, Isa};
+use crate::kernels::{self, GroupCodebook, IndexCell, IndexRows, Isa};
 
 /// The block indices of a chunk of slots, read in place or unpacked.
 #[derive(Clone, Copy)]
@@ -402,6 +402,145 @@ impl Codec {
         Ok(())
     }
 
+    /// [`scores`](Self::scores) of `g = queries.len() / d` queries (rows of `queries`) against
+    /// the same slots: query `g`'s score of slot `i` goes to `out[g * count + i]`, with the bits
+    /// [`scores`](Self::scores) gives that query alone. Grouped-query attention: where the
+    /// whole-codeword gather kernels run, each slot's codewords are read once for all the
+    /// queries; other plans score the queries one at a time.
+    pub fn scores_group(&self, queries: &[f32], slots: &[u8], out: &mut [f32]) -> Result<()> {
+        let d = self.dim();
+        let g = queries.len() / d;
+        check_len("queries", g.max(1) * d, queries.len())?;
+        let count = self.slot_count(slots)?;
+        check_len("score output", g * count, out.len())?;
+        if let Some(index) = queries.iter().position(|v| !v.is_finite()) {
+            return Err(Error::NonFinite { index: index % d });
+        }
+        let isa = kernels::detect();
+        let plan = self.score_plan(isa, count);
+        let mut qr = vec![0f32; g * d];
+        for (q, r) in queries.chunks_exact(d).zip(qr.chunks_exact_mut(d)) {
+            self.rotation().apply(q, r);
+        }
+        let k = self.config().k;
+        let grouped = g > 1
+            && plan == ScorePlan::Gather
+            && self.padded_codebook().is_none()
+            && kernels::has_codeword_kernel(isa, k, d);
+        if !grouped {
+            for (q, o) in qr.chunks_exact(d).zip(out.chunks_exact_mut(count.max(1))) {
+                self.scores_rotated(isa, plan, q, slots, o)?;
+            }
+            return Ok(());
+        }
+        let codebook = match self.half_codebook() {
+            Some(h) => GroupCodebook::Half(h),
+            None => GroupCodebook::F32(self.attention_codewords()),
+        };
+        let sb = self.slot_bytes();
+        let mut idx = Vec::new();
+        let mut norms = [0f32; CHUNK];
+        for (c, sc) in slots.chunks(CHUNK * sb).enumerate() {
+            let (first, rows) = (c * CHUNK, sc.len() / sb);
+            let norms = &mut norms[..rows];
+            self.chunk_norms(isa, sc, first, norms)?;
+            self.with_indices(isa, sc, first, &mut idx, &mut |ids| {
+                let o = &mut out[first..];
+                match ids {
+                    Indices::U8(r) => {
+                        kernels::gather_dots_group(isa, k, d, &qr, codebook, r, o, count)
+                    }
+                    Indices::U16(r) => {
+                        kernels::gather_dots_group(isa, k, d, &qr, codebook, r, o, count)
+                    }
+                    Indices::U32(r) => {
+                        kernels::gather_dots_group(isa, k, d, &qr, codebook, r, o, count)
+                    }
+                }
+                (0..g).any(|q| has_nan(&o[q * count..q * count + rows]))
+            })?;
+            for q in 0..g {
+                let o = &mut out[q * count + first..q * count + first + rows];
+                for (o, &nm) in o.iter_mut().zip(norms.iter()) {
+                    *o *= nm;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// [`weighted_sum`](Self::weighted_sum) of `g = out.len() / d` weight vectors (rows of
+    /// `weights`, one weight per slot each) over the same slots, into the rows of `out`, with
+    /// the bits [`weighted_sum`](Self::weighted_sum) gives each vector alone; each slot's
+    /// codewords are read once for all the vectors where the gather kernels run (see
+    /// [`scores_group`](Self::scores_group)).
+    pub fn weighted_sum_group(&self, weights: &[f32], slots: &[u8], out: &mut [f32]) -> Result<()> {
+        let d = self.dim();
+        let g = out.len() / d;
+        check_len("output vectors", g.max(1) * d, out.len())?;
+        let count = self.slot_count(slots)?;
+        check_len("weights", g * count, weights.len())?;
+        if let Some(index) = weights.iter().position(|v| !v.is_finite()) {
+            return Err(Error::NonFinite {
+                index: index % count.max(1),
+            });
+        }
+        let isa = kernels::detect();
+        let plan = self.sum_plan(isa, count);
+        let k = self.config().k;
+        let grouped = g > 1
+            && plan == SumPlan::Gather
+            && self.padded_codebook().is_none()
+            && kernels::has_codeword_kernel(isa, k, d);
+        let mut acc = vec![0f32; g * d];
+        if !grouped {
+            for (w, a) in weights
+                .chunks_exact(count.max(1))
+                .zip(acc.chunks_exact_mut(d))
+            {
+                self.weighted_sum_rotated(isa, plan, w, slots, a)?;
+            }
+        } else {
+            let codebook = match self.half_codebook() {
+                Some(h) => GroupCodebook::Half(h),
+                None => GroupCodebook::F32(self.attention_codewords()),
+            };
+            let sb = self.slot_bytes();
+            let mut idx = Vec::new();
+            let mut norms = [0f32; CHUNK];
+            let mut scaled = vec![0f32; g * CHUNK];
+            for (c, sc) in slots.chunks(CHUNK * sb).enumerate() {
+                let (first, rows) = (c * CHUNK, sc.len() / sb);
+                let norms = &mut norms[..rows];
+                self.chunk_norms(isa, sc, first, norms)?;
+                for q in 0..g {
+                    let w = &weights[q * count + first..q * count + first + rows];
+                    for ((s, &w), &nm) in scaled[q * CHUNK..].iter_mut().zip(w).zip(norms.iter()) {
+                        *s = flush_tiny(flush_tiny(w) * nm);
+                    }
+                }
+                self.with_indices(isa, sc, first, &mut idx, &mut |ids| {
+                    match ids {
+                        Indices::U8(r) => kernels::gather_accumulate_group(
+                            isa, k, d, &scaled, CHUNK, codebook, r, &mut acc,
+                        ),
+                        Indices::U16(r) => kernels::gather_accumulate_group(
+                            isa, k, d, &scaled, CHUNK, codebook, r, &mut acc,
+                        ),
+                        Indices::U32(r) => kernels::gather_accumulate_group(
+                            isa, k, d, &scaled, CHUNK, codebook, r, &mut acc,
+                        ),
+                    }
+                    has_nan(&acc)
+                })?;
+            }
+        }
+        for (a, o) in acc.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+            self.rotation().apply_inverse(a, o);
+        }
+        Ok(())
+    }
+
     /// `acc += sum_i weights[i] * x_hat_i` in the rotated domain, with a chosen kernel plan.
     fn weighted_sum_rotated(
         &self,
@@ -504,6 +643,73 @@ mod tests {
 
     fn isas() -> Vec<Isa> {
         kernels::supported()
+    }
+
+    /// Grouped scores and sums give each query exactly what it gets alone, on every code family
+    /// the group kernels serve (k = 2, 4, 8; f32 and f16 codebook copies; 8-, 16- and unpacked
+    /// indices) and on the ones they leave to the single path.
+    #[test]
+    fn grouped_queries_match_single_queries_bit_for_bit() {
+        let mut rng = Xoshiro256::new(21);
+        for (d, k, n) in [
+            (64, 4, 65536),
+            (64, 4, 4096),
+            (64, 4, 256),
+            (64, 8, 64497),
+            (128, 8, 256),
+            (64, 2, 64),
+            (64, 2, 1024),
+            (64, 1, 16),
+            (96, 3, 512),
+        ] {
+            let Ok(codec) = Codec::new(CodecConfig::new(d, k, n)) else {
+                continue;
+            };
+            for count in [1usize, 5, 130, 300] {
+                let x: Vec<f32> = (0..count * d).map(|_| rng.next_gaussian() as f32).collect();
+                let mut slots = vec![0u8; count * codec.slot_bytes()];
+                codec.encode_batch(&x, &mut slots).unwrap();
+                for g in [1usize, 2, 3, 5] {
+                    let q: Vec<f32> = (0..g * d).map(|_| rng.next_gaussian() as f32).collect();
+                    let w: Vec<f32> = (0..g * count).map(|_| rng.next_open01() as f32).collect();
+                    let mut grouped = vec![0f32; g * count];
+                    codec.scores_group(&q, &slots, &mut grouped).unwrap();
+                    let mut sums = vec![0f32; g * d];
+                    codec.weighted_sum_group(&w, &slots, &mut sums).unwrap();
+                    for j in 0..g {
+                        let mut one = vec![0f32; count];
+                        codec
+                            .scores(&q[j * d..(j + 1) * d], &slots, &mut one)
+                            .unwrap();
+                        let got = &grouped[j * count..(j + 1) * count];
+                        assert!(
+                            one.iter().zip(got).all(|(a, b)| a.to_bits() == b.to_bits()),
+                            "scores d={d} k={k} n={n} count={count} g={g} query {j}"
+                        );
+                        let mut sum = vec![0f32; d];
+                        codec
+                            .weighted_sum(&w[j * count..(j + 1) * count], &slots, &mut sum)
+                            .unwrap();
+                        let got = &sums[j * d..(j + 1) * d];
+                        assert!(
+                            sum.iter().zip(got).all(|(a, b)| a.to_bits() == b.to_bits()),
+                            "sums d={d} k={k} n={n} count={count} g={g} vector {j}"
+                        );
+                    }
+                }
+            }
+        }
+        // Lengths are checked.
+        let codec = Codec::new(CodecConfig::new(64, 4, 256)).unwrap();
+        let slots = vec![0u8; 3 * codec.slot_bytes()];
+        let mut out = vec![0f32; 5];
+        assert!(codec.scores_group(&[0.0; 128], &slots, &mut out).is_err());
+        assert!(codec
+            .scores_group(&[0.0; 100], &slots, &mut [0f32; 3])
+            .is_err());
+        assert!(codec
+            .weighted_sum_group(&[0.0; 5], &slots, &mut [0f32; 128])
+            .is_err());
     }
 
     /// Tiny and subnormal weights are dropped, exactly: the sum equals the one with those

@@ -390,6 +390,8 @@ impl KvCache {
     }
 
     /// Attention of the query heads of kv head `h` (`queries`, `group x seq x d`) into `out`.
+    /// The heads of the group are scored and summed together over the codes
+    /// ([`Codec::scores_group`], [`Codec::weighted_sum_group`]: each slot read once for all).
     fn attend_head(
         &self,
         l: &Layer,
@@ -399,95 +401,115 @@ impl KvCache {
         seq: usize,
         out: &mut [f32],
     ) -> Result<()> {
-        let d = self.shape.head_dim;
+        let (d, group, len) = (self.shape.head_dim, self.shape.group(), l.len);
         let head = &l.heads[h];
         let (kc, vc) = (l.key_codec.as_deref(), l.value_codec.as_deref());
         let isa = kernels::detect();
-        let mut scores = vec![0f32; l.len];
-        let mut qs = [0f32; MAX_DIM];
-        let qs = &mut qs[..d];
-        let mut part = [0f32; MAX_DIM];
-        let part = &mut part[..d];
-        let first = l.len - seq;
-        let fail = |g: usize, position: usize, e: Error| {
-            at(layer, Some(h * self.shape.group() + g), Some(position), e)
-        };
-        for (row, (q, o)) in queries
-            .chunks_exact(d)
-            .zip(out.chunks_exact_mut(d))
-            .enumerate()
-        {
-            let (g, r) = (row / seq, row % seq);
+        // Row `g` of `scores` (stride `len`) holds query head `g`'s scores, then weights.
+        let mut scores = vec![0f32; group * len];
+        let mut qs = vec![0f32; group * d];
+        let mut coded = Vec::new();
+        let mut parts = vec![0f32; group * d];
+        let first = len - seq;
+        let fail =
+            |g: usize, position: usize, e: Error| at(layer, Some(h * group + g), Some(position), e);
+        let row = |g: usize, r: usize| (g * seq + r) * d..(g * seq + r + 1) * d;
+        for r in 0..seq {
             let visible = first + r + 1;
-            let s = &mut scores[..visible];
-            head.transform.query(q, qs);
+            for g in 0..group {
+                head.transform
+                    .query(&queries[row(g, r)], &mut qs[g * d..(g + 1) * d]);
+            }
             // Scores: sinks, codes, window, in position order.
             let ks = &head.keys;
             let a = ks.sink_rows(d).min(visible);
             let c = ks.coded_rows().min(visible - a);
             let t = visible - a - c;
-            kernels::f16_row_dots(isa, qs, &ks.sinks[..a * d], &mut s[..a]);
+            for (q, s) in qs.chunks_exact(d).zip(scores.chunks_exact_mut(len)) {
+                kernels::f16_row_dots(isa, q, &ks.sinks[..a * d], &mut s[..a]);
+                kernels::f16_row_dots(isa, q, &ks.tail[..t * d], &mut s[a + c..visible]);
+            }
             if let Some(codec) = kc.filter(|_| c > 0) {
                 let slots = &ks.slots[..c * codec.slot_bytes()];
+                coded.resize(group * c, 0.0);
                 codec
-                    .scores(qs, slots, &mut s[a..a + c])
-                    .map_err(|e| fail(g, first + r, e))?;
-                // Each block's mean: `q . mean` on every score of the block.
-                for (start, end, mean) in ks.blocks(d).filter(|b| !b.2.is_empty()) {
-                    if start >= c {
-                        break;
+                    .scores_group(&qs, slots, &mut coded)
+                    .map_err(|e| fail(0, first + r, e))?;
+                for ((q, s), from) in qs
+                    .chunks_exact(d)
+                    .zip(scores.chunks_exact_mut(len))
+                    .zip(coded.chunks_exact(c))
+                {
+                    let s = &mut s[a..a + c];
+                    s.copy_from_slice(from);
+                    // Each block's mean: `q . mean` on every score of the block.
+                    for (start, end, mean) in ks.blocks(d).filter(|b| !b.2.is_empty()) {
+                        if start >= c {
+                            break;
+                        }
+                        let shift: f32 = q
+                            .iter()
+                            .zip(mean)
+                            .map(|(q, &m)| q * f16_bits_to_f32(m))
+                            .sum();
+                        s[start..end.min(c)].iter_mut().for_each(|x| *x += shift);
                     }
-                    let shift: f32 = qs
-                        .iter()
-                        .zip(mean)
-                        .map(|(q, &m)| q * f16_bits_to_f32(m))
-                        .sum();
-                    s[a + start..a + end.min(c)]
-                        .iter_mut()
-                        .for_each(|x| *x += shift);
                 }
             }
-            kernels::f16_row_dots(isa, qs, &ks.tail[..t * d], &mut s[a + c..]);
-            // One stable softmax over all of them.
-            let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            if !max.is_finite() {
-                return Err(fail(g, first + r, Error::NonFinite { index: 0 }));
+            // One stable softmax per query head over all of them.
+            for (g, s) in scores.chunks_exact_mut(len).enumerate() {
+                let s = &mut s[..visible];
+                let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                if !max.is_finite() {
+                    return Err(fail(g, first + r, Error::NonFinite { index: 0 }));
+                }
+                let mut total = 0f32;
+                for x in s.iter_mut() {
+                    *x = ((*x - max) * self.score_scale).exp();
+                    total += *x;
+                }
+                let inv = 1.0 / total;
+                for x in s.iter_mut() {
+                    let w = *x * inv;
+                    *x = if w < WEIGHT_FLUSH { 0.0 } else { w };
+                }
             }
-            let mut total = 0f32;
-            for x in s.iter_mut() {
-                *x = ((*x - max) * self.score_scale).exp();
-                total += *x;
-            }
-            let inv = 1.0 / total;
-            for x in s.iter_mut() {
-                let w = *x * inv;
-                *x = if w < WEIGHT_FLUSH { 0.0 } else { w };
-            }
-            // Weighted sum: sinks, codes, window, plus the value mean.
-            o.iter_mut().for_each(|x| *x = 0.0);
+            // Weighted sums: sinks, codes, window, plus the blocks' value means.
             let vs = &head.values;
             let a = vs.sink_rows(d).min(visible);
             let c = vs.coded_rows().min(visible - a);
             let t = visible - a - c;
-            kernels::f16_row_accumulate(isa, &s[..a], &vs.sinks[..a * d], o);
             if let Some(codec) = vc.filter(|_| c > 0) {
                 let slots = &vs.slots[..c * codec.slot_bytes()];
-                codec
-                    .weighted_sum(&s[a..a + c], slots, part)
-                    .map_err(|e| fail(g, first + r, e))?;
-                o.iter_mut().zip(part.iter()).for_each(|(x, p)| *x += p);
-                // Each block's mean, weighted by the block's total weight.
-                for (start, end, mean) in vs.blocks(d).filter(|b| !b.2.is_empty()) {
-                    if start >= c {
-                        break;
-                    }
-                    let w: f32 = s[a + start..a + end.min(c)].iter().sum();
-                    o.iter_mut()
-                        .zip(mean)
-                        .for_each(|(x, &m)| *x += w * f16_bits_to_f32(m));
+                coded.resize(group * c, 0.0);
+                for (to, s) in coded.chunks_exact_mut(c).zip(scores.chunks_exact(len)) {
+                    to.copy_from_slice(&s[a..a + c]);
                 }
+                codec
+                    .weighted_sum_group(&coded, slots, &mut parts)
+                    .map_err(|e| fail(0, first + r, e))?;
             }
-            kernels::f16_row_accumulate(isa, &s[a + c..], &vs.tail[..t * d], o);
+            for (g, s) in scores.chunks_exact(len).enumerate() {
+                let o = &mut out[row(g, r)];
+                o.iter_mut().for_each(|x| *x = 0.0);
+                kernels::f16_row_accumulate(isa, &s[..a], &vs.sinks[..a * d], o);
+                if vc.is_some() && c > 0 {
+                    o.iter_mut()
+                        .zip(&parts[g * d..(g + 1) * d])
+                        .for_each(|(x, p)| *x += p);
+                    // Each block's mean, weighted by the block's total weight.
+                    for (start, end, mean) in vs.blocks(d).filter(|b| !b.2.is_empty()) {
+                        if start >= c {
+                            break;
+                        }
+                        let w: f32 = s[a + start..a + end.min(c)].iter().sum();
+                        o.iter_mut()
+                            .zip(mean)
+                            .for_each(|(x, &m)| *x += w * f16_bits_to_f32(m));
+                    }
+                }
+                kernels::f16_row_accumulate(isa, &s[a + c..visible], &vs.tail[..t * d], o);
+            }
         }
         Ok(())
     }

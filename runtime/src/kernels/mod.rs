@@ -615,6 +615,204 @@ pub fn gather_accumulate_half<T: IndexCell>(
     gather_accumulate(isa, k, w, codebook.widened, rows, acc)
 }
 
+/// A codebook as the group kernels read it: f32 values, or its f16 copy.
+#[derive(Debug, Clone, Copy)]
+pub enum GroupCodebook<'a> {
+    /// f32 codewords.
+    F32(&'a [f32]),
+    /// The f16 copy ([`gather_dots_half`]).
+    Half(HalfCodebook<'a>),
+}
+
+/// [`gather_dots`] (or [`gather_dots_half`]) of `g = queries.len() / d` queries against the
+/// same rows: query `g`'s score of row `i` goes to `out[g * stride + i]`, with exactly the bits
+/// of the single-query kernel. With AVX2's whole-codeword kernels each codeword is read once for
+/// all the queries (grouped-query attention); elsewhere the queries run one at a time.
+#[allow(clippy::too_many_arguments)]
+pub fn gather_dots_group<T: IndexCell>(
+    isa: Isa,
+    k: usize,
+    d: usize,
+    queries: &[f32],
+    codebook: GroupCodebook<'_>,
+    rows: IndexRows<T>,
+    out: &mut [f32],
+    stride: usize,
+) {
+    let groups = queries.len() / d;
+    let count = rows.count();
+    assert!(
+        queries.len().is_multiple_of(d)
+            && stride >= count
+            && out.len() >= (groups.max(1) - 1) * stride + count,
+        "group output too short"
+    );
+    let isa = usable(isa);
+    #[cfg(target_arch = "x86_64")]
+    if has_codeword_kernel(isa, k, d) {
+        macro_rules! run {
+            ($cw:expr) => {{
+                let mut g0 = 0;
+                while g0 < groups {
+                    let take = (groups - g0).min(4);
+                    let q = &queries[g0 * d..(g0 + take) * d];
+                    let o = &mut out[g0 * stride..];
+                    // SAFETY: `has_codeword_kernel` means AVX2 and F16C on this CPU (`usable`),
+                    // `k` of 2, 4 or 8 and `d % 8 == 0`; the lengths were checked above.
+                    unsafe {
+                        match (k, take) {
+                            (2, 1) => x86_64::codeword_dots_group_avx2::<2, 1, T, _>(
+                                q, $cw, rows, o, stride,
+                            ),
+                            (2, 2) => x86_64::codeword_dots_group_avx2::<2, 2, T, _>(
+                                q, $cw, rows, o, stride,
+                            ),
+                            (2, 3) => x86_64::codeword_dots_group_avx2::<2, 3, T, _>(
+                                q, $cw, rows, o, stride,
+                            ),
+                            (2, _) => x86_64::codeword_dots_group_avx2::<2, 4, T, _>(
+                                q, $cw, rows, o, stride,
+                            ),
+                            (4, 1) => x86_64::codeword_dots_group_avx2::<4, 1, T, _>(
+                                q, $cw, rows, o, stride,
+                            ),
+                            (4, 2) => x86_64::codeword_dots_group_avx2::<4, 2, T, _>(
+                                q, $cw, rows, o, stride,
+                            ),
+                            (4, 3) => x86_64::codeword_dots_group_avx2::<4, 3, T, _>(
+                                q, $cw, rows, o, stride,
+                            ),
+                            (4, _) => x86_64::codeword_dots_group_avx2::<4, 4, T, _>(
+                                q, $cw, rows, o, stride,
+                            ),
+                            (_, 1) => x86_64::codeword_dots_group_avx2::<8, 1, T, _>(
+                                q, $cw, rows, o, stride,
+                            ),
+                            (_, 2) => x86_64::codeword_dots_group_avx2::<8, 2, T, _>(
+                                q, $cw, rows, o, stride,
+                            ),
+                            (_, 3) => x86_64::codeword_dots_group_avx2::<8, 3, T, _>(
+                                q, $cw, rows, o, stride,
+                            ),
+                            (_, _) => x86_64::codeword_dots_group_avx2::<8, 4, T, _>(
+                                q, $cw, rows, o, stride,
+                            ),
+                        }
+                    }
+                    g0 += take;
+                }
+            }};
+        }
+        match codebook {
+            GroupCodebook::F32(cw) => run!(cw),
+            GroupCodebook::Half(h) => run!(x86_64::HalfCodewords(h.halves)),
+        }
+        return;
+    }
+    for g in 0..groups {
+        let q = &queries[g * d..(g + 1) * d];
+        let o = &mut out[g * stride..g * stride + count];
+        match codebook {
+            GroupCodebook::F32(cw) => gather_dots(isa, k, q, cw, rows, o),
+            GroupCodebook::Half(h) => gather_dots_half(isa, k, q, h, rows, o),
+        }
+    }
+}
+
+/// [`gather_accumulate`] (or [`gather_accumulate_half`]) of `g = acc.len() / d` weight vectors
+/// over the same rows: vector `g`'s weights are `w[g * stride..]` and it adds into
+/// `acc[g * d..][..d]`, with exactly the bits of the single-vector kernel (see
+/// [`gather_dots_group`]).
+#[allow(clippy::too_many_arguments)]
+pub fn gather_accumulate_group<T: IndexCell>(
+    isa: Isa,
+    k: usize,
+    d: usize,
+    w: &[f32],
+    stride: usize,
+    codebook: GroupCodebook<'_>,
+    rows: IndexRows<T>,
+    acc: &mut [f32],
+) {
+    let groups = acc.len() / d;
+    let count = rows.count();
+    assert!(
+        acc.len().is_multiple_of(d)
+            && stride >= count
+            && w.len() >= (groups.max(1) - 1) * stride + count,
+        "group weights too short"
+    );
+    let isa = usable(isa);
+    #[cfg(target_arch = "x86_64")]
+    if has_codeword_kernel(isa, k, d) {
+        macro_rules! run {
+            ($cw:expr) => {{
+                let mut g0 = 0;
+                while g0 < groups {
+                    let take = (groups - g0).min(4);
+                    let wg = &w[g0 * stride..];
+                    let a = &mut acc[g0 * d..(g0 + take) * d];
+                    // SAFETY: as in `gather_dots_group`.
+                    unsafe {
+                        match (k, take) {
+                            (2, 1) => x86_64::codeword_accumulate_group_avx2::<2, 1, T, _>(
+                                wg, stride, $cw, rows, a,
+                            ),
+                            (2, 2) => x86_64::codeword_accumulate_group_avx2::<2, 2, T, _>(
+                                wg, stride, $cw, rows, a,
+                            ),
+                            (2, 3) => x86_64::codeword_accumulate_group_avx2::<2, 3, T, _>(
+                                wg, stride, $cw, rows, a,
+                            ),
+                            (2, _) => x86_64::codeword_accumulate_group_avx2::<2, 4, T, _>(
+                                wg, stride, $cw, rows, a,
+                            ),
+                            (4, 1) => x86_64::codeword_accumulate_group_avx2::<4, 1, T, _>(
+                                wg, stride, $cw, rows, a,
+                            ),
+                            (4, 2) => x86_64::codeword_accumulate_group_avx2::<4, 2, T, _>(
+                                wg, stride, $cw, rows, a,
+                            ),
+                            (4, 3) => x86_64::codeword_accumulate_group_avx2::<4, 3, T, _>(
+                                wg, stride, $cw, rows, a,
+                            ),
+                            (4, _) => x86_64::codeword_accumulate_group_avx2::<4, 4, T, _>(
+                                wg, stride, $cw, rows, a,
+                            ),
+                            (_, 1) => x86_64::codeword_accumulate_group_avx2::<8, 1, T, _>(
+                                wg, stride, $cw, rows, a,
+                            ),
+                            (_, 2) => x86_64::codeword_accumulate_group_avx2::<8, 2, T, _>(
+                                wg, stride, $cw, rows, a,
+                            ),
+                            (_, 3) => x86_64::codeword_accumulate_group_avx2::<8, 3, T, _>(
+                                wg, stride, $cw, rows, a,
+                            ),
+                            (_, _) => x86_64::codeword_accumulate_group_avx2::<8, 4, T, _>(
+                                wg, stride, $cw, rows, a,
+                            ),
+                        }
+                    }
+                    g0 += take;
+                }
+            }};
+        }
+        match codebook {
+            GroupCodebook::F32(cw) => run!(cw),
+            GroupCodebook::Half(h) => run!(x86_64::HalfCodewords(h.halves)),
+        }
+        return;
+    }
+    for g in 0..groups {
+        let wg = &w[g * stride..g * stride + count];
+        let a = &mut acc[g * d..(g + 1) * d];
+        match codebook {
+            GroupCodebook::F32(cw) => gather_accumulate(isa, k, wg, cw, rows, a),
+            GroupCodebook::Half(h) => gather_accumulate_half(isa, k, wg, h, rows, a),
+        }
+    }
+}
+
 /// Whether [`gather_dots`] and [`gather_accumulate`] use whole-register codeword products on
 /// `isa` for block size `k` and dimension `d` (AVX2, `k` of 2, 4 or 8, `d % 8 == 0`) rather than
 /// a gather into scratch memory. An `isa` this CPU lacks is lowered first, as the kernels lower

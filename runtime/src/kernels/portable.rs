@@ -505,6 +505,12 @@ pub struct IndexRows<'a, T> {
 }
 
 impl<'a, T: IndexCell> IndexRows<'a, T> {
+    /// Number of rows.
+    #[inline(always)]
+    pub fn count(self) -> usize {
+        self.data.len() / self.stride.max(1)
+    }
+
     /// The rows, in order.
     #[inline(always)]
     pub fn iter(self) -> impl Iterator<Item = &'a [T]> {

@@ -1355,3 +1355,150 @@ pub unsafe fn f16_row_accumulate_avx2(weights: &[f32], rows: &[u16], acc: &mut [
         }
     }
 }
+
+/// [`codeword_dots_avx2`] for `G` queries against the same rows: query `g` is
+/// `queries[g * d..][..d]` and its score of row `i` goes to `out[g * stride + i]`. Each
+/// codeword group is loaded once for all the queries, and every query's sums take the single
+/// kernel's operations in its order, so each query gets [`codeword_dots_avx2`]'s bits.
+///
+/// # Safety
+/// As [`codeword_dots_avx2`] for every query; `queries.len() = G * d` with `d` a multiple of
+/// 8, and `out` holds `(G - 1) * stride + rows` values with `stride >=` the number of rows.
+#[target_feature(enable = "avx2,f16c")]
+pub unsafe fn codeword_dots_group_avx2<
+    const K: usize,
+    const G: usize,
+    T: IndexCell,
+    C: Codewords,
+>(
+    queries: &[f32],
+    codewords: C,
+    rows: IndexRows<T>,
+    out: &mut [f32],
+    stride: usize,
+) {
+    let d = queries.len() / G;
+    let blocks = d / K;
+    debug_assert!((K == 2 || K == 4 || K == 8) && d.is_multiple_of(8) && G >= 1);
+    debug_assert!(out.len() >= (G - 1) * stride + rows.count() && stride >= rows.count());
+    let n = codewords.count(K);
+    let per = 8 / K;
+    for (i, ids) in rows.iter().enumerate() {
+        let ids = &ids[..blocks];
+        super::portable::check_row(ids, n);
+        let mut even = [_mm256_setzero_ps(); G];
+        let mut odd = [_mm256_setzero_ps(); G];
+        let mut j = 0;
+        let mut g16 = ids.chunks_exact(2 * per);
+        for group in g16.by_ref() {
+            // SAFETY: `check_row` bounded every index; query `g` holds `d >= j + 16` floats.
+            unsafe {
+                let c0 = codewords.group::<K, T>(&group[..per]);
+                let c1 = codewords.group::<K, T>(&group[per..]);
+                for g in 0..G {
+                    let q = queries.as_ptr().add(g * d + j);
+                    even[g] = _mm256_add_ps(even[g], _mm256_mul_ps(_mm256_loadu_ps(q), c0));
+                    odd[g] = _mm256_add_ps(odd[g], _mm256_mul_ps(_mm256_loadu_ps(q.add(8)), c1));
+                }
+            }
+            j += 16;
+        }
+        if j < d {
+            // SAFETY: as above; 8 floats remain in each query and `per` indices in the row.
+            unsafe {
+                let c = codewords.group::<K, T>(&g16.remainder()[..per]);
+                for g in 0..G {
+                    let q = queries.as_ptr().add(g * d + j);
+                    even[g] = _mm256_add_ps(even[g], _mm256_mul_ps(_mm256_loadu_ps(q), c));
+                }
+            }
+        }
+        for g in 0..G {
+            out[g * stride + i] = finish_pair([even[g], odd[g]]);
+        }
+    }
+}
+
+/// [`codeword_accumulate_avx2`] for `G` weight vectors over the same rows: weights of vector
+/// `g` are `w[g * stride..][..rows]`, accumulated into `acc[g * d..][..d]`. Each codeword group
+/// is loaded once for all the vectors; every vector's sums take the single kernel's operations
+/// in its order (four rows at a time), so each gets [`codeword_accumulate_avx2`]'s bits.
+///
+/// # Safety
+/// As [`codeword_accumulate_avx2`] for every vector; `acc.len() = G * d` with `d` a multiple
+/// of 8, and `w` holds `(G - 1) * stride + rows` values with `stride >=` the number of rows.
+#[target_feature(enable = "avx2,f16c")]
+pub unsafe fn codeword_accumulate_group_avx2<
+    const K: usize,
+    const G: usize,
+    T: IndexCell,
+    C: Codewords,
+>(
+    w: &[f32],
+    stride: usize,
+    codewords: C,
+    rows: IndexRows<T>,
+    acc: &mut [f32],
+) {
+    let d = acc.len() / G;
+    let blocks = d / K;
+    let count = rows.count();
+    debug_assert!((K == 2 || K == 4 || K == 8) && d.is_multiple_of(8) && G >= 1);
+    debug_assert!(w.len() >= (G - 1) * stride + count && stride >= count);
+    let n = codewords.count(K);
+    let per = 8 / K;
+    let whole = count / 4 * 4;
+    let mut it = rows.iter();
+    for r in (0..whole).step_by(4) {
+        let (Some(i0), Some(i1), Some(i2), Some(i3)) = (it.next(), it.next(), it.next(), it.next())
+        else {
+            return;
+        };
+        let (i0, i1, i2, i3) = (&i0[..blocks], &i1[..blocks], &i2[..blocks], &i3[..blocks]);
+        for ids in [i0, i1, i2, i3] {
+            super::portable::check_row(ids, n);
+        }
+        let ws: [[__m256; 4]; G] = std::array::from_fn(|g| {
+            let w4 = &w[g * stride + r..g * stride + r + 4];
+            [
+                _mm256_set1_ps(w4[0]),
+                _mm256_set1_ps(w4[1]),
+                _mm256_set1_ps(w4[2]),
+                _mm256_set1_ps(w4[3]),
+            ]
+        });
+        for col in 0..d / 8 {
+            let rg = col * per..(col + 1) * per;
+            // SAFETY: indices checked above; accumulator `g` holds `d >= 8 col + 8` floats.
+            unsafe {
+                let c0 = codewords.group::<K, T>(&i0[rg.clone()]);
+                let c1 = codewords.group::<K, T>(&i1[rg.clone()]);
+                let c2 = codewords.group::<K, T>(&i2[rg.clone()]);
+                let c3 = codewords.group::<K, T>(&i3[rg]);
+                for (g, [w0, w1, w2, w3]) in ws.iter().enumerate() {
+                    let s01 = _mm256_add_ps(_mm256_mul_ps(*w0, c0), _mm256_mul_ps(*w1, c1));
+                    let s23 = _mm256_add_ps(_mm256_mul_ps(*w2, c2), _mm256_mul_ps(*w3, c3));
+                    let a8 = acc.as_mut_ptr().add(g * d + col * 8);
+                    let a = _mm256_loadu_ps(a8);
+                    _mm256_storeu_ps(a8, _mm256_add_ps(a, _mm256_add_ps(s01, s23)));
+                }
+            }
+        }
+    }
+    for (r, ids) in (whole..count).zip(it) {
+        let ids = &ids[..blocks];
+        super::portable::check_row(ids, n);
+        for col in 0..d / 8 {
+            // SAFETY: as above.
+            unsafe {
+                let c = codewords.group::<K, T>(&ids[col * per..(col + 1) * per]);
+                for g in 0..G {
+                    let wv = _mm256_set1_ps(w[g * stride + r]);
+                    let a8 = acc.as_mut_ptr().add(g * d + col * 8);
+                    let a = _mm256_loadu_ps(a8);
+                    _mm256_storeu_ps(a8, _mm256_add_ps(a, _mm256_mul_ps(wv, c)));
+                }
+            }
+        }
+    }
+}
