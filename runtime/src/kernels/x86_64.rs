@@ -1365,6 +1365,7 @@ pub unsafe fn f16_row_accumulate_avx2(weights: &[f32], rows: &[u16], acc: &mut [
 /// As [`codeword_dots_avx2`] for every query; `queries.len() = G * d` with `d` a multiple of
 /// 8, and `out` holds `(G - 1) * stride + rows` values with `stride >=` the number of rows.
 #[target_feature(enable = "avx2,f16c")]
+#[allow(clippy::needless_range_loop)] // `g` indexes the queries and two accumulator arrays.
 pub unsafe fn codeword_dots_group_avx2<
     const K: usize,
     const G: usize,
@@ -1428,6 +1429,7 @@ pub unsafe fn codeword_dots_group_avx2<
 /// As [`codeword_accumulate_avx2`] for every vector; `acc.len() = G * d` with `d` a multiple
 /// of 8, and `w` holds `(G - 1) * stride + rows` values with `stride >=` the number of rows.
 #[target_feature(enable = "avx2,f16c")]
+#[allow(clippy::needless_range_loop)] // `g` indexes the weight vectors and their accumulators.
 pub unsafe fn codeword_accumulate_group_avx2<
     const K: usize,
     const G: usize,
