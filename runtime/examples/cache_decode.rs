@@ -107,6 +107,20 @@ fn main() {
             ("default, b = 3", CachePolicy::preset(3.0)),
             ("default, b = 2", CachePolicy::preset(2.0)),
             ("default, b = 1", CachePolicy::preset(1.0)),
+            (
+                "default policy, 2x256 codes (b = 4)",
+                CachePolicy::preset(4.0).with_codes(
+                    SideCode::Code { k: 2, n: 256 },
+                    SideCode::Code { k: 2, n: 256 },
+                ),
+            ),
+            (
+                "default policy, 2x16 codes (b = 2)",
+                CachePolicy::preset(2.0).with_codes(
+                    SideCode::Code { k: 2, n: 16 },
+                    SideCode::Code { k: 2, n: 16 },
+                ),
+            ),
         ] {
             let mut cache = filled(policy, context, 1);
             let mut rng = Xoshiro256::new(9);
