@@ -69,17 +69,18 @@ pub fn nll_rows(logits: &[f32], vocab: usize, targets: &[u32]) -> Vec<f64> {
     logits
         .chunks_exact(vocab)
         .zip(targets)
-        .map(|(row, &t)| {
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-            let lse = max
-                + row
-                    .iter()
-                    .map(|&x| (x as f64 - max).exp())
-                    .sum::<f64>()
-                    .ln();
-            lse - row[t as usize] as f64
-        })
+        .map(|(row, &t)| log_sum_exp(row) - row[t as usize] as f64)
         .collect()
+}
+
+/// `ln sum_v exp(row[v])` in f64, shifted by the row's maximum (stable).
+fn log_sum_exp(row: &[f32]) -> f64 {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    max + row
+        .iter()
+        .map(|&x| (x as f64 - max).exp())
+        .sum::<f64>()
+        .ln()
 }
 
 /// Log-probabilities of every next token of a reference run (rows of `vocab`), per window.
@@ -98,13 +99,7 @@ pub enum Reference<'a> {
 /// Log-softmax of every row of `logits` (f64 log-sum-exp, stored as f32).
 fn log_softmax_rows(logits: &[f32], vocab: usize, out: &mut Vec<f32>) {
     for row in logits.chunks_exact(vocab) {
-        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-        let lse = max
-            + row
-                .iter()
-                .map(|&x| (x as f64 - max).exp())
-                .sum::<f64>()
-                .ln();
+        let lse = log_sum_exp(row);
         out.extend(row.iter().map(|&x| (x as f64 - lse) as f32));
     }
 }

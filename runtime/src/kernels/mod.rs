@@ -615,6 +615,28 @@ pub fn gather_accumulate_half<T: IndexCell>(
     gather_accumulate(isa, k, w, codebook.widened, rows, acc)
 }
 
+/// Calls the group kernel `$kernel::<K, G, T, _>` for block size `$k` (2, 4, else 8) and
+/// `$take` queries (1 to 3, else 4): the const parameters of the group kernels.
+#[cfg(target_arch = "x86_64")]
+macro_rules! group_kernel {
+    ($kernel:ident, $t:ty, $k:expr, $take:expr, $($arg:expr),*) => {
+        match ($k, $take) {
+            (2, 1) => x86_64::$kernel::<2, 1, $t, _>($($arg),*),
+            (2, 2) => x86_64::$kernel::<2, 2, $t, _>($($arg),*),
+            (2, 3) => x86_64::$kernel::<2, 3, $t, _>($($arg),*),
+            (2, _) => x86_64::$kernel::<2, 4, $t, _>($($arg),*),
+            (4, 1) => x86_64::$kernel::<4, 1, $t, _>($($arg),*),
+            (4, 2) => x86_64::$kernel::<4, 2, $t, _>($($arg),*),
+            (4, 3) => x86_64::$kernel::<4, 3, $t, _>($($arg),*),
+            (4, _) => x86_64::$kernel::<4, 4, $t, _>($($arg),*),
+            (_, 1) => x86_64::$kernel::<8, 1, $t, _>($($arg),*),
+            (_, 2) => x86_64::$kernel::<8, 2, $t, _>($($arg),*),
+            (_, 3) => x86_64::$kernel::<8, 3, $t, _>($($arg),*),
+            (_, _) => x86_64::$kernel::<8, 4, $t, _>($($arg),*),
+        }
+    };
+}
+
 /// A codebook as the group kernels read it: f32 values, or its f16 copy.
 #[derive(Debug, Clone, Copy)]
 pub enum GroupCodebook<'a> {
@@ -660,44 +682,17 @@ pub fn gather_dots_group<T: IndexCell>(
                     // SAFETY: `has_codeword_kernel` means AVX2 and F16C on this CPU (`usable`),
                     // `k` of 2, 4 or 8 and `d % 8 == 0`; the lengths were checked above.
                     unsafe {
-                        match (k, take) {
-                            (2, 1) => x86_64::codeword_dots_group_avx2::<2, 1, T, _>(
-                                q, $cw, rows, o, stride,
-                            ),
-                            (2, 2) => x86_64::codeword_dots_group_avx2::<2, 2, T, _>(
-                                q, $cw, rows, o, stride,
-                            ),
-                            (2, 3) => x86_64::codeword_dots_group_avx2::<2, 3, T, _>(
-                                q, $cw, rows, o, stride,
-                            ),
-                            (2, _) => x86_64::codeword_dots_group_avx2::<2, 4, T, _>(
-                                q, $cw, rows, o, stride,
-                            ),
-                            (4, 1) => x86_64::codeword_dots_group_avx2::<4, 1, T, _>(
-                                q, $cw, rows, o, stride,
-                            ),
-                            (4, 2) => x86_64::codeword_dots_group_avx2::<4, 2, T, _>(
-                                q, $cw, rows, o, stride,
-                            ),
-                            (4, 3) => x86_64::codeword_dots_group_avx2::<4, 3, T, _>(
-                                q, $cw, rows, o, stride,
-                            ),
-                            (4, _) => x86_64::codeword_dots_group_avx2::<4, 4, T, _>(
-                                q, $cw, rows, o, stride,
-                            ),
-                            (_, 1) => x86_64::codeword_dots_group_avx2::<8, 1, T, _>(
-                                q, $cw, rows, o, stride,
-                            ),
-                            (_, 2) => x86_64::codeword_dots_group_avx2::<8, 2, T, _>(
-                                q, $cw, rows, o, stride,
-                            ),
-                            (_, 3) => x86_64::codeword_dots_group_avx2::<8, 3, T, _>(
-                                q, $cw, rows, o, stride,
-                            ),
-                            (_, _) => x86_64::codeword_dots_group_avx2::<8, 4, T, _>(
-                                q, $cw, rows, o, stride,
-                            ),
-                        }
+                        group_kernel!(
+                            codeword_dots_group_avx2,
+                            T,
+                            k,
+                            take,
+                            q,
+                            $cw,
+                            rows,
+                            o,
+                            stride
+                        )
                     }
                     g0 += take;
                 }
@@ -754,44 +749,17 @@ pub fn gather_accumulate_group<T: IndexCell>(
                     let a = &mut acc[g0 * d..(g0 + take) * d];
                     // SAFETY: as in `gather_dots_group`.
                     unsafe {
-                        match (k, take) {
-                            (2, 1) => x86_64::codeword_accumulate_group_avx2::<2, 1, T, _>(
-                                wg, stride, $cw, rows, a,
-                            ),
-                            (2, 2) => x86_64::codeword_accumulate_group_avx2::<2, 2, T, _>(
-                                wg, stride, $cw, rows, a,
-                            ),
-                            (2, 3) => x86_64::codeword_accumulate_group_avx2::<2, 3, T, _>(
-                                wg, stride, $cw, rows, a,
-                            ),
-                            (2, _) => x86_64::codeword_accumulate_group_avx2::<2, 4, T, _>(
-                                wg, stride, $cw, rows, a,
-                            ),
-                            (4, 1) => x86_64::codeword_accumulate_group_avx2::<4, 1, T, _>(
-                                wg, stride, $cw, rows, a,
-                            ),
-                            (4, 2) => x86_64::codeword_accumulate_group_avx2::<4, 2, T, _>(
-                                wg, stride, $cw, rows, a,
-                            ),
-                            (4, 3) => x86_64::codeword_accumulate_group_avx2::<4, 3, T, _>(
-                                wg, stride, $cw, rows, a,
-                            ),
-                            (4, _) => x86_64::codeword_accumulate_group_avx2::<4, 4, T, _>(
-                                wg, stride, $cw, rows, a,
-                            ),
-                            (_, 1) => x86_64::codeword_accumulate_group_avx2::<8, 1, T, _>(
-                                wg, stride, $cw, rows, a,
-                            ),
-                            (_, 2) => x86_64::codeword_accumulate_group_avx2::<8, 2, T, _>(
-                                wg, stride, $cw, rows, a,
-                            ),
-                            (_, 3) => x86_64::codeword_accumulate_group_avx2::<8, 3, T, _>(
-                                wg, stride, $cw, rows, a,
-                            ),
-                            (_, _) => x86_64::codeword_accumulate_group_avx2::<8, 4, T, _>(
-                                wg, stride, $cw, rows, a,
-                            ),
-                        }
+                        group_kernel!(
+                            codeword_accumulate_group_avx2,
+                            T,
+                            k,
+                            take,
+                            wg,
+                            stride,
+                            $cw,
+                            rows,
+                            a
+                        )
                     }
                     g0 += take;
                 }
