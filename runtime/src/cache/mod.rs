@@ -4,35 +4,36 @@
 //! says, and computes attention for the query heads that share a kv head straight from what it
 //! stores (no decoded copy):
 //!
-//! - **key scales** ([`transform`]): on a layer's first append the cache freezes per-kv-head,
-//!   per-channel key scales `s` ([`KeyScaling`]) from that append's keys and queries (the
-//!   prompt, or the first prefill chunk; the sink positions are left out of the statistics).
-//!   Stored keys are `k / s`, scored with `q * s`: `q . k` is unchanged;
-//! - **centering** ([`store`]): rows are encoded in blocks of at most
-//!   [`CachePolicy::block_len`] positions (the head dim by default), and each block stores the fp16 mean of its own rows
-//!   and codes of the rows minus that mean. A key block's scores get `q . mean` added, a value
-//!   block's mean is added to the output with the block's total weight: exact, and the code
-//!   spends its error on `||x - mean||` instead of `||x||`;
-//! - **positions** ([`store`]): per side, the first [`CachePolicy::sinks`] positions in fp16,
+//! - **key scales** (`transform.rs`): on a layer's first append the cache freezes
+//!   per-kv-head, per-channel key scales `s` ([`KeyScaling`]) from that append's keys and
+//!   queries (the prompt, or the first prefill chunk; the sink positions are left out of the
+//!   statistics). Stored keys are `k / s`, scored with `q * s`: `q . k` is unchanged;
+//! - **centering** (`store.rs`): rows are encoded in blocks of at most
+//!   [`CachePolicy::block_len`] positions (the head dim by default), and each block stores the
+//!   fp16 mean of its own rows and codes of the rows minus that mean. A key block's scores get
+//!   `q . mean` added, a value block's mean is added to the output with the block's total
+//!   weight: exact, and the code spends its error on `||x - mean||` instead of `||x||`;
+//! - **positions** (`store.rs`): per side, the first [`CachePolicy::sinks`] positions in fp16,
 //!   then codec slots, then the most recent positions in fp16: the [`CachePolicy::window`]
-//!   newest, and the rows waiting to fill a block (positions age into codes once at least
-//!   a block of them is past the window). A side at [`SideCode::Fp16`]
-//!   keeps every position in fp16;
-//! - **attention** ([`KvCache::attend`]): for each query row, scores over the visible positions
-//!   (causal: a chunk's row `r` sees the positions before it and itself) from the fp16 parts
-//!   and from the codes ([`Codec::scores`](crate::Codec::scores), rotated domain), one
-//!   numerically stable softmax over all of them, then the weighted sum from the fp16 parts and
-//!   the codes ([`Codec::weighted_sum`](crate::Codec::weighted_sum): one inverse rotation), plus
-//!   the blocks' means.
+//!   newest, and the rows waiting to fill a block (positions age into codes once a block of
+//!   them is past the window). A side at [`SideCode::Fp16`] keeps every position in fp16;
+//! - **attention** ([`KvCache::attend`]): for each query position, the query heads of a kv head
+//!   together: scores over the visible positions (causal: a chunk's row `r` sees the positions
+//!   before it and itself) from the fp16 parts and from the codes
+//!   ([`Codec::scores_group`](crate::Codec::scores_group), rotated domain, each slot read once
+//!   for the group), one numerically stable softmax per head over all of them, then the
+//!   weighted sums from the fp16 parts and the codes
+//!   ([`Codec::weighted_sum_group`](crate::Codec::weighted_sum_group): one inverse rotation per
+//!   head), plus the blocks' means.
 //!
 //! Rows cross the interface head-major, as engines lay out a chunk: keys and values of a chunk
 //! of `seq` positions are `kv_heads x seq x d` floats, queries and outputs
 //! `query_heads x seq x d`. Query head `h` reads kv head `h / group`. Every call checks its
 //! input before changing anything: a failed call leaves the cache as it was.
 
-pub mod policy;
+mod policy;
 mod store;
-pub mod transform;
+mod transform;
 
 pub use policy::{CachePolicy, CacheShape, KeyScaling, LayerOverride, SideCode};
 
