@@ -402,6 +402,21 @@ impl Codec {
         Ok(())
     }
 
+    /// The codebook the group kernels read for `g` queries, or `None` where they do not serve
+    /// the call: fewer than two queries, a plan other than the gather one (`gather`), the
+    /// padded `k = 3` codes, or no whole-codeword kernel on `isa`. Callers then run the
+    /// single-query path once per query.
+    fn group_codebook(&self, isa: Isa, g: usize, gather: bool) -> Option<GroupCodebook<'_>> {
+        let grouped = g > 1
+            && gather
+            && self.padded_codebook().is_none()
+            && kernels::has_codeword_kernel(isa, self.config().k, self.dim());
+        grouped.then(|| match self.half_codebook() {
+            Some(h) => GroupCodebook::Half(h),
+            None => GroupCodebook::F32(self.attention_codewords()),
+        })
+    }
+
     /// [`scores`](Self::scores) of `g = queries.len() / d` queries (rows of `queries`) against
     /// the same slots: query `g`'s score of slot `i` goes to `out[g * count + i]`, with the bits
     /// [`scores`](Self::scores) gives that query alone. Grouped-query attention: where the
@@ -423,19 +438,11 @@ impl Codec {
             self.rotation().apply(q, r);
         }
         let k = self.config().k;
-        let grouped = g > 1
-            && plan == ScorePlan::Gather
-            && self.padded_codebook().is_none()
-            && kernels::has_codeword_kernel(isa, k, d);
-        if !grouped {
+        let Some(codebook) = self.group_codebook(isa, g, plan == ScorePlan::Gather) else {
             for (q, o) in qr.chunks_exact(d).zip(out.chunks_exact_mut(count.max(1))) {
                 self.scores_rotated(isa, plan, q, slots, o)?;
             }
             return Ok(());
-        }
-        let codebook = match self.half_codebook() {
-            Some(h) => GroupCodebook::Half(h),
-            None => GroupCodebook::F32(self.attention_codewords()),
         };
         let sb = self.slot_bytes();
         let mut idx = Vec::new();
@@ -488,23 +495,8 @@ impl Codec {
         let isa = kernels::detect();
         let plan = self.sum_plan(isa, count);
         let k = self.config().k;
-        let grouped = g > 1
-            && plan == SumPlan::Gather
-            && self.padded_codebook().is_none()
-            && kernels::has_codeword_kernel(isa, k, d);
         let mut acc = vec![0f32; g * d];
-        if !grouped {
-            for (w, a) in weights
-                .chunks_exact(count.max(1))
-                .zip(acc.chunks_exact_mut(d))
-            {
-                self.weighted_sum_rotated(isa, plan, w, slots, a)?;
-            }
-        } else {
-            let codebook = match self.half_codebook() {
-                Some(h) => GroupCodebook::Half(h),
-                None => GroupCodebook::F32(self.attention_codewords()),
-            };
+        if let Some(codebook) = self.group_codebook(isa, g, plan == SumPlan::Gather) {
             let sb = self.slot_bytes();
             let mut idx = Vec::new();
             let mut norms = [0f32; CHUNK];
@@ -533,6 +525,13 @@ impl Codec {
                     }
                     has_nan(&acc)
                 })?;
+            }
+        } else {
+            for (w, a) in weights
+                .chunks_exact(count.max(1))
+                .zip(acc.chunks_exact_mut(d))
+            {
+                self.weighted_sum_rotated(isa, plan, w, slots, a)?;
             }
         }
         for (a, o) in acc.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
