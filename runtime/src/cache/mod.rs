@@ -97,11 +97,37 @@ fn at(layer: usize, head: Option<usize>, position: Option<usize>, e: Error) -> E
     }
 }
 
-/// The first non-finite value of `rows` (`d` per row, head-major `heads x seq`) as
-/// `(head, row, component)`.
-fn first_non_finite(rows: &[f32], seq: usize, d: usize) -> Option<(usize, usize, usize)> {
-    let i = rows.iter().position(|v| !v.is_finite())?;
-    Some((i / (seq * d), i / d % seq, i % d))
+/// Checks rows crossing the interface (`heads x seq x d`, head-major, for a chunk starting at
+/// position `first`): the length, then finiteness, naming head and position of the first
+/// non-finite value.
+#[allow(clippy::too_many_arguments)]
+fn check_rows(
+    layer: usize,
+    what: &'static str,
+    rows: &[f32],
+    heads: usize,
+    seq: usize,
+    d: usize,
+    first: usize,
+) -> Result<()> {
+    let want = heads * seq * d;
+    if rows.len() != want {
+        let e = Error::WrongLength {
+            what,
+            expected: want,
+            actual: rows.len(),
+        };
+        return Err(at(layer, None, None, e));
+    }
+    match rows.iter().position(|v| !v.is_finite()) {
+        Some(i) => Err(at(
+            layer,
+            Some(i / (seq * d)),
+            Some(first + i / d % seq),
+            Error::NonFinite { index: i % d },
+        )),
+        None => Ok(()),
+    }
 }
 
 impl KvCache {
@@ -224,35 +250,20 @@ impl KvCache {
     ) -> Result<()> {
         self.check_queries(layer, queries, seq, out.len())?;
         self.append_inner(layer, keys, values, seq, Some(queries))?;
-        self.attend(layer, queries, seq, out)
+        self.attend_checked(layer, queries, seq, out)
     }
 
     fn check_queries(&self, layer: usize, queries: &[f32], seq: usize, out: usize) -> Result<()> {
         let (qh, d) = (self.shape.query_heads, self.shape.head_dim);
-        let want = qh * seq * d;
-        for (what, len) in [("queries", queries.len()), ("attention output", out)] {
-            if len != want {
-                return Err(at(
-                    layer,
-                    None,
-                    None,
-                    Error::WrongLength {
-                        what,
-                        expected: want,
-                        actual: len,
-                    },
-                ));
-            }
+        if out != qh * seq * d {
+            let e = Error::WrongLength {
+                what: "attention output",
+                expected: qh * seq * d,
+                actual: out,
+            };
+            return Err(at(layer, None, None, e));
         }
-        if let Some((h, r, c)) = first_non_finite(queries, seq, d) {
-            return Err(at(
-                layer,
-                Some(h),
-                Some(self.len(layer) + r),
-                Error::NonFinite { index: c },
-            ));
-        }
-        Ok(())
+        check_rows(layer, "queries", queries, qh, seq, d, self.len(layer))
     }
 
     fn append_inner(
@@ -266,28 +277,8 @@ impl KvCache {
         let (kvh, d) = (self.shape.kv_heads, self.shape.head_dim);
         let l = self.layer(layer)?;
         let len = l.len;
-        let want = kvh * seq * d;
         for (what, rows) in [("keys", keys), ("values", values)] {
-            if rows.len() != want {
-                return Err(at(
-                    layer,
-                    None,
-                    None,
-                    Error::WrongLength {
-                        what,
-                        expected: want,
-                        actual: rows.len(),
-                    },
-                ));
-            }
-            if let Some((h, r, c)) = first_non_finite(rows, seq, d) {
-                return Err(at(
-                    layer,
-                    Some(h),
-                    Some(len + r),
-                    Error::NonFinite { index: c },
-                ));
-            }
+            check_rows(layer, what, rows, kvh, seq, d, len)?;
         }
         if seq == 0 {
             return Ok(());
@@ -352,6 +343,17 @@ impl KvCache {
     /// `layer`, in order) over the cache, causally, into `out` (`query_heads x seq x d`).
     pub fn attend(&self, layer: usize, queries: &[f32], seq: usize, out: &mut [f32]) -> Result<()> {
         self.check_queries(layer, queries, seq, out.len())?;
+        self.attend_checked(layer, queries, seq, out)
+    }
+
+    /// [`attend`](Self::attend) for queries and output whose lengths and values were checked.
+    fn attend_checked(
+        &self,
+        layer: usize,
+        queries: &[f32],
+        seq: usize,
+        out: &mut [f32],
+    ) -> Result<()> {
         let l = self.layer(layer)?;
         if l.len == 0 {
             return Err(at(layer, None, None, Error::EmptyCache));
