@@ -15,7 +15,7 @@
 
 use crate::kv_cache::KvCache;
 use candle_core::{Device, Result, Tensor};
-use fibquant::fp16::{f16_bits_to_f32, f32_to_f16_bits};
+use fibquant::util::fp16::{f16_bits_to_f32, f32_to_f16_bits};
 
 /// Values per block.
 pub const BLOCK: usize = 32;
@@ -110,7 +110,7 @@ pub struct QBlockCache {
 fn hadamard_rows(x: &mut [f32], d: usize) {
     let scale = 1.0 / (d as f32).sqrt();
     for row in x.chunks_exact_mut(d) {
-        fibquant::rotation::fwht(row);
+        fibquant::codec::rotation::fwht(row);
         row.iter_mut().for_each(|v| *v *= scale);
     }
 }

@@ -9,7 +9,7 @@ use fibquant_eval::models::attention::{Heads, MaskCache};
 use fibquant_eval::runtime_cache::RuntimeCache;
 
 fn tensor(seed: u64, heads: usize, seq: usize, d: usize) -> Tensor {
-    let mut rng = fibquant::rng::Xoshiro256::new(seed);
+    let mut rng = fibquant::util::rng::Xoshiro256::new(seed);
     let v: Vec<f32> = (0..heads * seq * d)
         .map(|_| rng.next_gaussian() as f32)
         .collect();

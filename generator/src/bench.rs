@@ -60,7 +60,7 @@ pub fn time(repeats: usize, mut f: impl FnMut()) -> f64 {
 
 /// Gaussian rows with norms spread over two orders of magnitude.
 pub fn rows(count: usize, d: usize, seed: u64) -> Vec<f32> {
-    let mut rng = fibquant::rng::Xoshiro256::new(seed);
+    let mut rng = fibquant::util::rng::Xoshiro256::new(seed);
     let mut out = Vec::with_capacity(count * d);
     for _ in 0..count {
         let s = 10f64.powf(rng.next_open01() * 2.0 - 1.0);
@@ -653,8 +653,7 @@ pub fn fast_encoder(s: &Settings) -> Vec<Value> {
             &[4, 8, 16, 32]
         };
         for &probes in probe_counts {
-            let mut c = (*cb).clone();
-            c.set_ivf_probes(Some(probes));
+            let c = cb.with_ivf_probes(Some(probes));
             let ivf = c.ivf().expect("an inverted file was just set");
             let t = time(s.repeats.min(3), || {
                 for (o, x) in idx.iter_mut().zip(blocks.chunks_exact(k)) {
@@ -665,11 +664,11 @@ pub fn fast_encoder(s: &Settings) -> Vec<Value> {
             let mse = mse_of(&idx);
             out.push(json!({
                 "section": "fast encoder", "method": "ivf", "dim": d, "k": k, "n": n, "probes": probes,
-                "cells": c.ivf().map(|_| ((n as f64).sqrt() as usize).next_power_of_two().min(1024)),
+                "cells": c.ivf().map(|_| fibquant::search::plan::ivf_cells(n)),
                 "exhaustive_ns_per_block": t_exact * 1e9 / blocks_n as f64,
                 "ivf_ns_per_block": t * 1e9 / blocks_n as f64, "speedup": t_exact / t,
                 "mse_exhaustive": mse_exact, "mse_ivf": mse, "loss_db": 10.0 * (mse / mse_exact).log10(),
-                "default": probes == fibquant::ivf::encoder_probes(k) && n >= fibquant::codebook::IVF_THRESHOLD,
+                "default": probes == fibquant::search::plan::encoder_probes(k) && n >= fibquant::search::plan::IVF_THRESHOLD,
             }));
         }
         // What `Codebook::nearest` does by default: the certified shortlists where they apply
@@ -682,7 +681,7 @@ pub fn fast_encoder(s: &Settings) -> Vec<Value> {
         let mse = mse_of(&idx);
         out.push(json!({
             "section": "fast encoder", "method": "encoder", "dim": d, "k": k, "n": n,
-            "probes": cb.ivf().map(|_| fibquant::ivf::encoder_probes(k)),
+            "probes": cb.ivf().map(|_| fibquant::search::plan::encoder_probes(k)),
             "certified": certified,
             "exhaustive_ns_per_block": t_exact * 1e9 / blocks_n as f64,
             "encoder_ns_per_block": t * 1e9 / blocks_n as f64, "speedup": t_exact / t,

@@ -18,7 +18,7 @@
 //! | 48 | 8 | first 8 bytes of the codebook file's sha256 (decode refuses another codebook) |
 //! | 56 | rows · slot_bytes | the slots (layout in `fibquant::codec`) |
 
-use fibquant::rotation::Rotation;
+use fibquant::codec::rotation::Rotation;
 use fibquant::{registry, Codec, CodecConfig, NormFormat, RotationKind};
 
 /// Magic of code files.

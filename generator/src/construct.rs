@@ -6,7 +6,7 @@ use crate::lloyd::{block_mse, refine, transform};
 use crate::scalar::lloyd_max;
 use crate::source::{Method, Source};
 use fibquant::codebook::{CodebookHeader, Construction};
-use fibquant::rng::splitmix64;
+use fibquant::util::rng::splitmix64;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};

@@ -3,7 +3,7 @@
 //! The codewords are the points of the E8 lattice (`D8` plus `D8 + 1/2`, even coordinate sum)
 //! of squared norm at most 10 (56881 points), plus two whole orbits of the norm-12 shell,
 //! `(3/2^5, 1/2^3)` and `(2^3, 0^5)` (7616 points): 21 signed-permutation orbits
-//! ([`fibquant::orbits`]), each scaled by its own factor. Integer orbits hold every sign
+//! ([`fibquant::search::orbits`]), each scaled by its own factor. Integer orbits hold every sign
 //! pattern; in a half-integer orbit the coordinate sum must be even, which fixes the parity of
 //! the number of negative coordinates.
 //!
@@ -17,7 +17,7 @@
 use crate::construct::{entry_seed, sub_seed, test_seed, Built, Params, CONSTRUCTION_VERSION};
 use crate::source::{Method, Source};
 use fibquant::codebook::{CodebookHeader, Construction};
-use fibquant::orbits::{orbit_codewords, OrbitIndex, SignRule};
+use fibquant::search::orbits::{orbit_codewords, OrbitIndex, SignRule};
 use rayon::prelude::*;
 
 /// Codewords of the E8 code.

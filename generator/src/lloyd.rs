@@ -4,16 +4,13 @@
 //! order, so results are identical for any thread count.
 
 use crate::source::CHUNK;
-use fibquant::codebook::SearchIndex;
-use fibquant::ivf::{IvfIndex, DEFAULT_PROBES};
+use fibquant::search::exhaustive::SearchIndex;
+use fibquant::search::ivf::IvfIndex;
+use fibquant::search::plan::{ivf_cells, TRAINING_IVF_THRESHOLD, TRAINING_PROBES};
 use rayon::prelude::*;
 
-/// Codebooks with at least this many codewords use the inverted-file index in the Lloyd
-/// assignment step. Part of the construction: changing it changes the bytes of large codebooks.
-pub const LLOYD_IVF_THRESHOLD: usize = 16384;
-
 /// The search used by the Lloyd assignment step: exhaustive, or for codebooks of at least
-/// [`LLOYD_IVF_THRESHOLD`] codewords the runtime's inverted-file index (approximate; the
+/// [`TRAINING_IVF_THRESHOLD`] codewords the runtime's inverted-file index (approximate; the
 /// validation and test MSEs are always measured with exhaustive search).
 enum Searcher {
     Exact(SearchIndex),
@@ -23,9 +20,8 @@ enum Searcher {
 impl Searcher {
     fn new(codewords: &[f32], k: usize) -> Searcher {
         let n = codewords.len() / k;
-        if n >= LLOYD_IVF_THRESHOLD {
-            let cells = ((n as f64).sqrt() as usize).next_power_of_two().min(1024);
-            Searcher::Ivf(IvfIndex::new(codewords, k, cells, DEFAULT_PROBES))
+        if n >= TRAINING_IVF_THRESHOLD {
+            Searcher::Ivf(IvfIndex::new(codewords, k, ivf_cells(n), TRAINING_PROBES))
         } else {
             Searcher::Exact(SearchIndex::new(codewords, k))
         }

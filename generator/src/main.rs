@@ -374,7 +374,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             let rotation = match rotation {
                 RotationArg::Auto => RotationKind::Auto,
                 RotationArg::Hadamard => RotationKind::Hadamard {
-                    rounds: fibquant::rotation::DEFAULT_HADAMARD_ROUNDS,
+                    rounds: fibquant::codec::rotation::DEFAULT_HADAMARD_ROUNDS,
                 },
                 RotationArg::Haar => RotationKind::Haar,
             };
@@ -679,7 +679,7 @@ fn eval_point(
     let reg = embedded::entries()
         .find(|e| (e.dim, e.k, e.n) == (d, k, n))
         .unwrap();
-    let bytes = 2 + fibquant::pack::packed_bytes(d / k, fibquant::pack::index_bits(n));
+    let bytes = 2 + fibquant::util::pack::packed_bytes(d / k, fibquant::util::pack::index_bits(n));
     Ok(json!({
         "dim": d, "k": k, "n": n, "rate_bits": rate, "mse": mse, "scalar_mse": scalar_mse,
         "bound": bound, "gain_db": scalar_mse.map(|s| db(s, mse)), "gap_db": db(mse, bound),

@@ -56,7 +56,10 @@ pub struct Entry {
 impl Entry {
     /// Bytes per vector in a slot with an fp16 norm: `2 + ceil((d/k) * ceil(log2 N) / 8)`.
     pub fn slot_bytes_f16(&self) -> usize {
-        2 + fibquant::pack::packed_bytes(self.dim / self.k, fibquant::pack::index_bits(self.n))
+        2 + fibquant::util::pack::packed_bytes(
+            self.dim / self.k,
+            fibquant::util::pack::index_bits(self.n),
+        )
     }
 }
 

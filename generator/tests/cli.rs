@@ -206,7 +206,7 @@ fn encode_decode_npy_round_trip_and_bad_rows() {
     let input = dir.path().join("keys.npy");
     let codes = dir.path().join("keys.fq");
     let output = dir.path().join("back.npy");
-    let mut rng = fibquant::rng::Xoshiro256::new(1);
+    let mut rng = fibquant::util::rng::Xoshiro256::new(1);
     let (rows, d) = (500, 64);
     let data: Vec<f32> = (0..rows * d)
         .map(|_| rng.next_gaussian() as f32 * 3.0)

@@ -1,4 +1,4 @@
-//! What the exact ball search (`fibquant::balls`) scans per block on the registry codebooks it
+//! What the exact ball search (`fibquant::search::balls`) scans per block on the registry codebooks it
 //! serves: mean cells scanned, codeword slots scored in them, and centroids scored, over the
 //! blocks of 20000 random unit vectors (the source law after the rotation). Counts, not times:
 //! the same on every machine.
@@ -7,7 +7,7 @@
 //! cargo run --release -p fibquant --example ball_stats
 //! ```
 use fibquant::registry;
-use fibquant::rng::Xoshiro256;
+use fibquant::util::rng::Xoshiro256;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (d, k, n) in [(64, 4, 2048), (64, 4, 4096), (128, 4, 2048), (128, 4, 4096)] {

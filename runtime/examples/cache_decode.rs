@@ -7,7 +7,7 @@
 //!     cargo run --release -p fibquant --example cache_decode [-- CONTEXT ...]
 //!
 //! Default contexts: 8192 and 32768.
-use fibquant::rng::Xoshiro256;
+use fibquant::util::rng::Xoshiro256;
 use fibquant::{CachePolicy, CacheShape, KvCache, SideCode};
 use std::time::Instant;
 

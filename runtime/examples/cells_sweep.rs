@@ -1,4 +1,4 @@
-//! Sizes the exact grid search (`fibquant::cells`) for one embedded codebook: for each number
+//! Sizes the exact grid search (`fibquant::search::cells`) for one embedded codebook: for each number
 //! of cells per coordinate, the build time, memory, candidates searched per block, blocks that
 //! fall outside the grid, disagreements with exhaustive search (must be 0) and the speed against
 //! exhaustive search, on 200000 blocks of uniformly random unit vectors.
@@ -8,10 +8,10 @@
 //! cargo run --release -p fibquant --example cells_sweep -- 128 4 256 4 6 8
 //! ```
 
-use fibquant::cells::CellIndex;
-use fibquant::codebook::SearchIndex;
 use fibquant::kernels::OUTSIDE;
-use fibquant::rng::unit_vector_blocks;
+use fibquant::search::cells::CellIndex;
+use fibquant::search::exhaustive::SearchIndex;
+use fibquant::util::rng::unit_vector_blocks;
 use std::time::Instant;
 
 const USAGE: &str = "usage: cells_sweep DIM K N PER_DIM [PER_DIM ...]";

@@ -9,7 +9,7 @@
 //! cargo run --release -p fibquant --example digest
 //! FIBQUANT_ISA=portable cargo run --release -p fibquant --example digest
 //! ```
-use fibquant::rng::Xoshiro256;
+use fibquant::util::rng::Xoshiro256;
 use fibquant::{registry, CachePolicy, CacheShape, Codec, CodecConfig, KvCache};
 
 /// FNV-1a over bytes: a stable 64-bit hash with no dependency.

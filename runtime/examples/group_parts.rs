@@ -4,7 +4,7 @@
 //! exact parts, 8192 keys at d = 64, 50 calls each (one thread).
 //!
 //!     cargo run --release -p fibquant --example group_parts
-use fibquant::rng::Xoshiro256;
+use fibquant::util::rng::Xoshiro256;
 use fibquant::{kernels, Codec, CodecConfig};
 use std::time::Instant;
 
@@ -44,7 +44,7 @@ fn main() {
     let isa = kernels::detect();
     let h: Vec<u16> = x
         .iter()
-        .map(|&v| fibquant::fp16::f32_to_f16_bits(v))
+        .map(|&v| fibquant::util::fp16::f32_to_f16_bits(v))
         .collect();
     let mut out = vec![0f32; KEYS];
     let mut acc = vec![0f32; D];

@@ -1,8 +1,8 @@
-//! Time of the orbit search of the registry's E8 codes ([`fibquant::orbits`]) per block of
+//! Time of the orbit search of the registry's E8 codes ([`fibquant::search::orbits`]) per block of
 //! random unit vectors, against the exhaustive scan of the same codebook.
 //!
 //!     cargo run --release -p fibquant --example orbit_speed
-use fibquant::rng::Xoshiro256;
+use fibquant::util::rng::Xoshiro256;
 use std::hint::black_box;
 use std::time::Instant;
 

@@ -1,6 +1,6 @@
 //! Encode, decode and forward-rotation time per vector at `d = 64`, `96` and `128` (the registry's
 //! head dims), for `k = 4, N = 256` and the scalar `N = 4` code: `d = 96` is not a power of two,
-//! so it takes the dense Haar rotation (`runtime/src/rotation.rs`) where the others take the
+//! so it takes the dense Haar rotation (`runtime/src/codec/rotation.rs`) where the others take the
 //! randomized Hadamard transform. Fastest of 5 passes over 4096 vectors, one thread (a
 //! profiling aid; `fibquant-gen bench` measures `d = 64` and `128` against the peers).
 //!

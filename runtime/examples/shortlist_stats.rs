@@ -1,4 +1,4 @@
-//! How often the certified shortlists (`fibquant::shortlist`) answer a block by themselves, per
+//! How often the certified shortlists (`fibquant::search::shortlist`) answer a block by themselves, per
 //! grid size and list length, on the registry's k = 4 codebooks without an exact grid: the
 //! fraction of blocks certified over the blocks of 20000 random unit vectors (the source law
 //! after the rotation), build time and memory, and whether every certified answer equals the
@@ -8,8 +8,8 @@
 //! cargo run --release -p fibquant --example shortlist_stats [VECTORS [N]]
 //! ```
 use fibquant::registry;
-use fibquant::rng::Xoshiro256;
-use fibquant::shortlist::ShortlistIndex;
+use fibquant::search::shortlist::ShortlistIndex;
+use fibquant::util::rng::Xoshiro256;
 use std::time::Instant;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -5,6 +5,7 @@ use std::fmt;
 /// Everything that can go wrong in the runtime. Every public fallible function returns this;
 /// nothing in the crate panics on bad input.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum Error {
     /// No embedded codebook exists for this `(dim, k, n)`.
     UnknownRate {

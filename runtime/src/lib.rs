@@ -5,16 +5,21 @@
 //! index of the nearest codeword for each block of `k` coordinates in a shared codebook of `N`
 //! codewords: `log2(N) / k` bits per coordinate. With `k = 1` this is TurboQuant's scalar code.
 //!
-//! The layers follow the data's path:
-//! - [`registry`]: the codebooks embedded at build time (sha256-verified against `manifest.toml`);
-//! - [`codebook`]: one codebook, its file format and nearest-codeword search ([`orbits`]: the
-//!   exact search of codebooks made of lattice orbits);
-//! - [`rotation`]: the shared random rotation (randomized Hadamard or dense Haar);
-//! - [`pack`]: bit packing of indices;
-//! - [`codec`]: the [`Codec`] tying them together (normalize, rotate, quantize, pack) and its slot
-//!   layout; attention on codes ([`Codec::scores`], [`Codec::weighted_sum`]) lives in `attention`;
-//! - [`cache`]: the [`KvCache`] an engine attends through (codes per side and layer, exact
-//!   centering and key scaling, exact sink and recent tokens), on top of the codec.
+//! What a user needs is at the root:
+//! - [`Codec`] and [`CodecConfig`]: encode, decode, and attend on codes ([`Codec::scores`],
+//!   [`Codec::weighted_sum`] and their grouped forms) for one `(d, k, N)`;
+//!   [`CodecConfig::preset`] picks the embedded code for a rate;
+//! - [`KvCache`] with [`CachePolicy`] and [`CacheShape`]: the KV cache an engine attends through
+//!   (codes per side and layer, key centering and scaling, exact sink and recent tokens);
+//! - [`registry`]: the embedded codebooks (sha256-verified against `manifest.toml` at build
+//!   time), [`Codebook`] for a codebook of one's own, [`Error`].
+//!
+//! Inside, the layers follow the data's path, each using only the ones before it: `util`
+//! (random numbers, fp16, bit packing) -> `kernels` (per-ISA compute, one portable reference)
+//! -> `search` (nearest-codeword searches and the plan that chooses them) -> `codebook` (codewords,
+//! file format) -> [`registry`] -> `codec` (rotation, slot layout, encode, decode) -> `attention`
+//! (scores and sums on codes, the codebook copies they read) -> `cache`. They are public, but
+//! hidden and unstable, with the `internals` feature.
 //!
 //! ```
 //! use fibquant::{Codec, CodecConfig};
@@ -37,32 +42,44 @@
 
 #![deny(missing_docs)]
 
-mod attention;
-pub mod balls;
-mod byte_tables;
-pub mod cache;
-pub mod cells;
-pub mod codebook;
-pub mod codec;
+/// Declares a layer module: private, or public but hidden from the docs with the `internals`
+/// feature (for the generator, the examples and the tests, which reach below the user API).
+/// Without it, items only those callers use are not dead code.
+macro_rules! layer {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[cfg(feature = "internals")]
+        #[doc(hidden)]
+        pub mod $name;
+        $(#[$doc])*
+        #[cfg(not(feature = "internals"))]
+        #[allow(dead_code)]
+        mod $name;
+    };
+}
+
+// The layers, each importing only from the ones above it here (`tests/layers.rs` checks it).
 mod error;
-pub mod fp16;
-pub mod ivf;
-pub mod kernels;
-pub mod orbits;
-pub mod pack;
+layer!(util);
+layer!(kernels);
+layer!(search);
+layer!(codebook);
 pub mod registry;
-pub mod rng;
-pub mod rotation;
-pub mod shortlist;
+layer!(codec);
+layer!(attention);
+pub mod cache;
 #[cfg(test)]
 mod test_support;
 
+pub use attention::tables::HALF_CODEBOOK_FROM_BYTES;
 pub use attention::WEIGHT_FLUSH;
-pub use cache::{CachePolicy, CacheShape, KeyScaling, KvCache, SideCode};
-pub use codebook::Codebook;
-pub use codec::{AttentionCodebook, Codec, CodecConfig, NormFormat, HALF_CODEBOOK_FROM_BYTES};
+pub use cache::{CachePolicy, CacheShape, KeyScaling, KvCache, LayerOverride, SideCode};
+pub use codebook::{Codebook, CodebookHeader, Construction};
+pub use codec::rotation::{Rotation, RotationKind};
+pub use codec::{AttentionCodebook, Codec, CodecConfig, NormFormat, DEFAULT_SEED, MAX_DIM};
 pub use error::{Error, Result};
-pub use rotation::RotationKind;
+pub use registry::RegistryEntry;
+pub use search::SearchPlan;
 
 /// The repository README's Rust examples, compiled and run as doctests.
 #[cfg(doctest)]

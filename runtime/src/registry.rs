@@ -48,7 +48,7 @@ impl RegistryEntry {
     /// to [`rate_bits`](Self::rate_bits) when `n` is a power of two; the E8 code (`k = 8`,
     /// `n = 64497`) stores 16 bits per 8 coordinates, 2 bits, for 1.997 bits of information.
     pub fn stored_bits(&self) -> f64 {
-        crate::pack::index_bits(self.n) as f64 / self.k as f64
+        crate::util::pack::index_bits(self.n) as f64 / self.k as f64
     }
 }
 

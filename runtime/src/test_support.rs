@@ -1,7 +1,7 @@
 //! Helpers shared by the unit tests of the search structures.
 
-/// Source blocks (see [`crate::rng::unit_vector_blocks`]).
-pub use crate::rng::unit_vector_blocks as source_blocks;
+/// Source blocks (see [`crate::util::rng::unit_vector_blocks`]).
+pub use crate::util::rng::unit_vector_blocks as source_blocks;
 
 /// Squared norms of `k`-coordinate codewords as the codebook computes them (`sum of c_j * c_j`
 /// in f32, in order).

@@ -266,7 +266,7 @@ fn out_of_range_index_deep_in_a_long_cache_is_an_error_on_every_index_width() {
             .read_slot(&slots[bad * sb..(bad + 1) * sb], &mut indices)
             .unwrap();
         indices[2] = (1 << bits) - 1;
-        fibquant::pack::pack(&indices, bits, &mut slots[bad * sb + 2..(bad + 1) * sb]);
+        fibquant::util::pack::pack(&indices, bits, &mut slots[bad * sb + 2..(bad + 1) * sb]);
         for result in [
             codec.scores(&[0.5; 16], &slots, &mut scores),
             codec.weighted_sum(&vec![1.0; count], &slots, &mut out),

@@ -1,7 +1,7 @@
 //! Helpers shared by the runtime's integration tests.
 #![allow(dead_code)]
 
-use fibquant::rng::Xoshiro256;
+use fibquant::util::rng::Xoshiro256;
 
 /// `count` Gaussian vectors of dim `d` with norms spread over four orders of magnitude.
 pub fn gaussian_rows(count: usize, d: usize, seed: u64) -> Vec<f32> {

@@ -2,7 +2,7 @@
 //! causal softmax over all of it. Also: the transforms are exact, bad input is a typed error that
 //! changes nothing, and the byte accounting is exact.
 
-use fibquant::rng::Xoshiro256;
+use fibquant::util::rng::Xoshiro256;
 use fibquant::{CachePolicy, CacheShape, Error, KeyScaling, KvCache, SideCode};
 
 const D: usize = 64;

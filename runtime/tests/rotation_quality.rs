@@ -3,8 +3,8 @@
 
 mod common;
 use common::*;
-use fibquant::rng::Xoshiro256;
-use fibquant::rotation::{Rotation, RotationKind};
+use fibquant::codec::rotation::{Rotation, RotationKind};
+use fibquant::util::rng::Xoshiro256;
 use fibquant::{Codec, CodecConfig};
 
 /// CDF of Beta(a, b) for half-integer parameters by numerical integration (Simpson on a fine

@@ -66,7 +66,7 @@ fn compression_accounting() {
 #[test]
 fn presets_pick_the_best_code_at_a_rate() {
     let c = CodecConfig::preset(64, 2.0).unwrap();
-    assert_eq!(c.k * 2, fibquant::pack::index_bits(c.n) as usize);
+    assert_eq!(c.k * 2, fibquant::util::pack::index_bits(c.n) as usize);
     let best = registry::entries()
         .filter(|e| e.dim == 64 && e.stored_bits() == 2.0)
         .map(|e| e.mse)

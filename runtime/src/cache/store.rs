@@ -11,7 +11,7 @@
 use super::transform::mean;
 use crate::codec::Codec;
 use crate::error::{Error, Result};
-use crate::fp16::{f16_bits_to_f32, f32_to_f16_bits, F16_MAX};
+use crate::util::fp16::{f16_bits_to_f32, f32_to_f16_bits, F16_MAX};
 
 /// Positions `[0, sinks)` exact, then codec slots, then the rest exact (the recent window;
 /// every position after the sinks when the side has no codec).

@@ -1,6 +1,6 @@
 //! Portable reference kernels.
 
-use crate::codebook::LANES;
+use crate::kernels::LANES;
 
 /// Scores `||c||^2 - 2 <x, c>` of the 8 codewords of one lane group (`cg`: `k` rows of
 /// [`LANES`] coordinates, `ng`: their squared norms), in the order every search kernel uses:
@@ -120,7 +120,7 @@ pub fn nearest_ids(
 
 /// Marks the balls a query may reach: bit `j` of the result (word `j / 64`) is set when
 /// `(x_sq + scores[j]) - err <= ((radii[j] + t) * (radii[j] + t)) * scale`, computed in f64 in
-/// that order (the skip test of [`crate::balls`]). At most 256 balls.
+/// that order (the skip test of [`crate::search::balls`]). At most 256 balls.
 #[inline]
 pub fn ball_marks(
     scores: &[f32],
@@ -196,7 +196,7 @@ pub fn unpack_slots<const BITS: u32>(
     }
 }
 
-/// [`crate::pack::unpack`] for a width known at compile time.
+/// [`crate::util::pack::unpack`] for a width known at compile time.
 #[inline(always)]
 pub fn unpack_fixed<const BITS: u32>(packed: &[u8], out: &mut [u32]) {
     let b = BITS as usize;
@@ -233,7 +233,7 @@ pub fn unpack_fixed<const BITS: u32>(packed: &[u8], out: &mut [u32]) {
             }
             let rest = groups.into_remainder();
             if !rest.is_empty() {
-                crate::pack::unpack(&packed[full * b..], BITS, rest);
+                crate::util::pack::unpack(&packed[full * b..], BITS, rest);
             }
         }
     }
@@ -369,9 +369,7 @@ fn index_words<const W: usize>(ids: &[u8]) -> [u64; W] {
 
 /// [`byte_table_dots`] for slots of exactly `8 * W` index bytes (layout checked by the caller):
 /// the same running sums in the same order, so the same bits, with the index bytes read as
-/// words and the loops unrolled. Measured with `--example attn_parts` (`d = 64`, 8 and 16
-/// bytes): 1.4x to 1.8x faster than the byte loop on the development machine's AMD EPYC, 1.0x
-/// to 1.15x on the Intel Xeon host.
+/// words and the loops unrolled (faster than the byte loop: `docs/tuning.md`).
 #[inline(always)]
 fn byte_table_dots_words<const W: usize>(
     table: &[[f32; 256]],
@@ -395,7 +393,7 @@ fn byte_table_dots_words<const W: usize>(
 
 /// [`byte_histogram`] for slots of exactly `8 * W` index bytes (layout checked by the caller):
 /// the same additions in the same order, with the index bytes read as words and the loops
-/// unrolled. Measured as above: 1.5x to 1.8x faster on the AMD EPYC, 1.1x to 1.3x on the Xeon.
+/// unrolled (faster than the byte loop: `docs/tuning.md`).
 #[inline(always)]
 fn byte_histogram_words<const W: usize>(
     w: &[f32],
@@ -602,7 +600,7 @@ pub fn gather_dots<const K: usize, T: IndexCell>(
         }
         return;
     }
-    let mut x = [0f32; crate::codec::MAX_DIM];
+    let mut x = [0f32; super::MAX_DIM];
     let x = &mut x[..d];
     for (o, ids) in out.iter_mut().zip(rows.iter()) {
         gather::<K, T>(codewords, k, ids, x);
@@ -656,7 +654,7 @@ pub fn gather_accumulate<const K: usize, T: IndexCell>(
         }
         return;
     }
-    let mut x = [0f32; crate::codec::MAX_DIM];
+    let mut x = [0f32; super::MAX_DIM];
     let x = &mut x[..d];
     for (&wi, ids) in w.iter().zip(rows.iter()) {
         gather::<K, T>(codewords, k, ids, x);
@@ -671,11 +669,11 @@ pub fn gather_accumulate<const K: usize, T: IndexCell>(
 #[inline(always)]
 pub fn norms_f16(slots: &[u8], slot_bytes: usize, out: &mut [f32]) {
     for (o, s) in out.iter_mut().zip(slots.chunks_exact(slot_bytes)) {
-        *o = crate::fp16::f16_bits_to_f32(u16::from_le_bytes([s[0], s[1]]));
+        *o = crate::util::fp16::f16_bits_to_f32(u16::from_le_bytes([s[0], s[1]]));
     }
 }
 
-/// A grid of candidate lists ([`crate::cells::CellIndex`]) as the search kernel reads it.
+/// A grid of candidate lists ([`crate::search::cells::CellIndex`]) as the search kernel reads it.
 #[derive(Debug, Clone, Copy)]
 pub struct CellGrid<'a> {
     /// Interior boundaries per coordinate, ascending, padded with `+inf`.
@@ -725,7 +723,7 @@ pub fn cell_in<const K: usize>(
     inside.then_some(cell as usize)
 }
 
-/// A grid of certified shortlists ([`crate::shortlist::ShortlistIndex`]) as the search kernel
+/// A grid of certified shortlists ([`crate::search::shortlist::ShortlistIndex`]) as the search kernel
 /// reads it. The kernels agree with each other only on grids that index builds: `norms` must
 /// be the codewords' squared norms computed as `sum of c_j * c_j` in f32 (the AVX2 kernel
 /// recomputes them), and the dispatcher [`super::nearest_shortlist`] answers nothing for a grid
@@ -959,7 +957,7 @@ pub fn f16_row_dots(q: &[f32], rows: &[u16], out: &mut [f32]) {
         let mut lane = [0f32; 8];
         for (qc, rc) in q.chunks(8).zip(row.chunks(8)) {
             for ((l, &a), &b) in lane.iter_mut().zip(qc).zip(rc) {
-                *l += a * crate::fp16::f16_bits_to_f32(b);
+                *l += a * crate::util::fp16::f16_bits_to_f32(b);
             }
         }
         *o = sum_lanes(&lane);
@@ -981,7 +979,7 @@ pub fn f16_row_accumulate(weights: &[f32], rows: &[u16], acc: &mut [f32]) {
     );
     for (w, row) in weights.iter().zip(rows.chunks_exact(d)) {
         for (a, &b) in acc.iter_mut().zip(row) {
-            *a += w * crate::fp16::f16_bits_to_f32(b);
+            *a += w * crate::util::fp16::f16_bits_to_f32(b);
         }
     }
 }

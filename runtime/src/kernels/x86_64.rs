@@ -1005,7 +1005,7 @@ pub unsafe fn unpack_slots_shuffle_avx2<const BITS: u32>(
             done = g + 1;
         }
         if done * 8 < blocks {
-            crate::pack::unpack(&packed[done * b..], BITS, &mut o[done * 8..]);
+            crate::util::pack::unpack(&packed[done * b..], BITS, &mut o[done * 8..]);
         }
     }
 }
@@ -1232,34 +1232,8 @@ pub unsafe fn dense_rotate_transposed_avx2(matrix: &[f32], dim: usize, y: &[f32]
     super::portable::dense_rotate_transposed(matrix, dim, y, out)
 }
 
-/// AVX2 (and POPCNT) compilation of [`crate::orbits::OrbitIndex::nearest`]: the same code and
-/// the same floating-point operations in the same order, with the orbit scores in 256-bit
-/// lanes and bit counts by instruction.
-///
-/// # Safety
-/// The CPU must support AVX2 and POPCNT.
-#[target_feature(enable = "avx2,popcnt")]
-pub unsafe fn orbit_nearest_avx2(index: &crate::orbits::OrbitIndex, x: &[f32]) -> (u32, f32) {
-    // SAFETY: the caller guarantees AVX2 and POPCNT.
-    unsafe { index.nearest_dispatch::<true>(x) }
-}
-
-/// AVX2 (and POPCNT) compilation of [`crate::orbits::OrbitIndex::nearest_many`].
-///
-/// # Safety
-/// The CPU must support AVX2 and POPCNT.
-#[target_feature(enable = "avx2,popcnt")]
-pub unsafe fn orbit_nearest_many_avx2(
-    index: &crate::orbits::OrbitIndex,
-    blocks: &[f32],
-    out: &mut [u32],
-) {
-    // SAFETY: the caller guarantees AVX2 and POPCNT.
-    unsafe { index.nearest_many_body::<true>(blocks, out) }
-}
-
 /// Sorts 8 distinct keys in descending order with the network of
-/// [`crate::orbits::sort8_descending_portable`], one layer of disjoint comparators per step:
+/// the portable sort of the orbit search, one layer of disjoint comparators per step:
 /// each key meets its partner (`vpermd`), the lower index of a pair keeps the larger key and
 /// the higher index the smaller one. With distinct keys every sorting network gives the same
 /// output, so this equals the portable sort (tests check it).

@@ -1,6 +1,6 @@
 //! Exact nearest-codeword search through cells bounded by balls.
 //!
-//! The `N` codewords are clustered (the k-means of [`crate::ivf`]) into about `N / 32` cells,
+//! The `N` codewords are clustered (the k-means of [`crate::search::ivf`]) into about `N / 32` cells,
 //! and each cell keeps its centroid `mu` and radius `R` (the largest distance from `mu` to one
 //! of its codewords). A query scores the centroids, scans the cell of the nearest one, and then
 //! every other cell that the triangle inequality cannot rule out: no codeword of a cell is
@@ -28,8 +28,8 @@
 //! --example ball_stats`); in 8 dimensions the balls overlap too much to rule out most cells,
 //! so [`BallIndex::new`] is offered only for `k <= 4`.
 
-use crate::codebook::{SearchIndex, LANES};
-use crate::ivf::{kmeans, Cell};
+use crate::search::exhaustive::{SearchIndex, LANES};
+use crate::search::ivf::{kmeans, Cell};
 use crate::kernels::{self, IdLanes, Isa, LaneBest};
 
 /// Largest block size the index is built for.
@@ -175,7 +175,7 @@ impl BallIndex {
     /// with `max |x_j| = x_max`: the stored norm is within `gamma_k ||c||^2` of the exact one,
     /// the k-term dot product within `gamma_k sum |x_j c_j|`, and the subtraction adds one
     /// rounding; `(2k + 4) u W` with `W = ||c||^2 + 2 x_max sum |c_j|` covers them with room
-    /// (as in [`crate::cells`]), plus an absolute term for underflow.
+    /// (as in [`crate::search::cells`]), plus an absolute term for underflow.
     fn rounding(&self, norm_sq: f64, l1: f64, x_max: f64) -> f64 {
         let unit = 2f64.powi(-24);
         let w = norm_sq + 2.0 * x_max * l1;
@@ -280,7 +280,7 @@ impl BallIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rng::Xoshiro256;
+    use crate::util::rng::Xoshiro256;
 
     /// The ball index returns the exhaustive answer, index and score, on source-like blocks,
     /// on blocks far outside the codebook, on blocks equidistant from duplicated codewords

@@ -1,13 +1,13 @@
 //! Exact nearest-codeword search through certified shortlists.
 //!
 //! The box `[-r, r]^k` is cut into a grid of cells with the boundaries of the exact grid search
-//! ([`crate::cells`]: quantiles of the codewords' coordinates). Unlike that grid, which keeps for
+//! ([`crate::search::cells`]: quantiles of the codewords' coordinates). Unlike that grid, which keeps for
 //! each cell every codeword that can win somewhere in it (tens of MiB for `k = 4` codebooks of
 //! thousands of codewords), each cell here keeps a short list of fixed length `M`: the `M`
 //! codewords nearest to the cell (smallest squared distance to the closed box, plus the
 //! codeword's norm offset), and one number, the bound `T` = the same distance of the nearest
 //! codeword left out (or a lower bound on it). A query finds its cell, scores the `M` candidates
-//! with the arithmetic of the exhaustive [`SearchIndex`](crate::codebook::SearchIndex), and keeps
+//! with the arithmetic of the exhaustive [`SearchIndex`](crate::search::exhaustive::SearchIndex), and keeps
 //! the answer when its score plus `||x||^2` is below `T` minus a rounding margin: then no
 //! codeword left out can score as low. Otherwise (and for blocks outside the box) the query
 //! returns `None` and the caller searches another way. So the answer, when there is one, is the
@@ -17,7 +17,7 @@
 //! Why it is exact: let `x` lie in cell `C` with bound `T`, `s*` the best computed score in the
 //! list, and `e` a codeword left out. Its real score is `||x - e||^2 + delta_e - ||x||^2 >= T -
 //! ||x||^2`, and its computed score is within `margin / 4` of that
-//! ([`score_margin`](crate::cells)), so it exceeds `s*` whenever `s* + ||x||^2 < T - margin`
+//! ([`score_margin`](crate::search::cells)), so it exceeds `s*` whenever `s* + ||x||^2 < T - margin`
 //! (the test, in f64, with `T - margin` rounded down to f32; the f64 rounding of `||x||^2` and of
 //! the sum is far below `margin / 4` inside the box). So every codeword scoring `s*` or less is in
 //! the list, and the list's lowest `(score, index)` pair is the exhaustive scan's.
@@ -29,8 +29,8 @@
 //! farther than `D`). A second or two for 65536 cells and codewords (`--example
 //! shortlist_stats` prints it).
 
-use crate::cells::{norm_offsets, score_margin, GridAxes, MAX_CELLS};
-use crate::codebook::LANES;
+use crate::search::cells::{norm_offsets, score_margin, GridAxes, MAX_CELLS};
+use crate::kernels::LANES;
 use crate::kernels::{self, Isa, ShortlistGrid};
 
 /// Most codewords a codebook may have (indices are stored in 16 bits).
@@ -389,9 +389,9 @@ fn round_down(v: f64) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cells::{norm_offsets, score_margin, GridAxes};
-    use crate::codebook::SearchIndex;
-    use crate::rng::Xoshiro256;
+    use crate::search::cells::{norm_offsets, score_margin, GridAxes};
+    use crate::search::exhaustive::SearchIndex;
+    use crate::util::rng::Xoshiro256;
     use crate::test_support::{norms_of, source_blocks};
 
     /// Blocks that stress the certificate: source blocks, points on the cell boundaries and the
@@ -506,8 +506,8 @@ mod tests {
         // fraction is an average over 20000 blocks, binomial sd below 0.1 %).
         for (d, n, floor) in [(128, 4096, 0.98), (64, 2048, 0.98), (128, 65536, 0.97)] {
             let cb = crate::registry::codebook(d, 4, n).expect("registry codebook");
-            let shape = crate::codebook::shortlist_shape(4, n).expect("a shape");
-            check(cb.codewords(), 4, d, shape, floor);
+            let shape = crate::search::plan::shortlist_shape(4, n).expect("a shape");
+            check(cb.codewords(), 4, d, (shape.per_dim, shape.slots, shape.tiers), floor);
         }
     }
 
@@ -535,8 +535,7 @@ mod tests {
         }
         assert!(certified > 3900, "{certified} of 4000 certified");
         // Without the inverted file every answer is exact.
-        let mut exact = (*cb).clone();
-        exact.set_ivf_probes(None);
+        let exact = cb.with_ivf_probes(None);
         for x in blocks.chunks_exact(4).take(300) {
             assert_eq!(exact.nearest(x), exact.nearest_exhaustive(x));
         }

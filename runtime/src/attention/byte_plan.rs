@@ -14,13 +14,12 @@
 //! codeword that block `t` of a byte with value `v` selects, `field_t(v) = (v >> t * bits) &
 //! (N - 1)`. Table rows and finished coordinates are then 256-long vector operations.
 
-use crate::codec::Codec;
 use crate::kernels::portable::sum_lanes;
 
-/// Fewest slots for which [`Codec::scores`] and [`Codec::weighted_sum`] use the byte plan. Its
-/// fixed cost per call (a query table and a histogram expansion of `256 * d` multiply-adds each,
-/// a few microseconds) measured break-even at about 512 slots on the development machine
-/// (`k8N16`, `k4N256`, scalar `N = 2` at `d = 64, 128`), and 1.1x to 1.6x faster at 1024.
+/// Fewest slots for which [`Codec::scores`](crate::Codec::scores) and
+/// [`Codec::weighted_sum`](crate::Codec::weighted_sum) use the byte plan: its fixed cost per call
+/// (a query table and a histogram expansion of `256 * d` multiply-adds each) must be spread over
+/// enough slots (`docs/tuning.md`).
 pub(crate) const MIN_SLOTS: usize = 1024;
 
 /// Most index bytes per slot for the byte plan: a table (or histogram) of 1 KiB per byte stays
@@ -43,11 +42,10 @@ pub(crate) struct BytePlan {
 }
 
 impl BytePlan {
-    /// The byte plan of `codec`, if its indices fill whole bytes, every byte value is a valid
-    /// combination of indices (`N = 2^bits`) and a slot has at most [`MAX_BYTES`] index bytes.
-    pub(crate) fn of(codec: &Codec) -> Option<BytePlan> {
-        let bits = codec.index_bits();
-        let (k, n, blocks) = (codec.config().k, codec.config().n, codec.blocks());
+    /// The byte plan of a code of `bits`-bit indices, `n` codewords of `k` values and `blocks`
+    /// blocks per slot, if its indices fill whole bytes, every byte value is a valid
+    /// combination of indices (`n = 2^bits`) and a slot has at most [`MAX_BYTES`] index bytes.
+    pub(crate) fn of(bits: u32, k: usize, n: usize, blocks: usize) -> Option<BytePlan> {
         if !matches!(bits, 1 | 2 | 4 | 8) || n != 1 << bits {
             return None;
         }
@@ -62,24 +60,18 @@ impl BytePlan {
         })
     }
 
-    /// Whether scores are faster with the byte table than with the per-block kernels. Measured
-    /// (`fibquant-gen bench` and side-by-side runs on an Intel Xeon with AVX-512 and an AMD EPYC
-    /// with AVX2, `d = 64` and `128`): the table wins 1.5x to 4.5x for sub-byte indices and
-    /// 1.2x to 1.6x for 8-bit indices up to 32 bytes a slot; it loses to the in-register
-    /// scalar-code kernel at `k = 1, N = 16` (0.7x to 1.0x, half a look-up per coordinate) and
-    /// breaks even beyond 32 KiB of table.
+    /// Whether scores are faster with the byte table than with the per-block kernels: for
+    /// sub-byte indices and 8-bit ones up to 32 bytes a slot, except where the in-register
+    /// scalar-code kernel is faster (`k = 1, N = 16`). Measured in `docs/tuning.md`.
     pub(crate) fn pays_for_scores(&self) -> bool {
         self.bytes <= 32 && !(self.k == 1 && self.bits >= 4)
     }
 
     /// Whether weighted sums are faster with the byte histogram than with the per-block kernels.
-    /// A histogram addition is a load-add-store through memory, about 0.8 ns on both machines
-    /// above, so it pays where one index byte replaces several codeword products: sub-byte
-    /// indices (1.1x to 3.5x) and `k = 8` codewords (1.2x to 1.4x), but not 8-bit indices of
-    /// `k <= 4` (0.55x to 0.95x with the byte loop; with the word-reading histogram of 16 and
-    /// 32 index bytes it breaks even on the Xeon host at `k = 4, N = 256`, 7.5 ns a key with
-    /// the histogram and 7.4 without, and loses at `k = 2, N = 256`) nor the in-register kernel
-    /// at `k = 1, N = 16` (0.4x to 0.7x).
+    /// A histogram addition is a load-add-store through memory, so it pays where one index byte
+    /// replaces several codeword products (sub-byte indices, `k = 8` codewords), not for 8-bit
+    /// indices of `k <= 4` nor against the in-register scalar-code kernel. Measured in
+    /// `docs/tuning.md`.
     pub(crate) fn pays_for_sums(&self) -> bool {
         (self.bits <= 4 || self.k >= 8) && !(self.k == 1 && self.bits >= 4)
     }
@@ -98,7 +90,7 @@ impl BytePlan {
     }
 
     /// The expanded codebook: `min(per, blocks) * k` rows of 256, row `t * k + i` being
-    /// `E[t][i]` (built once per codec, see `Codec::byte_plan`).
+    /// `E[t][i]` (built once per codebook, see `Codec::byte_plan`).
     pub(crate) fn expanded(&self, codewords: &[f32]) -> Vec<[f32; 256]> {
         let mask = (1usize << self.bits) - 1;
         // Only the block positions that a byte of this code holds (`blocks < per` for tiny `d`).

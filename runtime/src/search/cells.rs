@@ -7,7 +7,7 @@
 //! of the cell; a codeword is left out only when one other codeword scores lower on the whole
 //! (closed) cell by more than the worst rounding error of the score. A query finds its cell with
 //! `k` short counts and searches only that cell's list with the same lane kernel and the same
-//! arithmetic as the exhaustive [`SearchIndex`](crate::codebook::SearchIndex), so the answer is
+//! arithmetic as the exhaustive [`SearchIndex`](crate::search::exhaustive::SearchIndex), so the answer is
 //! the exhaustive answer bit for bit, ties included (lowest index wins). A block outside the box
 //! (or not finite) is not answered here: [`CellIndex::nearest`] returns `None` and the caller
 //! searches exhaustively.
@@ -19,7 +19,7 @@
 //! computed score there, and ties in the list resolve as in the full search because the list keeps
 //! index order.
 
-use crate::codebook::LANES;
+use crate::kernels::LANES;
 use crate::kernels::{self, Isa};
 
 /// Most cells a grid may have.
@@ -347,8 +347,9 @@ pub(crate) fn norm_offsets(codewords: &[f32], norms_sq: &[f32], k: usize) -> Vec
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codebook::{cells_per_dim, SearchIndex};
-    use crate::rng::Xoshiro256;
+    use crate::search::exhaustive::SearchIndex;
+    use crate::search::plan::grid_cells_per_dim as cells_per_dim;
+    use crate::util::rng::Xoshiro256;
     use crate::test_support::{norms_of, source_blocks};
 
     /// Points of the box that stress the cell boundaries and ties: uniform points, points whose

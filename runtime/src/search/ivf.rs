@@ -7,7 +7,7 @@
 //! codeword lies in a probed cell; `fibquant-gen bench` reports the MSE lost against exhaustive
 //! search on the same vectors.
 
-use crate::codebook::{SearchIndex, LANES};
+use crate::search::exhaustive::{SearchIndex, LANES};
 use crate::kernels::{self, Isa};
 
 /// An inverted-file index over a codebook.
@@ -75,21 +75,6 @@ impl Cell {
 
 /// Largest number of cells.
 pub const MAX_CELLS: usize = 1024;
-
-/// Probed cells of the Lloyd assignment in the generator (part of the construction of large
-/// codebooks: changing it changes their bytes).
-pub const DEFAULT_PROBES: usize = 8;
-
-/// Probed cells used by the runtime's encoder for block size `k`. Measured by `fibquant-gen
-/// bench` on fresh source blocks at N = 65536: k = 4 loses 0.004 dB with 4 probes (13x faster than
-/// exhaustive); k = 8 loses 0.09 dB with 4 probes but 0.01 dB with 8 (12x faster).
-pub fn encoder_probes(k: usize) -> usize {
-    if k <= 4 {
-        4
-    } else {
-        8
-    }
-}
 
 impl IvfIndex {
     /// Builds the index of `codewords` (`n * k` values), with `cells` cells (at most `n`) and
@@ -160,7 +145,7 @@ impl IvfIndex {
 /// Deterministic k-means of `codewords` (`k` values each) into `c` clusters: 12 Lloyd
 /// iterations from every `(n / c)`-th codeword. Returns the centroids (`c * k` values), their
 /// search index, and each codeword's cluster (its nearest centroid, lowest index on ties).
-/// Shared by the inverted file and the exact ball index ([`crate::balls`]): changing it changes
+/// Shared by the inverted file and the exact ball index ([`crate::search::balls`]): changing it changes
 /// the cells of both (and so the bytes of the generator's `N = 65536` codebooks).
 pub(crate) fn kmeans(codewords: &[f32], k: usize, c: usize) -> (Vec<f32>, SearchIndex, Vec<u32>) {
     let n = codewords.len() / k;
@@ -198,7 +183,7 @@ pub(crate) fn kmeans(codewords: &[f32], k: usize, c: usize) -> (Vec<f32>, Search
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rng::Xoshiro256;
+    use crate::util::rng::Xoshiro256;
 
     #[test]
     fn all_probes_is_exact_and_few_probes_is_close() {

@@ -36,7 +36,7 @@ pub const MAX_K: usize = 8;
 /// Most orbits an [`OrbitIndex`] accepts: beyond this, scanning the orbits stops paying.
 pub const MAX_ORBITS: usize = 256;
 /// Orbits scored together.
-const LANES: usize = crate::codebook::LANES;
+const LANES: usize = crate::kernels::LANES;
 
 /// Which sign patterns an orbit holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -461,7 +461,7 @@ impl OrbitIndex {
         if crate::kernels::usable(isa) >= crate::kernels::Isa::Avx2 {
             // SAFETY: `usable` answers AVX2 or above only where the CPU has AVX2 (and
             // every AVX2 CPU has POPCNT, which `supported` checks too).
-            return unsafe { crate::kernels::x86_64::orbit_nearest_avx2(self, x) };
+            return unsafe { orbit_nearest_avx2(self, x) };
         }
         let _ = isa;
         // SAFETY: the portable build runs no SIMD instruction beyond the baseline.
@@ -497,7 +497,7 @@ impl OrbitIndex {
         #[cfg(target_arch = "x86_64")]
         if crate::kernels::usable(self.isa) >= crate::kernels::Isa::Avx2 {
             // SAFETY: as in `nearest_on`.
-            return unsafe { crate::kernels::x86_64::orbit_nearest_many_avx2(self, blocks, out) };
+            return unsafe { orbit_nearest_many_avx2(self, blocks, out) };
         }
         // SAFETY: the portable build runs no SIMD instruction beyond the baseline.
         unsafe { self.nearest_many_body::<false>(blocks, out) }
@@ -694,11 +694,39 @@ fn insertion_sort_descending(keys: &mut [u32]) {
     }
 }
 
+/// AVX2 (and POPCNT) compilation of [`OrbitIndex::nearest`]: the same code and
+/// the same floating-point operations in the same order, with the orbit scores in 256-bit
+/// lanes and bit counts by instruction.
+///
+/// # Safety
+/// The CPU must support AVX2 and POPCNT.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,popcnt")]
+unsafe fn orbit_nearest_avx2(index: &OrbitIndex, x: &[f32]) -> (u32, f32) {
+    // SAFETY: the caller guarantees AVX2 and POPCNT.
+    unsafe { index.nearest_dispatch::<true>(x) }
+}
+
+/// AVX2 (and POPCNT) compilation of [`OrbitIndex::nearest_many`].
+///
+/// # Safety
+/// The CPU must support AVX2 and POPCNT.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,popcnt")]
+unsafe fn orbit_nearest_many_avx2(
+    index: &OrbitIndex,
+    blocks: &[f32],
+    out: &mut [u32],
+) {
+    // SAFETY: the caller guarantees AVX2 and POPCNT.
+    unsafe { index.nearest_many_body::<true>(blocks, out) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codebook::nearest_scalar;
-    use crate::rng::Xoshiro256;
+    use crate::search::exhaustive::nearest_scalar;
+    use crate::util::rng::Xoshiro256;
 
     /// A small orbit codebook with every kind of orbit: the origin, leaders with zeros and
     /// repeated magnitudes, and both parity rules.
@@ -927,7 +955,7 @@ mod tests {
 
 #[cfg(test)]
 mod registry_tests {
-    use crate::rng::Xoshiro256;
+    use crate::util::rng::Xoshiro256;
 
     /// The registry's E8 codes are recognized, and their orbit search answers what the
     /// exhaustive scan answers on blocks of random unit vectors (up to the rounding of the

@@ -10,7 +10,7 @@
 //!   of a seeded Gaussian matrix), computed once, O(d^2) per vector, any `d`.
 
 use crate::error::{Error, Result};
-use crate::rng::Xoshiro256;
+use crate::util::rng::Xoshiro256;
 
 /// Which rotation to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -56,7 +56,7 @@ pub enum Rotation {
 
 impl Rotation {
     /// Builds the rotation of `kind` for dimension `dim` from `seed`. Errors when `dim` is 0 or
-    /// above [`MAX_DIM`], and for a Hadamard rotation of a dimension that is not a power of two
+    /// above [`MAX_DIM`](crate::MAX_DIM), and for a Hadamard rotation of a dimension that is not a power of two
     /// or with rounds outside 1 to 8.
     pub fn new(kind: RotationKind, dim: usize, seed: u64) -> Result<Rotation> {
         if dim == 0 {

@@ -11,12 +11,14 @@
 //! So a slot is `norm_bytes + ceil((d / k) * ceil(log2 N) / 8)` bytes, and a buffer of slots is
 //! random access: slot `i` starts at byte `i * slot_bytes`.
 
+pub mod rotation;
+
 use crate::codebook::Codebook;
 use crate::error::{check_len, Error, Result};
-use crate::fp16::{f16_bits_to_f32, f32_to_f16_bits, F16_MAX};
-use crate::pack::{index_bits, pack, packed_bytes, unpack, unpack_one};
+use crate::util::fp16::{f16_bits_to_f32, f32_to_f16_bits, F16_MAX};
+use crate::util::pack::{index_bits, pack, packed_bytes, unpack, unpack_one};
 use crate::registry;
-use crate::rotation::{Rotation, RotationKind};
+use crate::codec::rotation::{Rotation, RotationKind};
 use std::sync::Arc;
 
 /// How the per-vector norm is stored.
@@ -43,7 +45,7 @@ impl NormFormat {
 /// reads. Encoding and [`Codec::decode`] always use the f32 codebook.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum AttentionCodebook {
-    /// The codebook rounded to f16 where the f32 one takes at least [`HALF_CODEBOOK_FROM_BYTES`]
+    /// The codebook rounded to f16 where the f32 one takes at least [`HALF_CODEBOOK_FROM_BYTES`](crate::HALF_CODEBOOK_FROM_BYTES)
     /// (for the registry: the `N = 65536` codebooks, 1 and 2 MiB, as large as a whole L2
     /// cache; in f16 they leave room for the streamed slots) and every value fits the f16 range
     /// (at most 65504 in magnitude), the f32 codebook otherwise. Rounding moves each codeword
@@ -56,25 +58,6 @@ pub enum AttentionCodebook {
     /// Always the f32 codebook: scores and sums equal the decoded vectors' within f32 rounding.
     F32,
 }
-
-/// [`AttentionCodebook::HalfWhereLarge`] reads an f16 copy of codebooks whose f32 codewords take
-/// at least this many bytes (1 MiB). Measured with `fibquant-gen bench --sections attention`
-/// (d = 64, 32768 keys), three alternating runs each, speed against fp16 attention with the f32
-/// codebook, then with the f16 copy:
-/// - H200 host (Xeon, 2 MiB L2 per core): `k = 8`, `N = 65536` (2 MiB) 0.96x-1.17x, then
-///   1.40x-1.64x; `k = 4`, `N = 65536` (1 MiB) 1.09x-1.17x, then 0.83x-1.08x (the f32 codebook
-///   fits this L2; four later full reports with the copy read 0.92x-1.11x, two before it 0.85x
-///   and 1.04x: no clear difference); `k = 4`, `N = 4096` (64 KiB) unchanged, so it keeps the
-///   f32 codebook;
-/// - AMD EPYC dev machine (512 KiB L2 per core): `k = 8`, `N = 65536` 0.60x-0.72x, then
-///   0.63x-0.94x; `k = 4`, `N = 65536` 0.47x-0.51x, then 0.55x-0.68x. The threshold includes
-///   1 MiB for CPUs with such an L2.
-///
-/// The byte and scalar-code plans never meet the copy: their codebooks (`N <= 256`, `k <=`
-/// [`MAX_DIM`]) stay below 1 MiB.
-pub const HALF_CODEBOOK_FROM_BYTES: usize = 1 << 20;
-
-const _: () = assert!(256 * MAX_DIM * 4 < HALF_CODEBOOK_FROM_BYTES);
 
 /// Default rotation seed (shared by every layer, head and token).
 pub const DEFAULT_SEED: u64 = 0x4669_6251_7561_6e74; // "FibQuant"
@@ -166,67 +149,9 @@ pub struct Codec {
     bits: u32,
     blocks: usize,
     slot_bytes: usize,
-    /// The byte plan's expanded codebook (`crate::byte_tables`), built on first use.
-    byte_codebook: LazyByteCodebook,
-    /// The codebook rounded to f16, built on first use where attention reads it.
-    half_codebook: LazyHalfCodebook,
-    /// The `k = 3` codebook padded to 4 values per codeword, built on first use.
-    padded_codebook: LazyPaddedCodebook,
-    /// The f32 codebook with NaN codewords up to `2^bits` (see [`Codec::attention_n`]), built
-    /// on first use where attention reads it.
-    nan_padded_codebook: LazyPaddedCodebook,
 }
 
-/// The f16 copy of the codebook ([`AttentionCodebook`]): the half bits and the same values
-/// widened to f32. Built on first use and shared by clones; derived data, so `Debug` shows only
-/// its size.
-#[derive(Clone, Default)]
-struct LazyHalfCodebook(std::sync::OnceLock<Option<Arc<HalfCopy>>>);
-
-/// The f16 bits of every codeword value, and the same values widened to f32.
-type HalfCopy = (Vec<u16>, Vec<f32>);
-
-impl std::fmt::Debug for LazyHalfCodebook {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let values = self
-            .0
-            .get()
-            .and_then(|h| h.as_ref())
-            .map_or(0, |h| h.0.len());
-        write!(f, "LazyHalfCodebook({values} values)")
-    }
-}
-
-/// The expanded codebook of [`Codec::byte_plan`], built on first use and shared by clones;
-/// derived data, so `Debug` shows only its size.
-#[derive(Clone, Default)]
-struct LazyByteCodebook(std::sync::OnceLock<Arc<Vec<[f32; 256]>>>);
-
-impl std::fmt::Debug for LazyByteCodebook {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let rows = self.0.get().map_or(0, |e| e.len());
-        write!(f, "LazyByteCodebook({rows} rows)")
-    }
-}
-
-/// A padded f32 copy of the codebook ([`Codec::padded_codebook`], or the NaN-padded codebook of
-/// [`Codec::attention_codewords`]), built on first use and shared by clones; derived data, so
-/// `Debug` shows only its size.
-#[derive(Clone, Default)]
-struct LazyPaddedCodebook(std::sync::OnceLock<Arc<Vec<f32>>>);
-
-impl std::fmt::Debug for LazyPaddedCodebook {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let values = self.0.get().map_or(0, |p| p.len());
-        write!(f, "LazyPaddedCodebook({values} values)")
-    }
-}
-
-/// The bits of an f16 quiet NaN.
-const F16_NAN: u16 = 0x7e00;
-
-/// Largest head dimension accepted (keeps stack scratch buffers bounded).
-pub const MAX_DIM: usize = 512;
+pub use crate::kernels::MAX_DIM;
 
 impl Codec {
     /// Builds a codec on the embedded codebook for `(dim, k, n)`.
@@ -273,121 +198,7 @@ impl Codec {
             bits,
             blocks,
             slot_bytes,
-            byte_codebook: LazyByteCodebook::default(),
-            half_codebook: LazyHalfCodebook::default(),
-            padded_codebook: LazyPaddedCodebook::default(),
-            nan_padded_codebook: LazyPaddedCodebook::default(),
         })
-    }
-
-    /// This codec's byte plan, if its indices fill whole bytes, with its expanded codebook
-    /// (built on first use).
-    pub(crate) fn byte_plan(&self) -> Option<(crate::byte_tables::BytePlan, &[[f32; 256]])> {
-        let plan = crate::byte_tables::BytePlan::of(self)?;
-        let e = self
-            .byte_codebook
-            .0
-            .get_or_init(|| Arc::new(plan.expanded(self.codebook.codewords())));
-        Some((plan, e.as_slice()))
-    }
-
-    /// How many codewords the codebook copies that attention reads hold: `N`, or `2^bits` when
-    /// `N` is not a power of two and its indices take at most 16 bits. The codewords past `N`
-    /// are NaN, so that a stored index at or past `N` (a corrupt slot) makes its score or its sum
-    /// NaN instead of being checked against `N` one by one: every representable index is in
-    /// bounds, and [`Codec::scores`] and [`Codec::weighted_sum`] look for the bad index only when
-    /// a chunk's output holds a NaN.
-    pub(crate) fn attention_n(&self) -> usize {
-        if self.nan_padded() {
-            1 << self.bits
-        } else {
-            self.config.n
-        }
-    }
-
-    /// Whether attention's codebook copies are padded with NaN codewords (see
-    /// [`Codec::attention_n`]).
-    pub(crate) fn nan_padded(&self) -> bool {
-        !self.config.n.is_power_of_two() && self.bits <= 16
-    }
-
-    /// How many NaN values pad attention's codebook copies: `(attention_n - N) * k`.
-    fn nan_values(&self) -> usize {
-        (self.attention_n() - self.config.n) * self.config.k
-    }
-
-    /// The f32 codewords attention reads: the codebook's own, followed by NaN codewords up to
-    /// [`Codec::attention_n`] (a copy, built on first use, only where `N` is not a power of
-    /// two).
-    pub(crate) fn attention_codewords(&self) -> &[f32] {
-        let cw = self.codebook.codewords();
-        if !self.nan_padded() {
-            return cw;
-        }
-        let extra = self.nan_values();
-        self.nan_padded_codebook.0.get_or_init(|| {
-            Arc::new(
-                cw.iter()
-                    .copied()
-                    .chain(std::iter::repeat_n(f32::NAN, extra))
-                    .collect(),
-            )
-        })
-    }
-
-    /// Whether the f32 NaN-padded copy of [`Codec::attention_codewords`] has been built (tests).
-    #[cfg(test)]
-    pub(crate) fn has_f32_attention_copy(&self) -> bool {
-        self.nan_padded_codebook.0.get().is_some()
-    }
-
-    /// The f16 copy of the codebook that attention reads, if [`AttentionCodebook`] asks for
-    /// one for this codebook (built on first use), NaN-padded like
-    /// [`Codec::attention_codewords`].
-    pub(crate) fn half_codebook(&self) -> Option<crate::kernels::HalfCodebook<'_>> {
-        let large = std::mem::size_of_val(self.codebook.codewords()) >= HALF_CODEBOOK_FROM_BYTES;
-        if self.config.attention_codebook != AttentionCodebook::HalfWhereLarge || !large {
-            return None;
-        }
-        let h = self.half_codebook.0.get_or_init(|| {
-            let cw = self.codebook.codewords();
-            // A value beyond the f16 range would become infinite: such a codebook keeps f32.
-            if cw.iter().any(|v| v.abs() > F16_MAX) {
-                return None;
-            }
-            let extra = self.nan_values();
-            let halves: Vec<u16> = cw
-                .iter()
-                .map(|&v| f32_to_f16_bits(v))
-                .chain(std::iter::repeat_n(F16_NAN, extra))
-                .collect();
-            let widened = halves.iter().map(|&h| f16_bits_to_f32(h)).collect();
-            Some(Arc::new((halves, widened)))
-        });
-        h.as_ref().map(|h| crate::kernels::HalfCodebook {
-            halves: &h.0,
-            widened: &h.1,
-        })
-    }
-
-    /// For `k = 3` codes with an even number of blocks, read by attention from the f32
-    /// codebook: the codebook with a zero fourth value appended to every codeword (built on
-    /// first use), NaN-padded like [`Codec::attention_codewords`]. Attention then runs the
-    /// `k = 4` whole-register kernels on it, with the query and the accumulator padded the same
-    /// way, on every ISA.
-    pub(crate) fn padded_codebook(&self) -> Option<&[f32]> {
-        if self.config.k != 3 || !self.blocks.is_multiple_of(2) || self.half_codebook().is_some() {
-            return None;
-        }
-        let p = self.padded_codebook.0.get_or_init(|| {
-            let cw = self.attention_codewords();
-            Arc::new(
-                cw.chunks_exact(3)
-                    .flat_map(|c| [c[0], c[1], c[2], 0.0])
-                    .collect(),
-            )
-        });
-        Some(p.as_slice())
     }
 
     /// The configuration.

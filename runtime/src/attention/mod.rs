@@ -14,9 +14,13 @@
 //!   multiply-adds, loaded as whole registers (`k = 2, 4, 8`), looked up in AVX-512 registers
 //!   (`k = 2`, `N <= 64`) or gathered into an L1 scratch vector;
 //! - **bytes** (indices of 1, 2, 4 or 8 bits with `N = 2^bits`, long calls): one table look-up
-//!   (scores) or one histogram addition (weighted sum) per index byte, see `byte_tables`.
+//!   (scores) or one histogram addition (weighted sum) per index byte, see `byte_plan.rs`.
+//!
+//! The codebook copies these plans read are in `tables.rs`.
 
-use crate::byte_tables::{self, BytePlan};
+pub(crate) mod byte_plan;
+pub(crate) mod tables;
+
 use crate::codec::{Codec, NormFormat, MAX_DIM};
 use crate::error::{check_len, Error, Result};
 use crate::kernels::{self, GroupCodebook, IndexCell, IndexRows, Isa};
@@ -111,11 +115,9 @@ impl Codec {
         let (k, n) = (self.config().k, self.attention_n());
         // The table costs d * n multiply-adds per query, then one look-up per block and key; the
         // gather kernel costs one k-wide product per block and key. With whole-register codeword
-        // products (`has_codeword_kernel`), measured on AVX2, gathering is as fast or faster up
-        // to k = 4 and the table wins from k = 8 (fewer, scalar look-ups). `k = 3` codes gather
-        // through the `k = 4` kernels on the padded codebook (a third more products), which
-        // measured 1.7x faster than a table of 512 KiB (`N = 4096`, `d = 96`), as fast at
-        // 64 KiB and about 15% slower than a table that fits L1 (`N <= 128`).
+        // products (`has_codeword_kernel`) gathering is as fast or faster up to k = 4 and the
+        // table wins from k = 8 (fewer, scalar look-ups). `k = 3` codes gather through the
+        // `k = 4` kernels on the padded codebook unless the table fits L1 (`docs/tuning.md`).
         let whole_registers = match self.padded_codebook() {
             Some(_) => {
                 kernels::has_codeword_kernel(isa, 4, 4 * self.blocks())
@@ -124,8 +126,8 @@ impl Codec {
             None => kernels::has_codeword_kernel(isa, k, self.dim()),
         };
         let table_pays = k >= 8 || !whole_registers;
-        let bytes = BytePlan::of(self).filter(|b| b.pays_for_scores());
-        if count >= byte_tables::MIN_SLOTS && bytes.is_some() {
+        let bytes = self.byte_layout().filter(|b| b.pays_for_scores());
+        if count >= byte_plan::MIN_SLOTS && bytes.is_some() {
             ScorePlan::Bytes
         } else if self.has_scalar_kernel(isa) {
             ScorePlan::Scalar
@@ -138,8 +140,8 @@ impl Codec {
     }
 
     fn sum_plan(&self, isa: Isa, count: usize) -> SumPlan {
-        let bytes = BytePlan::of(self).filter(|b| b.pays_for_sums());
-        if count >= byte_tables::MIN_SLOTS && bytes.is_some() {
+        let bytes = self.byte_layout().filter(|b| b.pays_for_sums());
+        if count >= byte_plan::MIN_SLOTS && bytes.is_some() {
             SumPlan::Bytes
         } else if self.has_scalar_kernel(isa) {
             SumPlan::Scalar
@@ -636,7 +638,7 @@ impl Codec {
 mod tests {
     use super::*;
     use crate::codec::{AttentionCodebook, CodecConfig};
-    use crate::rng::Xoshiro256;
+    use crate::util::rng::Xoshiro256;
     use crate::Codebook;
     use std::sync::Arc;
 
@@ -861,7 +863,7 @@ mod tests {
                 let s = &mut slots[slot * sb..(slot + 1) * sb];
                 codec.read_slot(s, &mut ids).unwrap();
                 ids[block] = index as u32;
-                crate::pack::pack(&ids, codec.index_bits(), &mut s[2..]);
+                crate::util::pack::pack(&ids, codec.index_bits(), &mut s[2..]);
                 let what = format!("d={d} k={k} n={n} slot {slot} index {index}");
                 let named = |r: Result<()>| match r {
                     Err(Error::CorruptSlot(m)) => assert!(
@@ -960,7 +962,7 @@ mod tests {
     #[test]
     fn long_calls_take_the_byte_plan() {
         let mut rng = Xoshiro256::new(14);
-        let count = byte_tables::MIN_SLOTS + 100;
+        let count = byte_plan::MIN_SLOTS + 100;
         for (d, k, n, scores, sums) in [
             (64, 8, 16, true, true),
             (128, 8, 256, true, true),
@@ -1127,7 +1129,7 @@ mod tests {
         let codewords = codec.half_codebook().map(|h| h.widened);
         assert_eq!(
             codewords.is_some(),
-            n * k * 4 >= crate::codec::HALF_CODEBOOK_FROM_BYTES,
+            n * k * 4 >= crate::HALF_CODEBOOK_FROM_BYTES,
             "d={d} k={k} n={n}: f16 copy where the f32 codebook takes 1 MiB or more"
         );
         for (i, slot) in slots.chunks_exact(codec.slot_bytes()).enumerate() {
@@ -1158,7 +1160,7 @@ mod tests {
             }
         };
         check_sum(&want_acc, "portable gather", count + 2);
-        let bytes = BytePlan::of(codec).is_some();
+        let bytes = codec.byte_layout().is_some();
         // The byte plan, like the table, differs from the gather kernels by rounding only, and
         // is bit-identical across ISAs: its reference is its portable run.
         let mut want_bytes = vec![0f32; count];

@@ -115,7 +115,7 @@ pub fn unpack(packed: &[u8], bits: u32, out: &mut [u32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rng::Xoshiro256;
+    use crate::util::rng::Xoshiro256;
 
     #[test]
     fn index_bits_is_ceil_log2() {
