@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand, ValueEnum};
 use fibquant::{registry as embedded, Codec, CodecConfig, NormFormat, RotationKind};
 use fibquant_gen::construct::{validate, Params};
+use fibquant_gen::error::{Error, IoAction};
 use fibquant_gen::lloyd::block_mse;
 use fibquant_gen::manifest::{Entry, Manifest};
 use fibquant_gen::registry::{self, Registry};
@@ -237,7 +238,7 @@ fn bar(len: u64, what: &str) -> ProgressBar {
     pb
 }
 
-fn run(cli: Cli) -> Result<ExitCode, String> {
+fn run(cli: Cli) -> Result<ExitCode, Error> {
     match cli.command {
         Command::Generate {
             dim,
@@ -252,7 +253,8 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             let entry = match out {
                 Some(dir) => {
                     let (bytes, entry) = registry::build_file(dim, k, n, params.params())?;
-                    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+                    std::fs::create_dir_all(&dir)
+                        .map_err(|e| Error::io(IoAction::CreateDir, &dir, e))?;
                     registry::write_atomic(&dir.join(&entry.file), &bytes)?;
                     entry
                 }
@@ -331,7 +333,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             json,
         } => {
             if samples == 0 {
-                return Err("--samples must be positive".into());
+                return Err(Error::InvalidArgument("--samples must be positive".into()));
             }
             let points: Vec<(usize, usize, usize)> = if all {
                 embedded::entries().map(|e| (e.dim, e.k, e.n)).collect()
@@ -386,27 +388,24 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 .with_rotation(rotation)
                 .with_norm(norm)
                 .with_seed(seed);
-            let codec = Codec::new(config).map_err(|e| e.to_string())?;
-            let bytes = std::fs::read(&input)
-                .map_err(|e| format!("cannot read {}: {e}", input.display()))?;
-            let array = npy::parse(&bytes).map_err(|e| format!("{}: {e}", input.display()))?;
+            let codec = Codec::new(config)?;
+            let bytes = std::fs::read(&input).map_err(|e| Error::io(IoAction::Read, &input, e))?;
+            let array = npy::parse(&bytes).map_err(|e| e.in_file(&input))?;
             if array.cols != dim {
-                return Err(format!(
+                return Err(Error::InvalidArgument(format!(
                     "{} has rows of {} values, --dim is {dim}",
                     input.display(),
                     array.cols
-                ));
+                )));
             }
             let mut slots = vec![0u8; array.rows * codec.slot_bytes()];
             codec
                 .encode_batch(&array.data, &mut slots)
-                .map_err(|e| format!("{}: {e}", input.display()))?;
+                .map_err(|e| Error::from(e).in_file(&input))?;
             let file = codes::to_bytes(&codec, array.rows, &slots)?;
             registry::write_atomic(&output, &file)?;
             let mut decoded = vec![0f32; array.data.len()];
-            codec
-                .decode_batch(&slots, &mut decoded)
-                .map_err(|e| e.to_string())?;
+            codec.decode_batch(&slots, &mut decoded)?;
             let (mut err, mut total) = (0f64, 0f64);
             for (row, dec) in array.data.chunks(dim).zip(decoded.chunks(dim)) {
                 let nsq: f64 = row.iter().map(|&v| (v as f64).powi(2)).sum();
@@ -451,11 +450,14 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         } => {
             if let Some(path) = from_json {
                 let text = std::fs::read_to_string(&path)
-                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-                let report: serde_json::Value = serde_json::from_str(&text)
-                    .map_err(|e| format!("{} is not a bench --json report: {e}", path.display()))?;
+                    .map_err(|e| Error::io(IoAction::Read, &path, e))?;
+                let report: serde_json::Value =
+                    serde_json::from_str(&text).map_err(|e| Error::BenchReport {
+                        path: path.clone(),
+                        source: Some(e),
+                    })?;
                 let Some(report) = report.as_object().filter(|r| r.contains_key("kernels")) else {
-                    return Err(format!("{} is not a bench --json report", path.display()));
+                    return Err(Error::BenchReport { path, source: None });
                 };
                 print!("{}", fibquant_gen::bench_report::markdown(report));
                 return Ok(ExitCode::SUCCESS);
@@ -473,14 +475,13 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             run_bench(&settings, &sections, json, markdown)
         }
         Command::Decode { input, output } => {
-            let bytes = std::fs::read(&input)
-                .map_err(|e| format!("cannot read {}: {e}", input.display()))?;
-            let file = codes::parse(&bytes).map_err(|e| format!("{}: {e}", input.display()))?;
+            let bytes = std::fs::read(&input).map_err(|e| Error::io(IoAction::Read, &input, e))?;
+            let file = codes::parse(&bytes).map_err(|e| e.in_file(&input))?;
             let d = file.codec.dim();
             let mut data = vec![0f32; file.rows * d];
             file.codec
                 .decode_batch(&file.slots, &mut data)
-                .map_err(|e| format!("{}: {e}", input.display()))?;
+                .map_err(|e| Error::from(e).in_file(&input))?;
             let array = npy::Array2 {
                 rows: file.rows,
                 cols: d,
@@ -505,7 +506,7 @@ fn regenerate(
     max_n: Option<usize>,
     dim: Option<usize>,
     json: bool,
-) -> Result<ExitCode, String> {
+) -> Result<ExitCode, Error> {
     let manifest = if reg.manifest_path().exists() {
         Manifest::read(&reg.manifest_path())?
     } else {
@@ -659,15 +660,15 @@ fn eval_point(
     n: usize,
     samples: usize,
     seed: u64,
-) -> Result<serde_json::Value, String> {
-    let cb = embedded::codebook(d, k, n).map_err(|e| e.to_string())?;
+) -> Result<serde_json::Value, Error> {
+    let cb = embedded::codebook(d, k, n)?;
     let src = Source::new(d, k)?;
     let blocks = src.sample(Method::RadiusDirection, samples, seed);
     let mse = block_mse(cb.codewords(), k, &blocks) * (d / k) as f64;
     let rate = (n as f64).log2() / k as f64;
     let scalar_mse = match whole_rate(k, n) {
         Some(b) if k > 1 => {
-            let s = embedded::codebook(d, 1, 1 << b).map_err(|e| e.to_string())?;
+            let s = embedded::codebook(d, 1, 1 << b)?;
             let src1 = Source::new(d, 1)?;
             let coords = src1.sample(Method::RadiusDirection, samples, seed ^ 0x5ca1a);
             Some(block_mse(s.codewords(), 1, &coords) * d as f64)
@@ -721,7 +722,7 @@ fn run_bench(
     sections: &str,
     json: bool,
     markdown: bool,
-) -> Result<ExitCode, String> {
+) -> Result<ExitCode, Error> {
     // Markdown is printed from the full report at the end, like JSON.
     let json = json || markdown;
     use fibquant_gen::bench;
