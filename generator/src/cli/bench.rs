@@ -1,8 +1,8 @@
 //! `fibquant-gen bench`: runs the sections of [`fibquant_gen::bench`] and prints them as text,
 //! JSON or the README's markdown tables (also from a saved JSON report).
 
+use fibquant_gen::bench::{self, AttentionRow, FastEncoderRow, Report};
 use fibquant_gen::error::{Error, IoAction};
-use serde_json::json;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -41,15 +41,18 @@ pub fn run(a: Args) -> Result<ExitCode, Error> {
     if let Some(path) = from_json {
         let text =
             std::fs::read_to_string(&path).map_err(|e| Error::io(IoAction::Read, &path, e))?;
-        let report: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| Error::BenchReport {
-                path: path.clone(),
-                source: Some(e),
-            })?;
-        let Some(report) = report.as_object().filter(|r| r.contains_key("kernels")) else {
-            return Err(Error::BenchReport { path, source: None });
+        let not_a_report = |source| Error::BenchReport {
+            path: path.clone(),
+            source,
         };
-        print!("{}", fibquant_gen::bench_report::markdown(report));
+        // JSON first, then the check for a report object, then its typed rows.
+        let value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| not_a_report(Some(e)))?;
+        if !value.as_object().is_some_and(|r| r.contains_key("kernels")) {
+            return Err(not_a_report(None));
+        }
+        let report: Report = serde_json::from_value(value).map_err(|e| not_a_report(Some(e)))?;
+        print!("{}", fibquant_gen::bench_report::markdown(&report));
         return Ok(ExitCode::SUCCESS);
     }
     let mut settings = fibquant_gen::bench::Settings {
@@ -73,14 +76,12 @@ fn run_bench(
 ) -> Result<ExitCode, Error> {
     // Markdown is printed from the full report at the end, like JSON.
     let json = json || markdown;
-    use fibquant_gen::bench;
     let want = |name: &str| sections.split(',').any(|x| x.trim() == name);
-    let mut report = serde_json::Map::new();
-    report.insert(
-        "kernels".into(),
-        json!(format!("{:?}", fibquant::kernels::detect())),
-    );
-    report.insert("repeats".into(), json!(s.repeats));
+    let mut report = Report {
+        kernels: format!("{:?}", fibquant::kernels::detect()),
+        repeats: s.repeats,
+        ..Report::default()
+    };
     if want("codec") {
         let rows = bench::encode_decode(s);
         if !json {
@@ -92,17 +93,17 @@ fn run_bench(
             for r in &rows {
                 println!(
                     "{:>4} {:>5} {:<28} {:>6} {:>10.0} {:>10.0} {:>8.5}",
-                    r["dim"].as_u64().unwrap(),
-                    r["rate_bits"].as_f64().unwrap(),
-                    r["impl"].as_str().unwrap(),
-                    r["bytes_per_vector"].as_u64().unwrap(),
-                    r["encode_ns"].as_f64().unwrap(),
-                    r["decode_ns"].as_f64().unwrap(),
-                    r["mse"].as_f64().unwrap()
+                    r.dim,
+                    r.rate_bits,
+                    r.implementation,
+                    r.bytes_per_vector,
+                    r.encode_ns,
+                    r.decode_ns,
+                    r.mse
                 );
             }
         }
-        report.insert("codec".into(), json!(rows));
+        report.codec = Some(rows);
     }
     if want("fast-encoder") {
         let rows = bench::fast_encoder(s);
@@ -113,26 +114,39 @@ fn run_bench(
                 "d", "k", "N", "probes", "exhaustive ns", "ivf ns", "speedup", "mse", "loss dB"
             );
             for r in &rows {
+                // The default encoder's row goes in the same columns, its time under "ivf ns".
+                let (d, k, n, probes, exhaustive, ns, speedup, mse, loss, note) = match r {
+                    FastEncoderRow::Ivf(r) => (
+                        r.dim,
+                        r.k,
+                        r.n,
+                        r.probes.to_string(),
+                        r.exhaustive_ns_per_block,
+                        r.ivf_ns_per_block,
+                        r.speedup,
+                        r.mse_ivf,
+                        r.loss_db,
+                        if r.default { "  (default)" } else { "" },
+                    ),
+                    FastEncoderRow::Encoder(r) => (
+                        r.dim,
+                        r.k,
+                        r.n,
+                        r.probes.map_or("-".into(), |p| p.to_string()),
+                        r.exhaustive_ns_per_block,
+                        r.encoder_ns_per_block,
+                        r.speedup,
+                        r.mse_encoder,
+                        r.loss_db,
+                        "  (default encoder)",
+                    ),
+                };
                 println!(
-                    "{:>4} {:>2} {:>6} {:>6} {:>14.0} {:>10.0} {:>7.1}x {:>10.5} {:>8.3}{}",
-                    r["dim"].as_u64().unwrap(),
-                    r["k"].as_u64().unwrap(),
-                    r["n"].as_u64().unwrap(),
-                    r["probes"].as_u64().unwrap(),
-                    r["exhaustive_ns_per_block"].as_f64().unwrap(),
-                    r["ivf_ns_per_block"].as_f64().unwrap(),
-                    r["speedup"].as_f64().unwrap(),
-                    r["mse_ivf"].as_f64().unwrap(),
-                    r["loss_db"].as_f64().unwrap(),
-                    if r["default"] == true {
-                        "  (default)"
-                    } else {
-                        ""
-                    }
+                    "{d:>4} {k:>2} {n:>6} {probes:>6} {exhaustive:>14.0} {ns:>10.0} {speedup:>7.1}x {mse:>10.5} {loss:>8.3}{note}"
                 );
             }
         }
-        report.insert("fast_encoder".into(), json!(rows));
+        report.fast_encoder = Some(rows);
         let rows = bench::exact_search(s);
         if !json {
             println!("\n## exact ball-pruned search vs exhaustive search, same source blocks, single thread");
@@ -143,18 +157,18 @@ fn run_bench(
             for r in &rows {
                 println!(
                     "{:>4} {:>2} {:>6} {:>6} {:>14.0} {:>10.0} {:>7.1}x {:>10}",
-                    r["dim"].as_u64().unwrap(),
-                    r["k"].as_u64().unwrap(),
-                    r["n"].as_u64().unwrap(),
-                    r["cells"].as_u64().unwrap(),
-                    r["exhaustive_ns_per_block"].as_f64().unwrap(),
-                    r["balls_ns_per_block"].as_f64().unwrap(),
-                    r["speedup"].as_f64().unwrap(),
-                    r["identical"]
+                    r.dim,
+                    r.k,
+                    r.n,
+                    r.cells,
+                    r.exhaustive_ns_per_block,
+                    r.balls_ns_per_block,
+                    r.speedup,
+                    r.identical
                 );
             }
         }
-        report.insert("exact_search".into(), json!(rows));
+        report.exact_search = Some(rows);
     }
     if want("attention") {
         let mut all = Vec::new();
@@ -165,7 +179,7 @@ fn run_bench(
             }
             all.extend(rows);
         }
-        report.insert("attention".into(), json!(all));
+        report.attention = Some(all);
     }
     if want("parallel") {
         let rows = bench::parallel_encode(s);
@@ -174,65 +188,65 @@ fn run_bench(
             for r in &rows {
                 println!(
                     "k={} N={}: {:.0} vec/s single, {:.0} vec/s on {} threads ({:.2}x)",
-                    r["k"],
-                    r["n"],
-                    r["single_vectors_per_second"].as_f64().unwrap(),
-                    r["parallel_vectors_per_second"].as_f64().unwrap(),
-                    r["threads"],
-                    r["speedup"].as_f64().unwrap()
+                    r.k,
+                    r.n,
+                    r.single_vectors_per_second,
+                    r.parallel_vectors_per_second,
+                    r.threads,
+                    r.speedup
                 );
             }
         }
-        report.insert("parallel".into(), json!(rows));
+        report.parallel = Some(rows);
     }
     if markdown {
         print!("{}", fibquant_gen::bench_report::markdown(&report));
     } else if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::Value::Object(report)).unwrap()
-        );
+        // Through a `Value`, whose keys are sorted, as in the saved reports.
+        let value = serde_json::to_value(&report).unwrap();
+        println!("{}", serde_json::to_string_pretty(&value).unwrap());
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// Prints the attention rows of one head dimension as text (the `bench` default output).
-fn print_attention(d: usize, rows: &[serde_json::Value]) {
+fn print_attention(d: usize, rows: &[AttentionRow]) {
     println!("\n## attention, one decode step over all heads, d = {d}, single thread");
     for r in rows {
-        if r["section"] == "memcpy" {
-            println!(
-                "memcpy: {:.2} GB/s ({} MiB buffer)",
-                r["bytes_per_second"].as_f64().unwrap() / 1e9,
-                r["buffer_bytes"].as_u64().unwrap() >> 20
-            );
-            println!(
-                "{:>6} {:>5} {:<22} {:<26} {:>10} {:>8} {:>9} {:>7} {:>8}",
-                "n",
-                "heads",
-                "method",
-                "code",
-                "step ms",
-                "ns/key",
-                "GB/s read",
-                "memcpy",
-                "vs fp16"
-            );
-            continue;
-        }
+        let r = match r {
+            AttentionRow::Memcpy(m) => {
+                println!(
+                    "memcpy: {:.2} GB/s ({} MiB buffer)",
+                    m.bytes_per_second / 1e9,
+                    m.buffer_bytes >> 20
+                );
+                println!(
+                    "{:>6} {:>5} {:<22} {:<26} {:>10} {:>8} {:>9} {:>7} {:>8}",
+                    "n",
+                    "heads",
+                    "method",
+                    "code",
+                    "step ms",
+                    "ns/key",
+                    "GB/s read",
+                    "memcpy",
+                    "vs fp16"
+                );
+                continue;
+            }
+            AttentionRow::Step(r) => r,
+        };
         println!(
             "{:>6} {:>5} {:<22} {:<26} {:>10.2} {:>8.2} {:>9.2} {:>6.0}% {:>8}",
-            r["context"].as_u64().unwrap(),
-            r["heads"].as_u64().unwrap(),
-            r["method"].as_str().unwrap(),
-            r["code"].as_str().unwrap(),
-            r["step_ms"].as_f64().unwrap(),
-            r["ns_per_key"].as_f64().unwrap(),
-            r["bytes_per_second"].as_f64().unwrap() / 1e9,
-            100.0 * r["fraction_of_memcpy"].as_f64().unwrap(),
-            r.get("vs_fp16")
-                .and_then(|v| v.as_f64())
-                .map_or(String::new(), |v| format!("{v:.2}x"))
+            r.context,
+            r.heads,
+            r.method,
+            r.code,
+            r.step_ms,
+            r.ns_per_key,
+            r.bytes_per_second / 1e9,
+            100.0 * r.fraction_of_memcpy,
+            r.vs_fp16.map_or(String::new(), |v| format!("{v:.2}x"))
         );
     }
 }
