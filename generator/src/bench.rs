@@ -6,9 +6,266 @@
 use fibquant::{registry, Codec, CodecConfig};
 use half::f16;
 use half::slice::HalfFloatSliceExt;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 use std::hint::black_box;
 use std::time::Instant;
+
+/// One `bench --json` report: the sections run, each a list of rows. `bench --markdown` renders
+/// it, also from a saved file (the reports under `docs/bench/` parse as this type).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Report {
+    /// The runtime's kernel selection, as `Debug` prints it.
+    pub kernels: String,
+    /// Repeats per measurement.
+    pub repeats: usize,
+    /// Encode/decode per rate point (and peers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub codec: Option<Vec<CodecRow>>,
+    /// Inverted file and default encoder against exhaustive search.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fast_encoder: Option<Vec<FastEncoderRow>>,
+    /// Exact searches against exhaustive search.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact_search: Option<Vec<ExactSearchRow>>,
+    /// Attention per head dimension, each starting with its memcpy row.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attention: Option<Vec<AttentionRow>>,
+    /// Batch encode on one thread and on all cores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallel: Option<Vec<ParallelRow>>,
+}
+
+/// Encode/decode speed and MSE of one codec.
+#[derive(Debug, Clone, Copy)]
+pub struct CodecSpeed {
+    /// Encode ns per vector.
+    pub encode_ns: f64,
+    /// Decode ns per vector.
+    pub decode_ns: f64,
+    /// Mean normalized MSE of the round trip.
+    pub mse: f64,
+    /// Bytes per encoded vector.
+    pub bytes_per_vector: usize,
+}
+
+/// One implementation at one `(d, b)` of the codec section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CodecRow {
+    /// `fibquant k=.. N=..`, `fibquant scalar ..` or a peer's name.
+    #[serde(rename = "impl")]
+    pub implementation: String,
+    /// Head dimension.
+    pub dim: usize,
+    /// Rate in bits per coordinate.
+    pub rate_bits: f64,
+    /// Encode ns per vector.
+    pub encode_ns: f64,
+    /// Decode ns per vector.
+    pub decode_ns: f64,
+    /// Mean normalized MSE.
+    pub mse: f64,
+    /// Bytes per encoded vector.
+    pub bytes_per_vector: usize,
+}
+
+impl CodecRow {
+    /// The row of `speed`, for implementation `name` at `(dim, rate_bits)`.
+    pub fn new(name: String, dim: usize, rate_bits: f64, speed: CodecSpeed) -> CodecRow {
+        CodecRow {
+            implementation: name,
+            dim,
+            rate_bits,
+            encode_ns: speed.encode_ns,
+            decode_ns: speed.decode_ns,
+            mse: speed.mse,
+            bytes_per_vector: speed.bytes_per_vector,
+        }
+    }
+}
+
+/// A row of the attention section: the memory-copy reference of a head dimension, or one
+/// method's decode step.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "section")]
+pub enum AttentionRow {
+    /// Memory-copy bandwidth, measured before the steps of each head dimension.
+    #[serde(rename = "memcpy")]
+    Memcpy(MemcpyRow),
+    /// One decode step of one method over all heads.
+    #[serde(rename = "attention")]
+    Step(AttentionStep),
+}
+
+/// Memory-copy bandwidth on a buffer larger than the last-level cache.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MemcpyRow {
+    /// Head dimension of the steps that follow (absent in the oldest reports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dim: Option<usize>,
+    /// Bytes copied per second.
+    pub bytes_per_second: f64,
+    /// Buffer size.
+    pub buffer_bytes: usize,
+}
+
+/// One attention decode step over all heads.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AttentionStep {
+    /// Head dimension.
+    pub dim: usize,
+    /// Keys per head.
+    pub context: usize,
+    /// Heads.
+    pub heads: usize,
+    /// `plain fp16`, `plain f32`, `on codes` or `decode then compute`.
+    pub method: String,
+    /// The code (`fp16`, `f32` or a codec's name).
+    pub code: String,
+    /// Bits per coordinate of the code; `None` for plain f32.
+    pub rate_bits: Option<f64>,
+    /// Milliseconds per step.
+    pub step_ms: f64,
+    /// Nanoseconds per key and head.
+    pub ns_per_key: f64,
+    /// Bytes of K and V read per step.
+    pub bytes_read: f64,
+    /// Bytes read per key.
+    pub bytes_per_key: f64,
+    /// Read bandwidth.
+    pub bytes_per_second: f64,
+    /// Read bandwidth over the memcpy bandwidth.
+    pub fraction_of_memcpy: f64,
+    /// Median over rounds of fp16 time / this time (absent for decode-then-compute).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vs_fp16: Option<f64>,
+    /// Decode-then-compute time / this time (on-codes rows only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vs_decode_then_compute: Option<f64>,
+}
+
+/// Batch encode of one code, one thread against all cores.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ParallelRow {
+    /// Always `parallel encode`.
+    pub section: String,
+    /// Head dimension.
+    pub dim: usize,
+    /// Block size.
+    pub k: usize,
+    /// Codebook size.
+    pub n: usize,
+    /// Threads of the parallel run.
+    pub threads: usize,
+    /// Vectors per second on one thread.
+    pub single_vectors_per_second: f64,
+    /// Vectors per second on all threads.
+    pub parallel_vectors_per_second: f64,
+    /// Parallel over single throughput.
+    pub speedup: f64,
+}
+
+/// A row of the fast-encoder section: the inverted file alone at one probe count, or the
+/// default encoder.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "method")]
+pub enum FastEncoderRow {
+    /// The inverted file alone.
+    #[serde(rename = "ivf")]
+    Ivf(IvfRow),
+    /// What `Codebook::nearest` does by default.
+    #[serde(rename = "encoder")]
+    Encoder(EncoderRow),
+}
+
+/// The inverted file alone at one probe count, against exhaustive search.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IvfRow {
+    /// Always `fast encoder`.
+    pub section: String,
+    /// Head dimension.
+    pub dim: usize,
+    /// Block size.
+    pub k: usize,
+    /// Codebook size.
+    pub n: usize,
+    /// Cells probed.
+    pub probes: usize,
+    /// Cells of the inverted file.
+    pub cells: Option<usize>,
+    /// Exhaustive search ns per block.
+    pub exhaustive_ns_per_block: f64,
+    /// Inverted-file ns per block.
+    pub ivf_ns_per_block: f64,
+    /// Exhaustive over inverted-file time.
+    pub speedup: f64,
+    /// MSE of the exhaustive answers.
+    pub mse_exhaustive: f64,
+    /// MSE of the inverted-file answers.
+    pub mse_ivf: f64,
+    /// MSE loss against exhaustive search, dB.
+    pub loss_db: f64,
+    /// Whether this probe count is the encoder's default for this codebook.
+    pub default: bool,
+}
+
+/// The default encoder (`Codebook::nearest`) against exhaustive search.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EncoderRow {
+    /// Always `fast encoder`.
+    pub section: String,
+    /// Head dimension.
+    pub dim: usize,
+    /// Block size.
+    pub k: usize,
+    /// Codebook size.
+    pub n: usize,
+    /// Default probes of the inverted file, if the codebook has one.
+    pub probes: Option<usize>,
+    /// Fraction of blocks the certified shortlists answer, if the codebook has them.
+    pub certified: Option<f64>,
+    /// Exhaustive search ns per block.
+    pub exhaustive_ns_per_block: f64,
+    /// Default encoder ns per block.
+    pub encoder_ns_per_block: f64,
+    /// Exhaustive over encoder time.
+    pub speedup: f64,
+    /// MSE of the exhaustive answers.
+    pub mse_exhaustive: f64,
+    /// MSE of the encoder's answers.
+    pub mse_encoder: f64,
+    /// MSE loss against exhaustive search, dB.
+    pub loss_db: f64,
+}
+
+/// The exact searches of one codebook against exhaustive search.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExactSearchRow {
+    /// Always `exact search`.
+    pub section: String,
+    /// Head dimension.
+    pub dim: usize,
+    /// Block size.
+    pub k: usize,
+    /// Codebook size.
+    pub n: usize,
+    /// Cells of the ball search.
+    pub cells: usize,
+    /// Exhaustive search ns per block.
+    pub exhaustive_ns_per_block: f64,
+    /// Ball search alone, ns per block.
+    pub balls_ns_per_block: f64,
+    /// The default search (shortlists, then balls), ns per block; absent in reports from
+    /// before the shortlists, which timed the ball search as the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_ns_per_block: Option<f64>,
+    /// Fraction of blocks the certified shortlists answer.
+    #[serde(default)]
+    pub certified: Option<f64>,
+    /// Exhaustive over default time.
+    pub speedup: f64,
+    /// Whether every answer equalled the exhaustive one.
+    pub identical: bool,
+}
 
 /// Bench settings.
 #[derive(Debug, Clone, Copy)]
@@ -128,7 +385,7 @@ fn all_codes_at(d: usize, rate: f64) -> Vec<(String, usize, usize)> {
 }
 
 /// Encode and decode ns per vector (single thread) and MSE, for one codec.
-pub fn codec_speed(codec: &Codec, x: &[f32], repeats: usize) -> Value {
+pub fn codec_speed(codec: &Codec, x: &[f32], repeats: usize) -> CodecSpeed {
     let d = codec.dim();
     let count = x.len() / d;
     let sb = codec.slot_bytes();
@@ -146,27 +403,24 @@ pub fn codec_speed(codec: &Codec, x: &[f32], repeats: usize) -> Value {
         }
         black_box(&y);
     });
-    json!({
-        "encode_ns": enc * 1e9 / count as f64,
-        "decode_ns": dec * 1e9 / count as f64,
-        "mse": nmse(x, &y, d),
-        "bytes_per_vector": sb,
-    })
+    CodecSpeed {
+        encode_ns: enc * 1e9 / count as f64,
+        decode_ns: dec * 1e9 / count as f64,
+        mse: nmse(x, &y, d),
+        bytes_per_vector: sb,
+    }
 }
 
 /// Section 1 (and peers, when compiled in): encode/decode per rate point.
-pub fn encode_decode(s: &Settings) -> Vec<Value> {
+pub fn encode_decode(s: &Settings) -> Vec<CodecRow> {
     let mut out = Vec::new();
     for d in [64usize, 128] {
         let x = rows(s.vectors, d, 11 + d as u64);
         for rate in [0.5, 1.0, 2.0, 3.0, 4.0] {
             for (name, k, n) in codes_at(d, rate) {
                 let codec = Codec::new(CodecConfig::new(d, k, n)).unwrap();
-                let mut r = codec_speed(&codec, &x, s.repeats);
-                r["impl"] = json!(name);
-                r["dim"] = json!(d);
-                r["rate_bits"] = json!(rate);
-                out.push(r);
+                let speed = codec_speed(&codec, &x, s.repeats);
+                out.push(CodecRow::new(name, d, rate, speed));
             }
             #[cfg(feature = "peers")]
             out.extend(crate::peers::speed(d, rate, &x, s.repeats));
@@ -422,10 +676,14 @@ fn paired(
 /// Section 2: one decode step of attention over all heads, for each method. Every method is
 /// timed in rounds alternating with plain fp16 attention, and its speed against fp16 is the
 /// median of the per-round ratios.
-pub fn attention(s: &Settings, d: usize) -> Vec<Value> {
+pub fn attention(s: &Settings, d: usize) -> Vec<AttentionRow> {
     let mut out = Vec::new();
     let copy_bw = memcpy_bandwidth(s.attention_bytes / 2, s.repeats);
-    out.push(json!({"section": "memcpy", "dim": d, "bytes_per_second": copy_bw, "buffer_bytes": s.attention_bytes / 2}));
+    out.push(AttentionRow::Memcpy(MemcpyRow {
+        dim: Some(d),
+        bytes_per_second: copy_bw,
+        buffer_bytes: s.attention_bytes / 2,
+    }));
     for &n in &s.contexts {
         // Heads so that the fp16 K and V of all heads fill `attention_bytes`.
         let heads = (s.attention_bytes / (n * d * 2 * 2)).max(1);
@@ -437,13 +695,22 @@ pub fn attention(s: &Settings, d: usize) -> Vec<Value> {
         let total_keys = (heads * n) as f64;
         let mut rows_out = Vec::new();
         let mut record = |method: &str, code: &str, rate: Option<f64>, secs: f64, bytes: f64| {
-            rows_out.push(json!({
-                "section": "attention", "dim": d, "context": n, "heads": heads, "method": method,
-                "code": code, "rate_bits": rate, "step_ms": secs * 1e3,
-                "ns_per_key": secs * 1e9 / total_keys, "bytes_read": bytes,
-                "bytes_per_key": bytes / total_keys, "bytes_per_second": bytes / secs,
-                "fraction_of_memcpy": bytes / secs / copy_bw,
-            }));
+            rows_out.push(AttentionStep {
+                dim: d,
+                context: n,
+                heads,
+                method: method.into(),
+                code: code.into(),
+                rate_bits: rate,
+                step_ms: secs * 1e3,
+                ns_per_key: secs * 1e9 / total_keys,
+                bytes_read: bytes,
+                bytes_per_key: bytes / total_keys,
+                bytes_per_second: bytes / secs,
+                fraction_of_memcpy: bytes / secs / copy_bw,
+                vs_fp16: None,
+                vs_decode_then_compute: None,
+            });
         };
         // The reference: fp16 K and V, every head its own copy (same values: the working set is
         // what matters), F16C conversion fused into the loops.
@@ -553,30 +820,38 @@ pub fn attention(s: &Settings, d: usize) -> Vec<Value> {
             }
         }
         let fp16_t = median(fp16_times);
-        let mut rows_all = vec![json!({
-            "section": "attention", "dim": d, "context": n, "heads": heads, "method": "plain fp16",
-            "code": "fp16", "rate_bits": 16.0, "step_ms": fp16_t * 1e3,
-            "ns_per_key": fp16_t * 1e9 / total_keys, "bytes_read": fp16_bytes,
-            "bytes_per_key": fp16_bytes / total_keys, "bytes_per_second": fp16_bytes / fp16_t,
-            "fraction_of_memcpy": fp16_bytes / fp16_t / copy_bw, "vs_fp16": 1.0,
-        })];
+        out.push(AttentionRow::Step(AttentionStep {
+            dim: d,
+            context: n,
+            heads,
+            method: "plain fp16".into(),
+            code: "fp16".into(),
+            rate_bits: Some(16.0),
+            step_ms: fp16_t * 1e3,
+            ns_per_key: fp16_t * 1e9 / total_keys,
+            bytes_read: fp16_bytes,
+            bytes_per_key: fp16_bytes / total_keys,
+            bytes_per_second: fp16_bytes / fp16_t,
+            fraction_of_memcpy: fp16_bytes / fp16_t / copy_bw,
+            vs_fp16: Some(1.0),
+            vs_decode_then_compute: None,
+        }));
         let mut dtc = code_rows.into_iter();
         for (mut r, ratio) in rows_out.into_iter().zip(vs_fp16) {
             if ratio.is_finite() {
-                r["vs_fp16"] = json!(ratio);
+                r.vs_fp16 = Some(ratio);
             }
-            if r["method"] == "on codes" {
-                r["vs_decode_then_compute"] = json!(dtc.next());
+            if r.method == "on codes" {
+                r.vs_decode_then_compute = dtc.next();
             }
-            rows_all.push(r);
+            out.push(AttentionRow::Step(r));
         }
-        out.extend(rows_all);
     }
     out
 }
 
 /// Section 3: batch encode throughput, single thread against all cores (`parallel` feature).
-pub fn parallel_encode(s: &Settings) -> Vec<Value> {
+pub fn parallel_encode(s: &Settings) -> Vec<ParallelRow> {
     let mut out = Vec::new();
     let d = 128;
     let x = rows(s.vectors * 8, d, 9);
@@ -591,19 +866,23 @@ pub fn parallel_encode(s: &Settings) -> Vec<Value> {
         });
         let par = time(s.repeats, || codec.encode_batch(&x, &mut slots).unwrap());
         let count = (x.len() / d) as f64;
-        out.push(json!({
-            "section": "parallel encode", "dim": d, "k": k, "n": n,
-            "threads": rayon::current_num_threads(),
-            "single_vectors_per_second": count / single, "parallel_vectors_per_second": count / par,
-            "speedup": single / par,
-        }));
+        out.push(ParallelRow {
+            section: "parallel encode".into(),
+            dim: d,
+            k,
+            n,
+            threads: rayon::current_num_threads(),
+            single_vectors_per_second: count / single,
+            parallel_vectors_per_second: count / par,
+            speedup: single / par,
+        });
     }
     out
 }
 
 /// Section 4: the fast (inverted-file) encoder against exhaustive search on the same source
 /// blocks: ns per block search, MSE, loss in dB, speedup; for each probe count.
-pub fn fast_encoder(s: &Settings) -> Vec<Value> {
+pub fn fast_encoder(s: &Settings) -> Vec<FastEncoderRow> {
     use crate::source::{Method, Source};
     let mut out = Vec::new();
     let blocks_n = (s.vectors * 4).max(4096);
@@ -662,13 +941,21 @@ pub fn fast_encoder(s: &Settings) -> Vec<Value> {
                 black_box(&idx);
             });
             let mse = mse_of(&idx);
-            out.push(json!({
-                "section": "fast encoder", "method": "ivf", "dim": d, "k": k, "n": n, "probes": probes,
-                "cells": c.ivf().map(|_| fibquant::search::plan::ivf_cells(n)),
-                "exhaustive_ns_per_block": t_exact * 1e9 / blocks_n as f64,
-                "ivf_ns_per_block": t * 1e9 / blocks_n as f64, "speedup": t_exact / t,
-                "mse_exhaustive": mse_exact, "mse_ivf": mse, "loss_db": 10.0 * (mse / mse_exact).log10(),
-                "default": probes == fibquant::search::plan::encoder_probes(k) && n >= fibquant::search::plan::IVF_THRESHOLD,
+            out.push(FastEncoderRow::Ivf(IvfRow {
+                section: "fast encoder".into(),
+                dim: d,
+                k,
+                n,
+                probes,
+                cells: c.ivf().map(|_| fibquant::search::plan::ivf_cells(n)),
+                exhaustive_ns_per_block: t_exact * 1e9 / blocks_n as f64,
+                ivf_ns_per_block: t * 1e9 / blocks_n as f64,
+                speedup: t_exact / t,
+                mse_exhaustive: mse_exact,
+                mse_ivf: mse,
+                loss_db: 10.0 * (mse / mse_exact).log10(),
+                default: probes == fibquant::search::plan::encoder_probes(k)
+                    && n >= fibquant::search::plan::IVF_THRESHOLD,
             }));
         }
         // What `Codebook::nearest` does by default: the certified shortlists where they apply
@@ -679,14 +966,19 @@ pub fn fast_encoder(s: &Settings) -> Vec<Value> {
             black_box(&idx);
         });
         let mse = mse_of(&idx);
-        out.push(json!({
-            "section": "fast encoder", "method": "encoder", "dim": d, "k": k, "n": n,
-            "probes": cb.ivf().map(|_| fibquant::search::plan::encoder_probes(k)),
-            "certified": certified,
-            "exhaustive_ns_per_block": t_exact * 1e9 / blocks_n as f64,
-            "encoder_ns_per_block": t * 1e9 / blocks_n as f64, "speedup": t_exact / t,
-            "mse_exhaustive": mse_exact, "mse_encoder": mse,
-            "loss_db": 10.0 * (mse / mse_exact).log10(),
+        out.push(FastEncoderRow::Encoder(EncoderRow {
+            section: "fast encoder".into(),
+            dim: d,
+            k,
+            n,
+            probes: cb.ivf().map(|_| fibquant::search::plan::encoder_probes(k)),
+            certified,
+            exhaustive_ns_per_block: t_exact * 1e9 / blocks_n as f64,
+            encoder_ns_per_block: t * 1e9 / blocks_n as f64,
+            speedup: t_exact / t,
+            mse_exhaustive: mse_exact,
+            mse_encoder: mse,
+            loss_db: 10.0 * (mse / mse_exact).log10(),
         }));
     }
     out
@@ -710,7 +1002,7 @@ fn certified_fraction(cb: &fibquant::Codebook, blocks: &[f32]) -> Option<f64> {
 /// (`runtime/src/balls.rs`) alone, and the default of `Codebook::nearest` (certified shortlists,
 /// `runtime/src/shortlist.rs`, then the ball search for the blocks they leave open); ns per
 /// block, the fraction of blocks certified, and whether every answer was the same.
-pub fn exact_search(s: &Settings) -> Vec<Value> {
+pub fn exact_search(s: &Settings) -> Vec<ExactSearchRow> {
     use crate::source::{Method, Source};
     let mut out = Vec::new();
     let blocks_n = (s.vectors * 4).max(4096);
@@ -750,15 +1042,19 @@ pub fn exact_search(s: &Settings) -> Vec<Value> {
             cb.nearest_many(&blocks, &mut indexed);
             black_box(&indexed);
         });
-        out.push(json!({
-            "section": "exact search", "dim": d, "k": k, "n": n, "cells": balls.cells(),
-            "exhaustive_ns_per_block": t_exact * 1e9 / blocks_n as f64,
-            "balls_ns_per_block": t_balls * 1e9 / blocks_n as f64,
-            "default_ns_per_block": t_default * 1e9 / blocks_n as f64,
-            "certified": certified,
-            "speedup": t_exact / t_default,
-            "identical": balls_identical && exact == indexed,
-        }));
+        out.push(ExactSearchRow {
+            section: "exact search".into(),
+            dim: d,
+            k,
+            n,
+            cells: balls.cells(),
+            exhaustive_ns_per_block: t_exact * 1e9 / blocks_n as f64,
+            balls_ns_per_block: t_balls * 1e9 / blocks_n as f64,
+            default_ns_per_block: Some(t_default * 1e9 / blocks_n as f64),
+            certified,
+            speedup: t_exact / t_default,
+            identical: balls_identical && exact == indexed,
+        });
     }
     out
 }

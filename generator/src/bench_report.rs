@@ -1,51 +1,41 @@
 //! `fibquant-gen bench --markdown`: the README's speed tables, and the issue's targets checked
 //! against the measured numbers, printed from one bench report.
 
-use serde_json::{Map, Value};
+use crate::bench::{
+    AttentionRow, AttentionStep, CodecRow, EncoderRow, ExactSearchRow, FastEncoderRow, IvfRow,
+    Report,
+};
 use std::fmt::Write;
 
-fn f(v: &Value) -> f64 {
-    v.as_f64().unwrap_or(f64::NAN)
-}
-
-fn u(v: &Value) -> u64 {
-    v.as_u64().unwrap_or(0)
-}
-
-fn s(v: &Value) -> &str {
-    v.as_str().unwrap_or("")
-}
-
-/// Markdown tables for the sections present in `report` (the object `bench --json` prints).
-pub fn markdown(report: &Map<String, Value>) -> String {
+/// Markdown tables for the sections present in `report`.
+pub fn markdown(report: &Report) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
         "Kernels: `{}`; medians of {} runs; one thread except the last table.\n",
-        report.get("kernels").map_or("?", s),
-        report.get("repeats").map_or(0, u)
+        report.kernels, report.repeats
     );
-    if let Some(Value::Array(rows)) = report.get("codec") {
+    if let Some(rows) = &report.codec {
         codec_tables(&mut out, rows);
     }
-    if let Some(Value::Array(rows)) = report.get("fast_encoder") {
+    if let Some(rows) = &report.fast_encoder {
         fast_encoder_table(&mut out, rows);
     }
-    if let Some(Value::Array(rows)) = report.get("exact_search") {
+    if let Some(rows) = &report.exact_search {
         exact_search_table(&mut out, rows);
     }
-    if let Some(Value::Array(rows)) = report.get("attention") {
+    if let Some(rows) = &report.attention {
         // One table per head dimension: the rows of each start with its memcpy row (reports
         // from before the d = 128 rows hold one).
         let mut start = 0;
         for end in 1..=rows.len() {
-            if end == rows.len() || rows[end]["section"] == "memcpy" {
+            if end == rows.len() || matches!(rows[end], AttentionRow::Memcpy(_)) {
                 attention_table(&mut out, &rows[start..end]);
                 start = end;
             }
         }
     }
-    if let Some(Value::Array(rows)) = report.get("parallel") {
+    if let Some(rows) = &report.parallel {
         let _ = writeln!(
             out,
             "**Batch encode on all cores** (`parallel` feature, d = 128):\n"
@@ -59,12 +49,12 @@ pub fn markdown(report: &Map<String, Value>) -> String {
             let _ = writeln!(
                 out,
                 "| k={} N={} | {:.0} | {:.0} | {} | {:.2}x |",
-                r["k"],
-                r["n"],
-                f(&r["single_vectors_per_second"]),
-                f(&r["parallel_vectors_per_second"]),
-                r["threads"],
-                f(&r["speedup"])
+                r.k,
+                r.n,
+                r.single_vectors_per_second,
+                r.parallel_vectors_per_second,
+                r.threads,
+                r.speedup
             );
         }
         out.push('\n');
@@ -72,7 +62,7 @@ pub fn markdown(report: &Map<String, Value>) -> String {
     out
 }
 
-fn codec_tables(out: &mut String, rows: &[Value]) {
+fn codec_tables(out: &mut String, rows: &[CodecRow]) {
     let _ = writeln!(
         out,
         "**Encode / decode** (ns per vector, single thread; MSE on the same vectors; bytes per \
@@ -84,30 +74,25 @@ fn codec_tables(out: &mut String, rows: &[Value]) {
     );
     let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
     for r in rows {
-        let (d, b) = (u(&r["dim"]), f(&r["rate_bits"]));
-        let bytes = u(&r["bytes_per_vector"]);
+        let (d, b) = (r.dim, r.rate_bits);
+        let bytes = r.bytes_per_vector;
         let _ = writeln!(
             out,
             "| {d} | {b} | {} | {bytes} | {:.2}x | {:.0}x | {:.0} | {:.0} | {:.5} |",
-            s(&r["impl"]),
+            r.implementation,
             (2 * d) as f64 / bytes as f64,
             16.0 / b,
-            f(&r["encode_ns"]),
-            f(&r["decode_ns"]),
-            f(&r["mse"])
+            r.encode_ns,
+            r.decode_ns,
+            r.mse
         );
     }
-    let peer = |d: u64, b: f64| {
-        rows.iter().find(|r| {
-            u(&r["dim"]) == d
-                && f(&r["rate_bits"]) == b
-                && s(&r["impl"]).starts_with("turboquant-rs")
-        })
+    let is_peer = |r: &CodecRow| r.implementation.starts_with("turboquant-rs");
+    let peer = |d: usize, b: f64| {
+        rows.iter()
+            .find(|r| r.dim == d && r.rate_bits == b && is_peer(r))
     };
-    if !rows
-        .iter()
-        .any(|r| s(&r["impl"]).starts_with("turboquant-rs"))
-    {
+    if !rows.iter().any(is_peer) {
         out.push('\n');
         return;
     }
@@ -121,20 +106,13 @@ fn codec_tables(out: &mut String, rows: &[Value]) {
     );
     let _ = writeln!(out, "|---|---|---|---|---|---|");
     let mut worst: [(f64, String); 2] = [(0.0, String::new()), (0.0, String::new())];
-    for r in rows
-        .iter()
-        .filter(|r| s(&r["impl"]).starts_with("fibquant"))
-    {
-        let (d, b) = (u(&r["dim"]), f(&r["rate_bits"]));
+    let ours = |r: &&CodecRow| r.implementation.starts_with("fibquant");
+    let short = |r: &CodecRow| r.implementation.trim_start_matches("fibquant ").to_string();
+    for r in rows.iter().filter(ours) {
+        let (d, b) = (r.dim, r.rate_bits);
         if let Some(p) = peer(d, b) {
-            let code = format!(
-                "d={d} b={b} {}",
-                s(&r["impl"]).trim_start_matches("fibquant ")
-            );
-            let ratios = [
-                f(&r["encode_ns"]) / f(&p["encode_ns"]),
-                f(&r["decode_ns"]) / f(&p["decode_ns"]),
-            ];
+            let code = format!("d={d} b={b} {}", short(r));
+            let ratios = [r.encode_ns / p.encode_ns, r.decode_ns / p.decode_ns];
             for (w, ratio) in worst.iter_mut().zip(ratios) {
                 if ratio > w.0 {
                     *w = (ratio, code.clone());
@@ -143,10 +121,10 @@ fn codec_tables(out: &mut String, rows: &[Value]) {
             let _ = writeln!(
                 out,
                 "| {d} | {b} | {} | {:.2} | {:.2} | {:.3} |",
-                s(&r["impl"]).trim_start_matches("fibquant "),
+                short(r),
                 ratios[0],
                 ratios[1],
-                f(&r["mse"]) / f(&p["mse"])
+                r.mse / p.mse
             );
         }
     }
@@ -166,32 +144,32 @@ fn codec_tables(out: &mut String, rows: &[Value]) {
         "\nPer rate, the lowest-MSE FibQuant code that is no slower than `turboquant-rs` in \
          both encode and decode:\n"
     );
-    let mut rates: Vec<(u64, f64)> = rows
+    let mut rates: Vec<(usize, f64)> = rows
         .iter()
-        .filter(|r| s(&r["impl"]).starts_with("turboquant-rs"))
-        .map(|r| (u(&r["dim"]), f(&r["rate_bits"])))
+        .filter(|r| is_peer(r))
+        .map(|r| (r.dim, r.rate_bits))
         .collect();
     rates.dedup();
     for (d, b) in rates {
         let Some(p) = peer(d, b) else { continue };
         let best = rows
             .iter()
+            .filter(ours)
             .filter(|r| {
-                s(&r["impl"]).starts_with("fibquant")
-                    && u(&r["dim"]) == d
-                    && f(&r["rate_bits"]) == b
-                    && f(&r["encode_ns"]) <= f(&p["encode_ns"])
-                    && f(&r["decode_ns"]) <= f(&p["decode_ns"])
+                r.dim == d
+                    && r.rate_bits == b
+                    && r.encode_ns <= p.encode_ns
+                    && r.decode_ns <= p.decode_ns
             })
-            .min_by(|x, y| f(&x["mse"]).total_cmp(&f(&y["mse"])));
+            .min_by(|x, y| x.mse.total_cmp(&y.mse));
         let _ = match best {
             Some(r) => writeln!(
                 out,
                 "- d={d} b={b}: {} (encode {:.2}, decode {:.2}, MSE {:.3} of theirs): met",
-                s(&r["impl"]).trim_start_matches("fibquant "),
-                f(&r["encode_ns"]) / f(&p["encode_ns"]),
-                f(&r["decode_ns"]) / f(&p["decode_ns"]),
-                f(&r["mse"]) / f(&p["mse"])
+                short(r),
+                r.encode_ns / p.encode_ns,
+                r.decode_ns / p.decode_ns,
+                r.mse / p.mse
             ),
             None => writeln!(out, "- d={d} b={b}: no code: NOT met"),
         };
@@ -199,7 +177,7 @@ fn codec_tables(out: &mut String, rows: &[Value]) {
     out.push('\n');
 }
 
-fn exact_search_table(out: &mut String, rows: &[Value]) {
+fn exact_search_table(out: &mut String, rows: &[ExactSearchRow]) {
     let _ = writeln!(
         out,
         "**Exact search** against the exhaustive scan on the same source blocks (ns per block): \
@@ -214,36 +192,53 @@ fn exact_search_table(out: &mut String, rows: &[Value]) {
     let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         // Reports from before the shortlists timed the ball search as the default.
-        let default = r
-            .get("default_ns_per_block")
-            .unwrap_or(&r["balls_ns_per_block"]);
+        let default = r.default_ns_per_block.unwrap_or(r.balls_ns_per_block);
         let _ = writeln!(
             out,
             "| {} | {} | {} | {:.0} | {:.0} | {:.0} | {} | {:.1}x | {} |",
-            r["dim"],
-            r["k"],
-            r["n"],
-            f(&r["exhaustive_ns_per_block"]),
-            f(&r["balls_ns_per_block"]),
-            f(default),
-            percent(&r["certified"]),
-            f(&r["speedup"]),
-            if r["identical"] == true { "all" } else { "NO" }
+            r.dim,
+            r.k,
+            r.n,
+            r.exhaustive_ns_per_block,
+            r.balls_ns_per_block,
+            default,
+            percent(r.certified),
+            r.speedup,
+            if r.identical { "all" } else { "NO" }
         );
     }
     out.push('\n');
 }
 
 /// A fraction as a percentage, `-` where absent.
-fn percent(v: &Value) -> String {
-    v.as_f64()
-        .map_or("-".into(), |x| format!("{:.1} %", 100.0 * x))
+fn percent(v: Option<f64>) -> String {
+    v.map_or("-".into(), |x| format!("{:.1} %", 100.0 * x))
 }
 
-fn fast_encoder_table(out: &mut String, rows: &[Value]) {
-    // Reports from before the shortlists have no "method" and only inverted-file rows.
-    let ivf: Vec<&Value> = rows.iter().filter(|r| r["method"] != "encoder").collect();
-    let encoder: Vec<&Value> = rows.iter().filter(|r| r["method"] == "encoder").collect();
+/// The numbers of a fast-encoder row that its target is checked on.
+struct Target {
+    dim: usize,
+    k: usize,
+    n: usize,
+    loss_db: f64,
+    speedup: f64,
+}
+
+fn fast_encoder_table(out: &mut String, rows: &[FastEncoderRow]) {
+    let ivf: Vec<&IvfRow> = rows
+        .iter()
+        .filter_map(|r| match r {
+            FastEncoderRow::Ivf(r) => Some(r),
+            FastEncoderRow::Encoder(_) => None,
+        })
+        .collect();
+    let encoder: Vec<&EncoderRow> = rows
+        .iter()
+        .filter_map(|r| match r {
+            FastEncoderRow::Encoder(r) => Some(r),
+            FastEncoderRow::Ivf(_) => None,
+        })
+        .collect();
     let _ = writeln!(
         out,
         "**Fast encoder** (inverted file, `runtime/src/ivf.rs`, alone) against exhaustive search \
@@ -258,20 +253,16 @@ fn fast_encoder_table(out: &mut String, rows: &[Value]) {
         let _ = writeln!(
             out,
             "| {} | {} | {} | {}{} | {:.0} | {:.0} | {:.1}x | {:.5} | {:.3} |",
-            r["dim"],
-            r["k"],
-            r["n"],
-            r["probes"],
-            if r["default"] == true {
-                " (default)"
-            } else {
-                ""
-            },
-            f(&r["exhaustive_ns_per_block"]),
-            f(&r["ivf_ns_per_block"]),
-            f(&r["speedup"]),
-            f(&r["mse_ivf"]),
-            f(&r["loss_db"])
+            r.dim,
+            r.k,
+            r.n,
+            r.probes,
+            if r.default { " (default)" } else { "" },
+            r.exhaustive_ns_per_block,
+            r.ivf_ns_per_block,
+            r.speedup,
+            r.mse_ivf,
+            r.loss_db
         );
     }
     if !encoder.is_empty() {
@@ -291,39 +282,55 @@ fn fast_encoder_table(out: &mut String, rows: &[Value]) {
             let _ = writeln!(
                 out,
                 "| {} | {} | {} | {:.0} | {:.0} | {:.1}x | {} | {:.5} | {:.3} |",
-                r["dim"],
-                r["k"],
-                r["n"],
-                f(&r["exhaustive_ns_per_block"]),
-                f(&r["encoder_ns_per_block"]),
-                f(&r["speedup"]),
-                percent(&r["certified"]),
-                f(&r["mse_encoder"]),
-                f(&r["loss_db"])
+                r.dim,
+                r.k,
+                r.n,
+                r.exhaustive_ns_per_block,
+                r.encoder_ns_per_block,
+                r.speedup,
+                percent(r.certified),
+                r.mse_encoder,
+                r.loss_db
             );
         }
     }
-    let (targets, what): (Vec<&Value>, &str) = if encoder.is_empty() {
+    let (targets, what): (Vec<Target>, &str) = if encoder.is_empty() {
         let rows = ivf
             .iter()
-            .copied()
-            .filter(|r| r["default"] == true)
+            .filter(|r| r.default)
+            .map(|r| Target {
+                dim: r.dim,
+                k: r.k,
+                n: r.n,
+                loss_db: r.loss_db,
+                speedup: r.speedup,
+            })
             .collect();
         (rows, "the inverted file with the default probes")
     } else {
-        (encoder, "the default encoder")
+        let rows = encoder
+            .iter()
+            .map(|r| Target {
+                dim: r.dim,
+                k: r.k,
+                n: r.n,
+                loss_db: r.loss_db,
+                speedup: r.speedup,
+            })
+            .collect();
+        (rows, "the default encoder")
     };
     let _ = writeln!(
         out,
         "\nTargets at N = 65536 with {what} (loss <= 0.05 dB, speedup >= 10x):\n"
     );
-    for r in targets.iter().filter(|r| u(&r["n"]) == 65536) {
-        let (loss, speedup) = (f(&r["loss_db"]), f(&r["speedup"]));
+    for t in targets.iter().filter(|t| t.n == 65536) {
+        let (loss, speedup) = (t.loss_db, t.speedup);
         let _ = writeln!(
             out,
             "- d={} k={}: {loss:.3} dB, {speedup:.1}x: {}",
-            r["dim"],
-            r["k"],
+            t.dim,
+            t.k,
             if loss <= 0.05 && speedup >= 10.0 {
                 "met"
             } else {
@@ -334,16 +341,22 @@ fn fast_encoder_table(out: &mut String, rows: &[Value]) {
     out.push('\n');
 }
 
-fn attention_table(out: &mut String, rows: &[Value]) {
+fn attention_table(out: &mut String, rows: &[AttentionRow]) {
     let memcpy = rows
         .iter()
-        .find(|r| r["section"] == "memcpy")
-        .map_or(f64::NAN, |r| f(&r["bytes_per_second"]));
-    let att: Vec<&Value> = rows
+        .find_map(|r| match r {
+            AttentionRow::Memcpy(m) => Some(m.bytes_per_second),
+            AttentionRow::Step(_) => None,
+        })
+        .unwrap_or(f64::NAN);
+    let att: Vec<&AttentionStep> = rows
         .iter()
-        .filter(|r| r["section"] == "attention")
+        .filter_map(|r| match r {
+            AttentionRow::Step(s) => Some(s),
+            AttentionRow::Memcpy(_) => None,
+        })
         .collect();
-    let d = att.first().map_or(0, |r| u(&r["dim"]));
+    let d = att.first().map_or(0, |r| r.dim);
     let _ = writeln!(
         out,
         "**Attention, one decode step over all heads** (d = {d}, one query per head, K and V of \
@@ -357,41 +370,45 @@ fn attention_table(out: &mut String, rows: &[Value]) {
     );
     let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|");
     for r in &att {
-        if r["method"] == "decode then compute" {
+        if r.method == "decode then compute" {
             continue;
         }
-        let vs = r.get("vs_fp16").map(f);
-        let dtc = r.get("vs_decode_then_compute").map(f);
         let _ = writeln!(
             out,
             "| {} | {} | {} | {} | {:.0} | {:.1} | {:.1} | {:.2} | {} | {} |",
-            r["context"],
-            r["heads"],
-            s(&r["method"]),
-            s(&r["code"]),
-            f(&r["bytes_per_key"]),
-            f(&r["step_ms"]),
-            f(&r["ns_per_key"]),
-            f(&r["bytes_per_second"]) / 1e9,
-            vs.map_or(String::new(), |v| format!("{v:.2}x")),
-            dtc.map_or(String::new(), |v| format!("{v:.1}x faster"))
+            r.context,
+            r.heads,
+            r.method,
+            r.code,
+            r.bytes_per_key,
+            r.step_ms,
+            r.ns_per_key,
+            r.bytes_per_second / 1e9,
+            r.vs_fp16.map_or(String::new(), |v| format!("{v:.2}x")),
+            r.vs_decode_then_compute
+                .map_or(String::new(), |v| format!("{v:.1}x faster"))
         );
     }
     out.push('\n');
     // The issue's attention targets, at the longest context.
-    let Some(longest) = att.iter().map(|r| u(&r["context"])).max() else {
+    let Some(longest) = att.iter().map(|r| r.context).max() else {
         return;
     };
-    let codes: Vec<&&Value> = att
+    let codes: Vec<&AttentionStep> = att
         .iter()
-        .filter(|r| u(&r["context"]) == longest && r["method"] == "on codes")
+        .copied()
+        .filter(|r| r.context == longest && r.method == "on codes")
         .collect();
-    let worst = |pred: &dyn Fn(f64) -> bool, key: &str| {
+    let rate = |r: &AttentionStep| r.rate_bits.unwrap_or(f64::NAN);
+    // A missing ratio counts as NaN, which `total_cmp` orders above every number.
+    let vs_fp16 = |r: &AttentionStep| r.vs_fp16.unwrap_or(f64::NAN);
+    let vs_dtc = |r: &AttentionStep| r.vs_decode_then_compute.unwrap_or(f64::NAN);
+    let worst = |pred: &dyn Fn(f64) -> bool, key: &dyn Fn(&AttentionStep) -> f64| {
         codes
             .iter()
-            .filter(|r| pred(f(&r["rate_bits"])))
-            .min_by(|a, b| f(&a[key]).total_cmp(&f(&b[key])))
-            .map(|r| (s(&r["code"]).to_string(), f(&r[key])))
+            .filter(|r| pred(rate(r)))
+            .min_by(|a, b| key(a).total_cmp(&key(b)))
+            .map(|r| (r.code.clone(), key(r)))
     };
     let _ = writeln!(
         out,
@@ -401,19 +418,19 @@ fn attention_table(out: &mut String, rows: &[Value]) {
         (
             "b <= 2, vs fp16 (target >= 1.5x)",
             &(|b: f64| b <= 2.0) as &dyn Fn(f64) -> bool,
-            "vs_fp16",
+            &vs_fp16 as &dyn Fn(&AttentionStep) -> f64,
             1.5,
         ),
         (
             "b <= 4, vs fp16 (target >= 1.0x)",
             &|b: f64| b <= 4.0,
-            "vs_fp16",
+            &vs_fp16,
             1.0,
         ),
         (
             "all codes, vs decode-then-compute (target >= 3x)",
             &|_: f64| true,
-            "vs_decode_then_compute",
+            &vs_dtc,
             3.0,
         ),
     ] {
@@ -430,23 +447,49 @@ fn attention_table(out: &mut String, rows: &[Value]) {
         "\nPer rate at {longest} keys, d = {d}, the fastest code against fp16 (target 1.5x at \
          b <= 2, 1.0x above):\n"
     );
-    let mut rates: Vec<f64> = codes.iter().map(|r| f(&r["rate_bits"])).collect();
+    let mut rates: Vec<f64> = codes.iter().map(|r| rate(r)).collect();
     rates.dedup();
     for b in rates {
         let target = if b <= 2.0 { 1.5 } else { 1.0 };
         if let Some(r) = codes
             .iter()
-            .filter(|r| f(&r["rate_bits"]) == b)
-            .max_by(|x, y| f(&x["vs_fp16"]).total_cmp(&f(&y["vs_fp16"])))
+            .filter(|r| rate(r) == b)
+            .max_by(|x, y| vs_fp16(x).total_cmp(&vs_fp16(y)))
         {
-            let v = f(&r["vs_fp16"]);
+            let v = vs_fp16(r);
             let _ = writeln!(
                 out,
                 "- b={b}: {v:.2}x ({}): {}",
-                s(&r["code"]),
+                r.code,
                 if v >= target { "met" } else { "NOT met" }
             );
         }
     }
     out.push('\n');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_saved_reports_parse_and_render() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/bench");
+        let mut seen = 0;
+        for file in std::fs::read_dir(dir).unwrap() {
+            let path = file.unwrap().path();
+            if path.extension().is_some_and(|e| e == "json") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                let report: Report = serde_json::from_str(&text)
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                assert!(
+                    markdown(&report).contains("**Attention"),
+                    "{}",
+                    path.display()
+                );
+                seen += 1;
+            }
+        }
+        assert!(seen > 0, "no reports under {dir}");
+    }
 }

@@ -1,6 +1,7 @@
 //! Building one rate point `(d, k, N)`: source -> initial codebook -> multi-restart Lloyd ->
 //! selection on a validation set -> measurement on a separate test set.
 
+use crate::error::{Error, Result};
 use crate::init::{initial_codebook, product_codebook};
 use crate::lloyd::{block_mse, refine, transform};
 use crate::scalar::lloyd_max;
@@ -88,36 +89,42 @@ pub struct Built {
 }
 
 /// Checks a rate point before building.
-pub fn validate(d: usize, k: usize, n: usize) -> Result<(), String> {
+pub fn validate(d: usize, k: usize, n: usize) -> Result<()> {
     if k == 0 || d == 0 {
-        return Err("d and k must be positive".into());
+        return Err(Error::InvalidArgument("d and k must be positive".into()));
     }
     if !d.is_multiple_of(k) {
-        return Err(format!(
+        return Err(Error::InvalidArgument(format!(
             "k = {k} does not divide d = {d} (the codec never pads)"
-        ));
+        )));
     }
     if k >= d {
-        return Err(format!("k = {k} must be smaller than d = {d}"));
+        return Err(Error::InvalidArgument(format!(
+            "k = {k} must be smaller than d = {d}"
+        )));
     }
     if n < 2 {
-        return Err(format!("N must be at least 2, got {n}"));
+        return Err(Error::InvalidArgument(format!(
+            "N must be at least 2, got {n}"
+        )));
     }
     if n > 1 << 20 {
-        return Err(format!("N = {n} is above the supported 2^20"));
+        return Err(Error::InvalidArgument(format!(
+            "N = {n} is above the supported 2^20"
+        )));
     }
     if k > crate::source::MAX_K {
-        return Err(format!(
+        return Err(Error::InvalidArgument(format!(
             "k = {k} is above the supported {}",
             crate::source::MAX_K
-        ));
+        )));
     }
     Ok(())
 }
 
 /// Builds rate point `(d, k, n)` with `params`: `k = 1` exactly, `(k, N) = (8, 64497)` as the
 /// E8 code ([`crate::e8`]), any other point by radial-angular initialization and Lloyd.
-pub fn build(d: usize, k: usize, n: usize, params: Params) -> Result<Built, String> {
+pub fn build(d: usize, k: usize, n: usize, params: Params) -> Result<Built> {
     validate(d, k, n)?;
     if (k, n) == (8, crate::e8::E8_N) {
         return crate::e8::build(d, params);

@@ -15,6 +15,7 @@
 //! MSE (`docs/experiments/e8_shaped_codebook.py`, and the manifest's `mse` of both points).
 
 use crate::construct::{entry_seed, sub_seed, test_seed, Built, Params, CONSTRUCTION_VERSION};
+use crate::error::{Error, Result};
 use crate::source::{Method, Source};
 use fibquant::codebook::{CodebookHeader, Construction};
 use fibquant::search::orbits::{orbit_codewords, OrbitIndex, SignRule};
@@ -142,19 +143,23 @@ fn assign(
     (dots, hits, dist)
 }
 
+fn not_orbits() -> Error {
+    Error::Construction("E8 codewords do not form whole orbits".into())
+}
+
 /// Normalized vector MSE of the code with `scales` on `test` blocks of head dim `d`.
-fn vector_mse(d: usize, cw: &[f32], scales: &[f64], test: &[f32]) -> Result<f64, String> {
-    let index = OrbitIndex::new(cw, K).ok_or("E8 codewords do not form whole orbits")?;
+fn vector_mse(d: usize, cw: &[f32], scales: &[f64], test: &[f32]) -> Result<f64> {
+    let index = OrbitIndex::new(cw, K).ok_or_else(not_orbits)?;
     let (_, _, dist) = assign(cw, &index, scales, test);
     Ok(dist / (test.len() / K) as f64 * (d / K) as f64)
 }
 
 /// Builds the E8 code for head dim `d` (a multiple of 8); `params` gives the test-set size.
-pub fn build(d: usize, params: Params) -> Result<Built, String> {
+pub fn build(d: usize, params: Params) -> Result<Built> {
     if !d.is_multiple_of(K) || d <= K {
-        return Err(format!(
+        return Err(Error::InvalidArgument(format!(
             "the E8 code needs d a multiple of 8 above 8, got {d}"
-        ));
+        )));
     }
     let seed = entry_seed(d, K, E8_N);
     let src = Source::new(d, K)?;
@@ -171,7 +176,7 @@ pub fn build(d: usize, params: Params) -> Result<Built, String> {
     let mse_initial = vector_mse(d, &codewords(&leaders, &scales), &scales, &test)?;
     for _ in 0..FIT_ITERATIONS {
         let cw = codewords(&leaders, &scales);
-        let index = OrbitIndex::new(&cw, K).ok_or("E8 codewords do not form whole orbits")?;
+        let index = OrbitIndex::new(&cw, K).ok_or_else(not_orbits)?;
         let (dots, hits, _) = assign(&cw, &index, &scales, &train);
         for o in 0..leaders.len() {
             if hits[o] > 0 && norm2[o] > 0.0 && dots[o] > 0.0 {

@@ -6,13 +6,16 @@
 //! [`lloyd`] (multi-restart refinement) -> [`construct`] (selection, measurement) -> [`registry`]
 //! (files, manifest, verification). [`scalar`] is the exact k = 1 construction, [`e8`] the
 //! lattice code for k = 8 at 2 bits, [`special`] the special functions behind them, [`npy`] and
-//! [`codes`] the file formats of the encode/decode tool.
+//! [`codes`] the file formats of the encode/decode tool, [`error`] the error type.
+
+#![deny(missing_docs)]
 
 pub mod bench;
 pub mod bench_report;
 pub mod codes;
 pub mod construct;
 pub mod e8;
+pub mod error;
 pub mod init;
 pub mod lloyd;
 pub mod manifest;

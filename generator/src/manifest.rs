@@ -3,6 +3,7 @@
 //! The runtime's build script reads this file with a small line parser, so it must stay in the
 //! form written here: `[[codebook]]` headers and `key = value` lines.
 
+use crate::error::{Error, IoAction, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -73,16 +74,19 @@ pub struct Manifest {
 
 impl Manifest {
     /// Reads a manifest; a missing file is an error, as is malformed TOML.
-    pub fn read(path: &Path) -> Result<Manifest, String> {
+    pub fn read(path: &Path) -> Result<Manifest> {
         let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read manifest {}: {e}", path.display()))?;
-        toml::from_str(&text).map_err(|e| format!("manifest {} is malformed: {e}", path.display()))
+            .map_err(|e| Error::io(IoAction::ReadManifest, path, e))?;
+        toml::from_str(&text).map_err(|source| Error::ManifestParse {
+            path: path.to_path_buf(),
+            source,
+        })
     }
 
     /// Writes the manifest atomically (temp file + rename), entries sorted.
-    pub fn write(&mut self, path: &Path) -> Result<(), String> {
+    pub fn write(&mut self, path: &Path) -> Result<()> {
         self.codebook.sort_by_key(|e| (e.dim, e.k, e.n));
-        let body = toml::to_string(self).map_err(|e| e.to_string())?;
+        let body = toml::to_string(self).map_err(Error::ManifestWrite)?;
         let text = format!(
             "# FibQuant codebook registry, written by fibquant-gen (do not edit by hand:\n\
              # `fibquant-gen regenerate` rebuilds, `fibquant-gen verify` checks).\n\

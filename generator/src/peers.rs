@@ -2,8 +2,7 @@
 //! `turboquant-rs` (TurboQuant, 2/3/4 bits) and `fib-quant` (another FibQuant implementation), on
 //! the same vectors as our codecs, single-threaded, with their MSE.
 
-use crate::bench::{nmse, time};
-use serde_json::{json, Value};
+use crate::bench::{nmse, time, CodecRow, CodecSpeed};
 use std::hint::black_box;
 
 /// fib-quant's `(k, N)` at each rate. b = 3 uses k = 2, N = 64: its k = 4, N = 4096 codebook
@@ -22,7 +21,7 @@ fn fib_quant_code(rate: f64) -> Option<(usize, usize)> {
 }
 
 /// Encode/decode ns per vector and MSE of each peer at `rate` bits per coordinate.
-pub fn speed(d: usize, rate: f64, x: &[f32], repeats: usize) -> Vec<Value> {
+pub fn speed(d: usize, rate: f64, x: &[f32], repeats: usize) -> Vec<CodecRow> {
     let mut out = Vec::new();
     let count = x.len() / d;
     if rate.fract() == 0.0 && (2.0..=4.0).contains(&rate) {
@@ -51,11 +50,17 @@ pub fn speed(d: usize, rate: f64, x: &[f32], repeats: usize) -> Vec<Value> {
                 .collect::<Vec<f32>>();
             black_box(&y);
         });
-        out.push(json!({
-            "impl": format!("turboquant-rs {bits}-bit"), "dim": d, "rate_bits": rate,
-            "encode_ns": enc * 1e9 / count as f64, "decode_ns": dec * 1e9 / count as f64,
-            "mse": nmse(x, &y, d), "bytes_per_vector": codes[0].size_bytes(),
-        }));
+        out.push(CodecRow::new(
+            format!("turboquant-rs {bits}-bit"),
+            d,
+            rate,
+            CodecSpeed {
+                encode_ns: enc * 1e9 / count as f64,
+                decode_ns: dec * 1e9 / count as f64,
+                mse: nmse(x, &y, d),
+                bytes_per_vector: codes[0].size_bytes(),
+            },
+        ));
     }
     if let Some((k, n)) = fib_quant_code(rate) {
         use fib_quant::{FibQuantProfileV1, FibQuantizer};
@@ -73,11 +78,17 @@ pub fn speed(d: usize, rate: f64, x: &[f32], repeats: usize) -> Vec<Value> {
             black_box(&y);
         });
         let bytes = codes[0].indices.len() + codes[0].norm_payload.len();
-        out.push(json!({
-            "impl": format!("fib-quant k={k} N={n}"), "dim": d, "rate_bits": rate,
-            "encode_ns": enc * 1e9 / count as f64, "decode_ns": dec * 1e9 / count as f64,
-            "mse": nmse(x, &y, d), "bytes_per_vector": bytes,
-        }));
+        out.push(CodecRow::new(
+            format!("fib-quant k={k} N={n}"),
+            d,
+            rate,
+            CodecSpeed {
+                encode_ns: enc * 1e9 / count as f64,
+                decode_ns: dec * 1e9 / count as f64,
+                mse: nmse(x, &y, d),
+                bytes_per_vector: bytes,
+            },
+        ));
     }
     out
 }

@@ -2,6 +2,7 @@
 //! directory against its manifest, and rebuilding entries.
 
 use crate::construct::{build, Built, Params};
+use crate::error::{Error, IoAction, Result};
 use crate::manifest::{Entry, Manifest};
 use crate::plan::file_name;
 use fibquant::codebook::{Codebook, Construction};
@@ -43,19 +44,19 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// Writes `bytes` to `path` through a temporary file and a rename, so no partial file is left.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp-write");
-    std::fs::write(&tmp, bytes).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    std::fs::write(&tmp, bytes).map_err(|e| Error::io(IoAction::Write, &tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
-        format!("cannot move {} into place: {e}", path.display())
+        Error::io(IoAction::Rename, path, e)
     })
 }
 
 /// The compressed file bytes of a built codebook.
-pub fn file_bytes(built: &Built) -> Result<Vec<u8>, String> {
+pub fn file_bytes(built: &Built) -> Result<Vec<u8>> {
     let raw = built.header.to_bytes(&built.codewords);
-    zstd::bulk::compress(&raw, ZSTD_LEVEL).map_err(|e| format!("zstd compression failed: {e}"))
+    zstd::bulk::compress(&raw, ZSTD_LEVEL).map_err(Error::Compression)
 }
 
 /// The manifest entry of a built codebook whose file has `sha256`.
@@ -90,12 +91,7 @@ pub fn entry_for(built: &Built, sha256: String, seconds: f64) -> Entry {
 }
 
 /// Builds `(d, k, n)` and returns the file bytes and its manifest entry.
-pub fn build_file(
-    d: usize,
-    k: usize,
-    n: usize,
-    params: Params,
-) -> Result<(Vec<u8>, Entry), String> {
+pub fn build_file(d: usize, k: usize, n: usize, params: Params) -> Result<(Vec<u8>, Entry)> {
     let start = std::time::Instant::now();
     let built = build(d, k, n, params)?;
     let bytes = file_bytes(&built)?;
@@ -115,7 +111,7 @@ pub struct Problem {
 /// Re-hashes every file of the manifest and parses it; returns one [`Problem`] per missing,
 /// mismatching or unreadable file (empty when all verify). Also flags `.fqcb.zst` files present in
 /// `codebooks/` but absent from the manifest.
-pub fn verify(registry: &Registry) -> Result<(Manifest, Vec<Problem>), String> {
+pub fn verify(registry: &Registry) -> Result<(Manifest, Vec<Problem>)> {
     let manifest = Manifest::read(&registry.manifest_path())?;
     let mut problems = Vec::new();
     for e in &manifest.codebook {
@@ -175,10 +171,10 @@ pub fn generate_into(
     k: usize,
     n: usize,
     params: Params,
-) -> Result<Entry, String> {
+) -> Result<Entry> {
     let (bytes, entry) = build_file(d, k, n, params)?;
-    std::fs::create_dir_all(registry.codebook_dir())
-        .map_err(|e| format!("cannot create {}: {e}", registry.codebook_dir().display()))?;
+    let dir = registry.codebook_dir();
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(IoAction::CreateDir, &dir, e))?;
     write_atomic(&registry.codebook_dir().join(&entry.file), &bytes)?;
     let path = registry.manifest_path();
     let mut manifest = if path.exists() {

@@ -9,6 +9,7 @@
 //! Samples are drawn in fixed chunks of [`CHUNK`] blocks, chunk `c` from ChaCha8 stream `c` of the
 //! seed, so the same seed gives the same samples whatever the thread count.
 
+use crate::error::{Error, Result};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Gamma, StandardNormal};
@@ -37,11 +38,11 @@ pub struct Source {
 
 impl Source {
     /// The source of k-blocks of uniform unit vectors in `R^dim`; needs `1 <= k < dim`.
-    pub fn new(dim: usize, k: usize) -> Result<Source, String> {
+    pub fn new(dim: usize, k: usize) -> Result<Source> {
         if k == 0 || k >= dim || k > MAX_K {
-            return Err(format!(
+            return Err(Error::InvalidArgument(format!(
                 "the source needs 1 <= k < d and k <= {MAX_K}, got d={dim}, k={k}"
-            ));
+            )));
         }
         Ok(Source { dim, k })
     }

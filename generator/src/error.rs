@@ -1,0 +1,154 @@
+//! The generator's error type: what failed, with the file or value concerned, so that the command
+//! line can print one line and callers can tell an unreadable file from a bad argument.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// `Result` with the generator's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What an I/O operation on a path was doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoAction {
+    /// Reading a file.
+    Read,
+    /// Reading the registry manifest.
+    ReadManifest,
+    /// Writing a file.
+    Write,
+    /// Renaming a freshly written file onto its final path.
+    Rename,
+    /// Creating a directory.
+    CreateDir,
+}
+
+/// Errors of the generator, its file formats and its command line.
+#[derive(Debug)]
+pub enum Error {
+    /// An I/O operation on `path` failed.
+    Io {
+        /// What was being done.
+        action: IoAction,
+        /// The path concerned.
+        path: PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// `manifest.toml` is not valid TOML for a manifest.
+    ManifestParse {
+        /// The manifest's path.
+        path: PathBuf,
+        /// The parser's error.
+        source: toml::de::Error,
+    },
+    /// The manifest could not be serialized to TOML.
+    ManifestWrite(toml::ser::Error),
+    /// The runtime refused a codebook, codec configuration or input.
+    Codebook(fibquant::Error),
+    /// zstd compression of a codebook file failed.
+    Compression(std::io::Error),
+    /// A `.npy` file is malformed or holds an unsupported array.
+    Npy(String),
+    /// A code file (`fibquant-gen encode` output) is malformed or was written with another
+    /// codebook.
+    CodeFile(String),
+    /// A rate point, flag or parameter is out of range.
+    InvalidArgument(String),
+    /// A construction could not complete.
+    Construction(String),
+    /// A file given to `bench --from-json` is not a saved bench report.
+    BenchReport {
+        /// The file's path.
+        path: PathBuf,
+        /// The JSON error, when the file does not parse at all.
+        source: Option<serde_json::Error>,
+    },
+    /// An error about the contents of the file at `path`.
+    InFile {
+        /// The file concerned.
+        path: PathBuf,
+        /// What is wrong with it.
+        source: Box<Error>,
+    },
+}
+
+impl Error {
+    /// An I/O error of `action` on `path`.
+    pub fn io(action: IoAction, path: &Path, source: std::io::Error) -> Error {
+        Error::Io {
+            action,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    /// This error, said of the file at `path`.
+    pub fn in_file(self, path: &Path) -> Error {
+        Error::InFile {
+            path: path.to_path_buf(),
+            source: Box::new(self),
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Io {
+                action,
+                path,
+                source,
+            } => {
+                let path = path.display();
+                match action {
+                    IoAction::Read => write!(f, "cannot read {path}: {source}"),
+                    IoAction::ReadManifest => write!(f, "cannot read manifest {path}: {source}"),
+                    IoAction::Write => write!(f, "cannot write {path}: {source}"),
+                    IoAction::Rename => write!(f, "cannot move {path} into place: {source}"),
+                    IoAction::CreateDir => write!(f, "cannot create {path}: {source}"),
+                }
+            }
+            Error::ManifestParse { path, source } => {
+                write!(f, "manifest {} is malformed: {source}", path.display())
+            }
+            Error::ManifestWrite(e) => write!(f, "cannot serialize the manifest: {e}"),
+            Error::Codebook(e) => write!(f, "{e}"),
+            Error::Compression(e) => write!(f, "zstd compression failed: {e}"),
+            Error::Npy(msg)
+            | Error::CodeFile(msg)
+            | Error::InvalidArgument(msg)
+            | Error::Construction(msg) => f.write_str(msg),
+            Error::BenchReport { path, source } => {
+                write!(f, "{} is not a bench --json report", path.display())?;
+                match source {
+                    Some(e) => write!(f, ": {e}"),
+                    None => Ok(()),
+                }
+            }
+            Error::InFile { path, source } => write!(f, "{}: {source}", path.display()),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. } | Error::Compression(source) => Some(source),
+            Error::ManifestParse { source, .. } => Some(source),
+            Error::ManifestWrite(e) => Some(e),
+            Error::Codebook(e) => Some(e),
+            Error::BenchReport { source, .. } => source.as_ref().map(|e| e as _),
+            Error::InFile { source, .. } => Some(source.as_ref()),
+            Error::Npy(_)
+            | Error::CodeFile(_)
+            | Error::InvalidArgument(_)
+            | Error::Construction(_) => None,
+        }
+    }
+}
+
+impl From<fibquant::Error> for Error {
+    fn from(e: fibquant::Error) -> Error {
+        Error::Codebook(e)
+    }
+}
