@@ -7,7 +7,7 @@ use fibquant_gen::registry::{build_file, verify, Registry};
 use std::path::PathBuf;
 
 fn repo() -> Registry {
-    Registry::new(PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+    Registry::new(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("runtime"))
 }
 
 fn manifest() -> Manifest {

@@ -10,8 +10,9 @@ fn gen(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// The committed registry: the runtime crate's manifest.toml and codebooks/.
 fn repo() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../runtime"))
 }
 
 fn text(o: &Output) -> String {
@@ -266,7 +267,7 @@ fn encode_decode_npy_round_trip_and_bad_rows() {
 
 #[test]
 fn bench_markdown_renders_a_saved_report_and_refuses_garbage() {
-    let saved = repo().join("docs/bench/dev-2core.json");
+    let saved = repo().join("../docs/bench/dev-2core.json");
     let o = gen(&[
         "bench",
         "--markdown",

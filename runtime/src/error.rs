@@ -78,7 +78,9 @@ impl fmt::Display for Error {
         match self {
             Error::UnknownRate { dim, k, n } => write!(
                 f,
-                "no embedded codebook for dim={dim}, k={k}, n={n} (see manifest.toml for the available rate points)"
+                "no embedded codebook for dim={dim}, k={k}, n={n} (not in the registry, or not embedded by \
+                 this build's cargo features: `fibquant-gen list` lists the registry, the \
+                 feature `all` embeds every code)"
             ),
             Error::BlockDoesNotDivide { dim, k } => {
                 write!(f, "block size k={k} does not divide head dim {dim}")

@@ -81,7 +81,8 @@ pub use error::{Error, Result};
 pub use registry::RegistryEntry;
 pub use search::SearchPlan;
 
-/// The repository README's Rust examples, compiled and run as doctests.
+/// The crate README's example, compiled and run as a doctest (the workspace README's are tested
+/// by the workspace's root package).
 #[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
+#[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;

@@ -18,18 +18,19 @@ use std::path::PathBuf;
 
 #[derive(clap::Args, Clone)]
 pub struct RegistryArg {
-    /// Registry root (holds manifest.toml and codebooks/); defaults to this repository's.
+    /// Registry root (holds manifest.toml and codebooks/); defaults to the runtime crate's
+    /// (`runtime/`), whose files the runtime embeds.
     #[arg(long)]
     registry: Option<PathBuf>,
 }
 
 impl RegistryArg {
-    /// The registry given, or this repository's.
+    /// The registry given, or the runtime crate's.
     pub fn get(&self) -> Registry {
         Registry::new(
-            self.registry
-                .clone()
-                .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))),
+            self.registry.clone().unwrap_or_else(|| {
+                PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../runtime"))
+            }),
         )
     }
 }

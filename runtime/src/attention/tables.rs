@@ -21,6 +21,21 @@ const _: () = assert!(256 * MAX_DIM * 4 < HALF_CODEBOOK_FROM_BYTES);
 const F16_NAN: u16 = 0x7e00;
 
 impl Codec {
+    /// Builds ahead everything this codec builds on first use: the codebook's search structures
+    /// ([`Codebook::prepare_search`](crate::Codebook::prepare_search)) and the codebook copies
+    /// its attention reads. Without it, the first encode or attention call that needs one pays
+    /// for it: up to about a second for the registry's largest codes (the 4-bit preset's
+    /// shortlists), nothing for small ones. Idempotent and thread-safe; shared by every codec on
+    /// the same codebook.
+    pub fn prepare(&self) {
+        self.codebook().prepare_search();
+        if self.half_codebook().is_none() {
+            self.attention_codewords();
+        }
+        self.padded_codebook();
+        self.byte_plan();
+    }
+
     /// The byte layout of this codec's indices, if they fill whole bytes ([`BytePlan::of`]).
     pub(crate) fn byte_layout(&self) -> Option<BytePlan> {
         BytePlan::of(self.index_bits(), self.config().k, self.config().n, self.blocks())

@@ -186,6 +186,15 @@ impl KvCache {
         })
     }
 
+    /// Builds ahead what every layer's codecs build on first use ([`Codec::prepare`]), so that
+    /// the first append and attention do not pause for it. Codecs on one code share the work.
+    pub fn prepare(&self) {
+        for layer in 0..self.layers.len() {
+            let (key, value) = self.codecs(layer);
+            key.into_iter().chain(value).for_each(Codec::prepare);
+        }
+    }
+
     /// Positions cached for `layer` (0 for an empty or unknown layer).
     pub fn len(&self, layer: usize) -> usize {
         self.layers.get(layer).map_or(0, |l| l.len)

@@ -1,6 +1,7 @@
 //! The codebooks embedded in the crate at build time, looked up by `(dim, k, n)`.
 //!
-//! The build script verified each file's sha256 against `manifest.toml` (a mismatch fails the
+//! Which rate points a build embeds is chosen by cargo features (`presets` of head dims 64 and
+//! 128 by default, `all` for every code; see [`PRESET_RATES`]). The build script verified each file's sha256 against `manifest.toml` (a mismatch fails the
 //! build); on first use a file is decompressed, parsed and checked to hold the `(dim, k, n)` the
 //! manifest says, then cached for the life of the process.
 
@@ -21,6 +22,9 @@ pub(crate) struct EmbeddedFile {
 }
 
 include!(concat!(env!("OUT_DIR"), "/embedded.rs"));
+
+mod selection;
+pub use selection::PRESET_RATES;
 
 /// What the registry knows of one rate point, without loading it.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -48,7 +52,7 @@ impl RegistryEntry {
     /// to [`rate_bits`](Self::rate_bits) when `n` is a power of two; the E8 code (`k = 8`,
     /// `n = 64497`) stores 16 bits per 8 coordinates, 2 bits, for 1.997 bits of information.
     pub fn stored_bits(&self) -> f64 {
-        crate::util::pack::index_bits(self.n) as f64 / self.k as f64
+        selection::stored_bits(self.k, self.n)
     }
 }
 
@@ -96,12 +100,14 @@ fn load(e: &EmbeddedFile) -> Result<Arc<Codebook>> {
 /// coordinate ([`RegistryEntry::stored_bits`]: codes that cost the same bytes compete, so at 2
 /// bits the E8 code, `N = 64497`, is among them).
 pub fn best_for_rate(dim: usize, rate_bits: f64) -> Result<RegistryEntry> {
-    entries()
-        .filter(|e| e.dim == dim && (e.stored_bits() - rate_bits).abs() < 1e-9)
-        .min_by(|a, b| a.mse.total_cmp(&b.mse))
+    let points: Vec<_> = EMBEDDED.iter().map(|e| (e.dim, e.k, e.n, e.mse)).collect();
+    selection::preset_position(&points, dim, rate_bits)
+        .and_then(|i| entries().nth(i))
         .ok_or_else(|| {
             Error::InvalidConfig(format!(
-                "no embedded codebook for dim {dim} at {rate_bits} bits per coordinate"
+                "no embedded codebook for dim {dim} at {rate_bits} bits per coordinate (this \
+                 build embeds the codes its cargo features select; `fibquant-gen list` lists \
+                 the registry)"
             ))
         })
 }
