@@ -103,12 +103,10 @@ impl CodecConfig {
     /// exactly `rate_bits` bits per coordinate for head dim `dim` (for example 4.0, 2.0, 1.0 or
     /// 0.5; see [`registry::best_for_rate`]).
     ///
-    /// Presets choose quality. At `d = 64` and `128`, 2 bits is the E8 code (`k = 8,
-    /// N = 64497`, the same bytes as `N = 65536` with less MSE), whose exact orbit search
-    /// encodes faster than `turboquant-rs` at 2 bits in the README's benchmark, and 3 and 4 bits
-    /// are `k = 4` codes (`N = 4096` and `N = 65536`). Other head dims have their own sets
-    /// (`d = 96` has no E8 code; `fibquant-gen list` shows the registry). See the README's
-    /// "Speed" section for how each code encodes and scores against the peers.
+    /// Presets choose quality: among codes of the same bytes, the lowest MSE (at `d = 64` and
+    /// `128`, 2 bits is the E8 code, `k = 8, N = 64497`, whose exact orbit search needs no
+    /// search structure; 3 and 4 bits are `k = 4` codes). `fibquant-gen list` shows the
+    /// registry; only the codes this build embeds (its cargo features) are candidates.
     pub fn preset(dim: usize, rate_bits: f64) -> Result<CodecConfig> {
         let e = registry::best_for_rate(dim, rate_bits)?;
         Ok(CodecConfig::new(dim, e.k, e.n))
