@@ -320,12 +320,25 @@ impl Loaded {
         let model_path = model.unwrap_or_else(paths::default_model_path);
         let text_path = text.unwrap_or_else(paths::default_text_path);
         let t0 = Instant::now();
-        let (model, meta) = Model::load(&model_path, &Device::Cpu, weights)?;
-        let tokenizer = Tokenizer::from_gguf(&meta)?;
-        let text = std::fs::read_to_string(&text_path)
-            .with_context(|| format!("cannot read {}", text_path.display()))?;
-        let tokens = tokenizer.encode(&text)?;
+        progress::note(&format!(
+            "loading {} ({weights:?} weights)",
+            model_path.display()
+        ));
+        // Everything that can fail on the header or the text (architecture, tokenizer, text
+        // file) fails before the weights load.
+        let (model, tokens) = Model::load_checked(&model_path, &Device::Cpu, weights, |meta| {
+            let tokenizer = Tokenizer::from_gguf(meta)?;
+            let text = std::fs::read_to_string(&text_path)
+                .with_context(|| format!("cannot read {}", text_path.display()))?;
+            Ok(tokenizer.encode(&text)?)
+        })?;
         let cfg = model.config().clone();
+        progress::note(&format!(
+            "loaded in {:.1}s: {} layers, {} text tokens",
+            t0.elapsed().as_secs_f64(),
+            cfg.n_layers,
+            tokens.len()
+        ));
         Ok(Self {
             model,
             cfg,
