@@ -123,7 +123,8 @@ enum Cmd {
         json: bool,
     },
     /// Attention-output fidelity of every embedded rate point at the model's head dim, on real
-    /// post-RoPE queries, keys and values captured from one window; draws the frontier as SVG.
+    /// post-RoPE queries, keys and values captured from one window; with --svg, draws the
+    /// frontier as SVG.
     Attention {
         /// GGUF model [default: <repo>/models/SmolLM2-135M-Instruct.Q4_1.gguf].
         #[arg(long)]
@@ -143,11 +144,12 @@ enum Cmd {
         /// Rotation seed of the codecs [default: the runtime's].
         #[arg(long)]
         seed: Option<u64>,
-        /// Where to write the frontier plot [default: <repo>/docs/attention-frontier.svg].
+        /// Write the frontier plot to this file (none is written without it). The committed plot
+        /// is regenerated, from the repository root, with `--svg docs/attention-frontier.svg`.
         #[arg(long)]
         svg: Option<PathBuf>,
-        /// Do not write the plot.
-        #[arg(long)]
+        /// Do not write the plot: the default now; kept so that older scripts still run.
+        #[arg(long, hide = true, conflicts_with = "svg")]
         no_svg: bool,
         /// Also measure each code on keys only (values exact) and on values only (keys exact).
         #[arg(long)]
@@ -259,14 +261,8 @@ fn main() -> Result<()> {
             split,
             json,
         } => {
+            let _ = no_svg;
             let run = Loaded::new(model, text, weights)?;
-            let svg = (!no_svg).then(|| {
-                svg.unwrap_or_else(|| {
-                    paths::repo_root()
-                        .join("docs")
-                        .join("attention-frontier.svg")
-                })
-            });
             run_attention(run, start, tokens, seed, svg.as_deref(), split, json)?;
         }
     }
@@ -348,6 +344,17 @@ impl Loaded {
             tokens,
             load_s: t0.elapsed().as_secs_f64(),
         })
+    }
+
+    /// The model's name in the plot title: "SmolLM2-135M" for the default model (the committed
+    /// plot's title), else the file name without `.gguf`.
+    fn model_label(&self) -> String {
+        if self.model_path.file_name() == Some(std::ffi::OsStr::new(paths::MODEL_FILE)) {
+            "SmolLM2-135M".to_string()
+        } else {
+            let name = file_name(&self.model_path);
+            name.strip_suffix(".gguf").unwrap_or(&name).to_string()
+        }
     }
 
     fn describe(&self) -> String {
@@ -480,6 +487,13 @@ fn run_perplexity(
     Ok(())
 }
 
+fn file_name(path: &Path) -> String {
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
+
 /// One row of the attention table.
 #[derive(serde::Serialize)]
 struct AttentionRow {
@@ -552,7 +566,9 @@ fn run_attention(
     for e in &points {
         let code = CodeSpec::of(e);
         pb.set_message(format!("{code}"));
-        let codec = code.codec(dim, seed)?.expect("a code has a codec");
+        let codec = code
+            .codec(dim, seed)?
+            .with_context(|| format!("registry code {code} has no codec at d = {dim}"))?;
         let t = Instant::now();
         let f = bench.evaluate(Some(&codec), Some(&codec), Some(&pb))?;
         let (keys_only_cosine, values_only_cosine) = if split {
@@ -597,7 +613,9 @@ fn run_attention(
             })
             .collect();
         let title = format!(
-            "KV-cache memory vs attention fidelity: SmolLM2-135M (d = {dim}), {len} tokens of persuasion.txt"
+            "KV-cache memory vs attention fidelity: {} (d = {dim}), {len} tokens of {}",
+            run.model_label(),
+            file_name(&run.text_path)
         );
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
@@ -653,4 +671,30 @@ fn run_attention(
             .unwrap_or_default()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attention_svg(args: &[&str]) -> Option<PathBuf> {
+        let argv = ["fibquant-eval", "attention"].iter().chain(args);
+        match Cli::try_parse_from(argv).unwrap().cmd {
+            Cmd::Attention { svg, .. } => svg,
+            _ => unreachable!("parsed an attention command"),
+        }
+    }
+
+    #[test]
+    fn attention_writes_no_svg_unless_asked() {
+        assert_eq!(attention_svg(&[]), None);
+        assert_eq!(attention_svg(&["--json", "--split"]), None);
+        assert_eq!(attention_svg(&["--no-svg"]), None);
+        assert_eq!(
+            attention_svg(&["--svg", "docs/attention-frontier.svg"]),
+            Some(PathBuf::from("docs/attention-frontier.svg"))
+        );
+        let argv = ["fibquant-eval", "attention", "--svg", "x.svg", "--no-svg"];
+        assert!(Cli::try_parse_from(argv).is_err());
+    }
 }
