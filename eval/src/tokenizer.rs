@@ -1,16 +1,20 @@
 //! Byte-level BPE tokenizer (GPT-2 style) built from a GGUF file's own metadata.
 //!
 //! Reads `tokenizer.ggml.{model,pre,tokens,merges,bos_token_id,eos_token_id}`. Only
-//! `model = "gpt2"` is supported. The pre-tokenizer follows `tokenizer.ggml.pre`:
+//! `model = "gpt2"` is supported. The pre-tokenizer follows `tokenizer.ggml.pre` (the names are
+//! llama.cpp's, see [`PreTokenizer::from_gguf_name`]):
 //! - `"smollm"` (SmolLM2; also llama.cpp's starcoder/refact/command-r): every numeric character
 //!   becomes its own piece (HF `Digits(individual_digits=true)`, llama.cpp `\p{N}`), then the
 //!   GPT-2 regex splits the rest;
-//! - `"gpt2"` / `"default"`: the GPT-2 regex alone.
+//! - `"qwen2"` (Qwen2/2.5; also `"deepseek-r1-qwen"`): the Qwen2 regex ([`QWEN2_PATTERN`]), in
+//!   llama.cpp's form (`LLAMA_VOCAB_PRE_TYPE_QWEN2`);
+//! - `"gpt2"` / `"default"` / absent: the GPT-2 regex alone.
 //!
 //! Special tokens are not parsed out of the text: `encode` treats `<|im_start|>` like any text.
 //! Bytes that have no byte token in the vocabulary (SmolLM2 lacks 21, e.g. 0x04) are dropped.
+//! No Unicode normalization is applied (HF's Qwen2 `tokenizer.json` has an NFC normalizer,
+//! llama.cpp has none): text that is not already NFC can split differently from HF.
 
-use anyhow::{bail, Context, Result};
 use candle_core::quantized::gguf_file::{Content, Value};
 use fancy_regex::Regex;
 use std::collections::HashMap;
@@ -19,6 +23,66 @@ use std::collections::HashMap;
 pub const GPT2_PATTERN: &str =
     r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
 
+/// The Qwen2 pre-tokenizer regex as llama.cpp runs it (`LLAMA_VOCAB_PRE_TYPE_QWEN2`): HF's
+/// [`QWEN2_HF_PATTERN`] with the case-insensitive contractions spelled out in ASCII. The two
+/// differ only where Unicode case folding maps a non-ASCII character onto one of the contraction
+/// letters: U+017F LATIN SMALL LETTER LONG S folds to `s`, so HF's `(?i:...)` (in the `regex`
+/// crate's folding) splits `'ſt` into the contraction `'ſ` and `t`, while here and in llama.cpp
+/// it is one piece (an apostrophe before a letter run).
+pub const QWEN2_PATTERN: &str = concat!(
+    r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])",
+    r"|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+);
+
+/// The `Split` regex of HF Qwen2's `tokenizer.json` (kept to check [`QWEN2_PATTERN`] against).
+pub const QWEN2_HF_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// Why a tokenizer could not be built or could not split a text.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenizerError {
+    /// A required metadata key is absent.
+    #[error("GGUF metadata has no {0}")]
+    MissingKey(&'static str),
+    /// A metadata value has the wrong type.
+    #[error("GGUF metadata {key}: {source}")]
+    BadValue {
+        /// The key.
+        key: &'static str,
+        /// candle's description of the mismatch.
+        source: candle_core::Error,
+    },
+    /// `tokenizer.ggml.model` is not byte-level BPE.
+    #[error("tokenizer model {0:?} is not supported (only byte-level BPE \"gpt2\")")]
+    UnsupportedModel(String),
+    /// `tokenizer.ggml.pre` names a pre-tokenizer this crate does not implement.
+    #[error(
+        "pre-tokenizer {name:?} (GGUF tokenizer.ggml.pre) is not supported; supported: {}",
+        PreTokenizer::SUPPORTED_NAMES.join(", ")
+    )]
+    UnsupportedPreTokenizer {
+        /// The name found in the GGUF.
+        name: String,
+    },
+    /// A merge is not two space-separated symbols.
+    #[error("malformed merge {0:?}")]
+    MalformedMerge(String),
+    /// Too few byte tokens for byte-level BPE.
+    #[error("vocabulary has only {0} of 256 byte tokens: not a byte-level BPE")]
+    NotByteLevel(usize),
+    /// The pre-tokenizer regex failed (compile error or backtrack limit on some input).
+    #[error("pre-tokenizer regex: {0}")]
+    Regex(#[from] Box<fancy_regex::Error>),
+}
+
+impl From<fancy_regex::Error> for TokenizerError {
+    fn from(e: fancy_regex::Error) -> Self {
+        Self::Regex(Box::new(e))
+    }
+}
+
+/// Result of the tokenizer's fallible operations.
+pub type Result<T, E = TokenizerError> = std::result::Result<T, E>;
+
 /// How text is split into pieces before BPE.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PreTokenizer {
@@ -26,6 +90,58 @@ pub enum PreTokenizer {
     Gpt2,
     /// Each numeric character isolated, then the GPT-2 regex (`tokenizer.ggml.pre = "smollm"`).
     DigitsThenGpt2,
+    /// The Qwen2 regex [`QWEN2_PATTERN`] (`tokenizer.ggml.pre = "qwen2"`).
+    Qwen2,
+}
+
+impl PreTokenizer {
+    /// Every `tokenizer.ggml.pre` value [`PreTokenizer::from_gguf_name`] accepts.
+    pub const SUPPORTED_NAMES: &'static [&'static str] = &[
+        "default",
+        "gpt2",
+        "smollm",
+        "starcoder",
+        "refact",
+        "command-r",
+        "qwen2",
+        "deepseek-r1-qwen",
+    ];
+
+    /// The pre-tokenizer llama.cpp runs for a `tokenizer.ggml.pre` value (`None`: the key is
+    /// absent, GPT-2). Names llama.cpp maps to the same regexes as ours are accepted; any other
+    /// name is [`TokenizerError::UnsupportedPreTokenizer`], listing [`Self::SUPPORTED_NAMES`].
+    pub fn from_gguf_name(name: Option<&str>) -> Result<Self> {
+        Ok(match name {
+            None | Some("gpt2" | "default") => Self::Gpt2,
+            Some("smollm" | "starcoder" | "refact" | "command-r") => Self::DigitsThenGpt2,
+            Some("qwen2" | "deepseek-r1-qwen") => Self::Qwen2,
+            Some(other) => {
+                return Err(TokenizerError::UnsupportedPreTokenizer {
+                    name: other.to_string(),
+                })
+            }
+        })
+    }
+
+    /// Reads and checks `tokenizer.ggml.model` and `tokenizer.ggml.pre` from GGUF metadata
+    /// (cheap: no vocabulary is read), so that an unsupported file fails before its weights load.
+    pub fn from_gguf(content: &Content) -> Result<Self> {
+        let meta = &content.metadata;
+        let model = string(meta, "tokenizer.ggml.model")?
+            .ok_or(TokenizerError::MissingKey("tokenizer.ggml.model"))?;
+        if model != "gpt2" {
+            return Err(TokenizerError::UnsupportedModel(model.to_string()));
+        }
+        Self::from_gguf_name(string(meta, "tokenizer.ggml.pre")?)
+    }
+
+    /// The regex of the pieces (after digit isolation for [`PreTokenizer::DigitsThenGpt2`]).
+    pub fn pattern(self) -> &'static str {
+        match self {
+            Self::Gpt2 | Self::DigitsThenGpt2 => GPT2_PATTERN,
+            Self::Qwen2 => QWEN2_PATTERN,
+        }
+    }
 }
 
 /// A byte-level BPE tokenizer.
@@ -60,13 +176,24 @@ pub fn bytes_to_unicode() -> [char; 256] {
     map
 }
 
-fn strings(meta: &HashMap<String, Value>, key: &str) -> Result<Vec<String>> {
-    let v = meta
-        .get(key)
-        .with_context(|| format!("GGUF metadata has no {key}"))?;
-    v.to_vec()?
+fn string<'a>(meta: &'a HashMap<String, Value>, key: &'static str) -> Result<Option<&'a str>> {
+    meta.get(key)
+        .map(|v| {
+            v.to_string()
+                .map(String::as_str)
+                .map_err(|source| TokenizerError::BadValue { key, source })
+        })
+        .transpose()
+}
+
+fn strings(meta: &HashMap<String, Value>, key: &'static str) -> Result<Vec<String>> {
+    let bad = |source| TokenizerError::BadValue { key, source };
+    meta.get(key)
+        .ok_or(TokenizerError::MissingKey(key))?
+        .to_vec()
+        .map_err(bad)?
         .iter()
-        .map(|s| Ok(s.to_string()?.clone()))
+        .map(|s| s.to_string().cloned().map_err(bad))
         .collect()
 }
 
@@ -75,25 +202,11 @@ fn opt_u32(meta: &HashMap<String, Value>, key: &str) -> Option<u32> {
 }
 
 impl Tokenizer {
-    /// Builds the tokenizer from a GGUF file's metadata.
+    /// Builds the tokenizer from a GGUF file's metadata (checks the model and pre-tokenizer
+    /// names first, see [`PreTokenizer::from_gguf`]).
     pub fn from_gguf(content: &Content) -> Result<Self> {
+        let pre = PreTokenizer::from_gguf(content)?;
         let meta = &content.metadata;
-        let model = meta
-            .get("tokenizer.ggml.model")
-            .context("GGUF has no tokenizer.ggml.model")?
-            .to_string()?;
-        if model != "gpt2" {
-            bail!("tokenizer model {model:?} is not supported (only byte-level BPE \"gpt2\")");
-        }
-        let pre = match meta.get("tokenizer.ggml.pre").map(|v| v.to_string()) {
-            None => PreTokenizer::Gpt2,
-            Some(Ok(p)) => match p.as_str() {
-                "gpt2" | "default" => PreTokenizer::Gpt2,
-                "smollm" | "starcoder" | "refact" | "command-r" => PreTokenizer::DigitsThenGpt2,
-                other => bail!("pre-tokenizer {other:?} is not supported"),
-            },
-            Some(Err(e)) => return Err(e.into()),
-        };
         let tokens = strings(meta, "tokenizer.ggml.tokens")?;
         let merges = strings(meta, "tokenizer.ggml.merges")?;
         Self::new(
@@ -122,7 +235,7 @@ impl Tokenizer {
         for (rank, m) in merges.iter().enumerate() {
             let (a, b) = m
                 .split_once(' ')
-                .with_context(|| format!("malformed merge {m:?}"))?;
+                .ok_or_else(|| TokenizerError::MalformedMerge(m.clone()))?;
             ranks.entry((a.to_string(), b.to_string())).or_insert(rank);
         }
         let byte_to_char = bytes_to_unicode();
@@ -138,19 +251,24 @@ impl Tokenizer {
         // SmolLM2 lacks 21 byte tokens (bytes never or rarely seen in UTF-8: 0xC0, 0xF5.. and a
         // few control bytes); a vocabulary with few byte tokens is not byte-level BPE.
         if n_bytes < 128 {
-            bail!("vocabulary has only {n_bytes} of 256 byte tokens: not a byte-level BPE");
+            return Err(TokenizerError::NotByteLevel(n_bytes));
         }
         Ok(Self {
             tokens,
             vocab,
             ranks,
             pre,
-            regex: Regex::new(GPT2_PATTERN)?,
+            regex: Regex::new(pre.pattern())?,
             byte_to_char,
             char_to_byte,
             bos_id,
             eos_id,
         })
+    }
+
+    /// The pre-tokenizer in use.
+    pub fn pre_tokenizer(&self) -> PreTokenizer {
+        self.pre
     }
 
     /// Vocabulary size.
@@ -173,7 +291,7 @@ impl Tokenizer {
             Ok(())
         };
         match self.pre {
-            PreTokenizer::Gpt2 => split_regex(text)?,
+            PreTokenizer::Gpt2 | PreTokenizer::Qwen2 => split_regex(text)?,
             PreTokenizer::DigitsThenGpt2 => {
                 let mut start = 0;
                 for (i, c) in text.char_indices() {
@@ -286,7 +404,7 @@ mod tests {
         assert_eq!(m[b'A' as usize], 'A');
     }
 
-    fn toy() -> Tokenizer {
+    fn toy_with(pre: PreTokenizer) -> Tokenizer {
         let mut tokens: Vec<String> = bytes_to_unicode().iter().map(|c| c.to_string()).collect();
         let merges: Vec<String> = ["h e", "l l", "he ll", "hell o", "Ġ w"]
             .iter()
@@ -295,7 +413,11 @@ mod tests {
         for m in &merges {
             tokens.push(m.replace(' ', ""));
         }
-        Tokenizer::new(tokens, &merges, PreTokenizer::DigitsThenGpt2, None, None).unwrap()
+        Tokenizer::new(tokens, &merges, pre, None, None).unwrap()
+    }
+
+    fn toy() -> Tokenizer {
+        toy_with(PreTokenizer::DigitsThenGpt2)
     }
 
     #[test]
@@ -320,5 +442,94 @@ mod tests {
             p,
             ["It", "'s", " ", " a", " test", "\n", "\n", "by", " ", "1", "2", "x"]
         );
+    }
+
+    /// Splits derived by hand from the Qwen2 regex (leftmost alternative that matches, greedy,
+    /// backtracking): see the comments for the alternative that wins each piece.
+    #[test]
+    fn qwen2_splits_like_its_regex() {
+        let t = toy_with(PreTokenizer::Qwen2);
+        let cases: &[(&str, &[&str])] = &[
+            // Digits one by one; a space before digits is its own piece (`\s+`: the lookahead
+            // of `\s+(?!\S)` fails on the digit).
+            (
+                "in 2024, 7",
+                &["in", " ", "2", "0", "2", "4", ",", " ", "7"],
+            ),
+            // Contractions in any case (GPT-2's are lowercase only).
+            ("DON'T we'Re I'm", &["DON", "'T", " we", "'Re", " I", "'m"]),
+            ("you'LL they'rE", &["you", "'LL", " they", "'rE"]),
+            // Not a contraction: the apostrophe is the one non-letter before a letter run.
+            ("o'clock", &["o", "'clock"]),
+            // One punctuation (or space, or tab) character joins the letter run after it...
+            ("(hello \tx", &["(hello", " ", "\tx"]),
+            // ... two do not: `[^\s\p{L}\p{N}]+` takes them both, the letters stand alone.
+            ("--foo ...bar", &["--", "foo", " ...", "bar"]),
+            ("$100", &["$", "1", "0", "0"]),
+            // Newlines: a run of them is one piece (`\s*[\r\n]+`), with the spaces before it;
+            // punctuation takes the newlines after it.
+            ("a\n\nb", &["a", "\n\n", "b"]),
+            ("a  \n b", &["a", "  \n", " b"]),
+            ("end.\n\nNext", &["end", ".\n\n", "Next"]),
+            ("x\r\ny", &["x", "\r\n", "y"]),
+            // Spaces: all but the last before a word (`\s+(?!\S)`), trailing spaces whole.
+            ("hi   there  ", &["hi", "  ", " there", "  "]),
+            // Non-ASCII letters and numbers.
+            ("naïve 日本語½", &["naïve", " 日本語", "½"]),
+        ];
+        for (text, want) in cases {
+            let got = t.pre_tokenize(text).unwrap();
+            assert_eq!(&got, want, "text {text:?}");
+            assert_eq!(got.concat(), *text);
+        }
+        // The GPT-2 pre-tokenizer splits the same texts otherwise (the cases above test Qwen2's
+        // rules, not ones both share).
+        let g = toy_with(PreTokenizer::Gpt2);
+        assert_eq!(g.pre_tokenize("DON'T").unwrap(), ["DON", "'", "T"]);
+        assert_eq!(g.pre_tokenize("2024").unwrap(), ["2024"]);
+        assert_eq!(g.pre_tokenize("a\n\nb").unwrap(), ["a", "\n", "\n", "b"]);
+        assert_eq!(g.pre_tokenize("(hello").unwrap(), ["(", "hello"]);
+    }
+
+    /// llama.cpp's ASCII-spelled regex splits like HF's `(?i:...)` one on text without the
+    /// non-ASCII case-folding partners of the contraction letters.
+    #[test]
+    fn qwen2_pattern_agrees_with_hf_pattern() {
+        let hf = Regex::new(QWEN2_HF_PATTERN).unwrap();
+        let t = toy_with(PreTokenizer::Qwen2);
+        let text = "It's 'S 'T 'RE 'Ve 'm 'LL 'D 'x DON'T — “quoted” (a) [b]\n\n\t tab\r\n\
+                    1,234.5 ½ ٣ naïve Ünïcödé 日本語 😀!!\n  trailing   \n";
+        let theirs: Vec<&str> = hf.find_iter(text).map(|m| m.unwrap().as_str()).collect();
+        assert_eq!(t.pre_tokenize(text).unwrap(), theirs);
+        // The documented difference.
+        assert_eq!(t.pre_tokenize("'ſt").unwrap(), ["'ſt"]);
+        let theirs: Vec<&str> = hf.find_iter("'ſt").map(|m| m.unwrap().as_str()).collect();
+        assert_eq!(theirs, ["'ſ", "t"]);
+    }
+
+    #[test]
+    fn pre_tokenizer_names() {
+        assert_eq!(
+            PreTokenizer::from_gguf_name(None).unwrap(),
+            PreTokenizer::Gpt2
+        );
+        assert_eq!(
+            PreTokenizer::from_gguf_name(Some("qwen2")).unwrap(),
+            PreTokenizer::Qwen2
+        );
+        assert_eq!(
+            PreTokenizer::from_gguf_name(Some("smollm")).unwrap(),
+            PreTokenizer::DigitsThenGpt2
+        );
+        for name in PreTokenizer::SUPPORTED_NAMES {
+            assert!(PreTokenizer::from_gguf_name(Some(name)).is_ok(), "{name}");
+        }
+        let e = PreTokenizer::from_gguf_name(Some("llama-bpe")).unwrap_err();
+        assert!(
+            matches!(&e, TokenizerError::UnsupportedPreTokenizer { name } if name == "llama-bpe")
+        );
+        let msg = e.to_string();
+        assert!(msg.contains("\"llama-bpe\""), "{msg}");
+        assert!(msg.contains("qwen2") && msg.contains("smollm"), "{msg}");
     }
 }

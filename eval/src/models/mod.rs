@@ -6,7 +6,7 @@ pub mod quantized_llama;
 pub mod quantized_qwen2;
 
 use crate::kv_cache::{AttentionObserver, KvCache};
-use anyhow::{bail, Context};
+use anyhow::Context;
 use attention::Heads;
 use candle_core::quantized::{gguf_file, QMatMul, QTensor};
 use candle_core::{Device, Result, Tensor};
@@ -79,6 +79,56 @@ pub fn architecture(content: &gguf_file::Content) -> anyhow::Result<String> {
         .clone())
 }
 
+/// The architectures [`Model::load`] can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Architecture {
+    /// `general.architecture = "llama"`.
+    Llama,
+    /// `general.architecture = "qwen2"` (q/k/v projections with biases, NEOX-style RoPE).
+    Qwen2,
+}
+
+/// A GGUF `general.architecture` this crate has no model for.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unsupported architecture {name:?} (GGUF general.architecture); supported: {supported}",
+    supported = Architecture::SUPPORTED_NAMES.join(", ")
+)]
+pub struct UnsupportedArchitecture {
+    /// The architecture named in the file.
+    pub name: String,
+}
+
+impl Architecture {
+    /// Every `general.architecture` value accepted.
+    pub const SUPPORTED_NAMES: &'static [&'static str] = &["llama", "qwen2"];
+
+    /// The architecture of a GGUF file (errors: no `general.architecture`, or an
+    /// [`UnsupportedArchitecture`]).
+    pub fn of(content: &gguf_file::Content) -> anyhow::Result<Self> {
+        match architecture(content)?.as_str() {
+            "llama" => Ok(Self::Llama),
+            "qwen2" => Ok(Self::Qwen2),
+            other => Err(UnsupportedArchitecture {
+                name: other.to_string(),
+            }
+            .into()),
+        }
+    }
+}
+
+fn open_gguf(path: &Path) -> anyhow::Result<(std::fs::File, gguf_file::Content)> {
+    let mut file = std::fs::File::open(path).with_context(|| {
+        format!(
+            "cannot open model {} (run `fibquant-eval fetch-model` first)",
+            path.display()
+        )
+    })?;
+    let content = gguf_file::Content::read(&mut file)
+        .with_context(|| format!("{}: not a readable GGUF file", path.display()))?;
+    Ok((file, content))
+}
+
 impl Model {
     /// Loads a GGUF model from `path` on `device`, picking the architecture from its metadata.
     /// Also returns the parsed GGUF metadata (for the tokenizer).
@@ -87,28 +137,47 @@ impl Model {
         device: &Device,
         weights: WeightFormat,
     ) -> anyhow::Result<(Self, gguf_file::Content)> {
-        let mut file = std::fs::File::open(path).with_context(|| {
-            format!(
-                "cannot open model {} (run `fibquant-eval fetch-model` first)",
-                path.display()
-            )
-        })?;
-        let content = gguf_file::Content::read(&mut file)
-            .with_context(|| format!("{}: not a readable GGUF file", path.display()))?;
+        let (mut file, content) = open_gguf(path)?;
+        Architecture::of(&content)?;
         // `from_gguf` consumes the content (not Clone): read the header a second time for the
         // caller (metadata and tensor index only, a few milliseconds).
         file.seek(SeekFrom::Start(0))?;
         let meta = gguf_file::Content::read(&mut file)?;
-        let model = match architecture(&content)?.as_str() {
-            "llama" => Model::Llama(quantized_llama::ModelWeights::from_gguf(
-                content, &mut file, device, weights,
-            )?),
-            "qwen2" => Model::Qwen2(quantized_qwen2::ModelWeights::from_gguf(
-                content, &mut file, device, weights,
-            )?),
-            other => bail!("unsupported architecture {other:?} (supported: llama, qwen2)"),
-        };
+        let model = Self::from_content(content, &mut file, device, weights)?;
         Ok((model, meta))
+    }
+
+    /// Like [`Model::load`], but runs `check` on the GGUF header (metadata and tensor index)
+    /// before reading any weight, so that a file the caller cannot use (say, an unsupported
+    /// tokenizer) fails in milliseconds rather than after the weights load; returns what `check`
+    /// returned. The architecture is checked first.
+    pub fn load_checked<T>(
+        path: &Path,
+        device: &Device,
+        weights: WeightFormat,
+        check: impl FnOnce(&gguf_file::Content) -> anyhow::Result<T>,
+    ) -> anyhow::Result<(Self, T)> {
+        let (mut file, content) = open_gguf(path)?;
+        Architecture::of(&content)?;
+        let checked = check(&content)?;
+        let model = Self::from_content(content, &mut file, device, weights)?;
+        Ok((model, checked))
+    }
+
+    fn from_content(
+        content: gguf_file::Content,
+        file: &mut std::fs::File,
+        device: &Device,
+        weights: WeightFormat,
+    ) -> anyhow::Result<Self> {
+        Ok(match Architecture::of(&content)? {
+            Architecture::Llama => Model::Llama(quantized_llama::ModelWeights::from_gguf(
+                content, file, device, weights,
+            )?),
+            Architecture::Qwen2 => Model::Qwen2(quantized_qwen2::ModelWeights::from_gguf(
+                content, file, device, weights,
+            )?),
+        })
     }
 
     /// Shapes and sizes of the model.
