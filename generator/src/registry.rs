@@ -53,10 +53,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     })
 }
 
-/// The compressed file bytes of a built codebook.
+/// The file bytes of a built codebook: the integrity frame, then the zstd-compressed body
+/// (file format version 2).
 pub fn file_bytes(built: &Built) -> Result<Vec<u8>> {
     let raw = built.header.to_bytes(&built.codewords);
-    zstd::bulk::compress(&raw, ZSTD_LEVEL).map_err(Error::Compression)
+    let frame = zstd::bulk::compress(&raw, ZSTD_LEVEL).map_err(Error::Compression)?;
+    Ok(fibquant::codebook::format::checked_file(&frame))
 }
 
 /// The manifest entry of a built codebook whose file has `sha256`.

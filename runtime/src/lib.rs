@@ -74,7 +74,7 @@ mod test_support;
 pub use attention::tables::HALF_CODEBOOK_FROM_BYTES;
 pub use attention::WEIGHT_FLUSH;
 pub use cache::{CachePolicy, CacheShape, KeyScaling, KvCache, LayerOverride, SideCode};
-pub use codebook::{Codebook, CodebookHeader, Construction};
+pub use codebook::{Codebook, CodebookHeader, Construction, Integrity, LoadLimits};
 pub use codec::rotation::{Rotation, RotationKind};
 pub use codec::{AttentionCodebook, Codec, CodecConfig, NormFormat, DEFAULT_SEED, MAX_DIM};
 pub use error::{Error, Result};

@@ -1,12 +1,35 @@
 //! The codebook file format.
 //!
-//! # Version 1
-//! A codebook file is one zstd frame. Decompressed, it is (all integers and floats little-endian):
+//! # Version 2 (what the generator writes)
+//! A file is a zstd *skippable* frame that carries its integrity check, then one zstd frame
+//! holding the body (below). Standard zstd tools skip the first frame and decompress the body as
+//! before. The skippable frame is 28 bytes, little-endian:
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 4 | u32 `0x184D2A50`, zstd's first skippable-frame magic |
+//! | 4 | 4 | u32 `20`, the payload size |
+//! | 8 | 4 | magic `FQCB` |
+//! | 12 | 4 | u32 file format version (2) |
+//! | 16 | 8 | u64 length of the zstd frame that follows, which ends the file |
+//! | 24 | 4 | u32 CRC-32C of that zstd frame's bytes |
+//!
+//! Every field is checked on load, the CRC before anything is decompressed, so every change of
+//! a single byte anywhere in the file is refused (a CRC of 32 bits detects every error burst of
+//! up to 32 bits).
+//!
+//! # Version 1 files
+//! The body's zstd frame alone. They still load, unchecked ([`Integrity::Unchecked`]): a
+//! corruption the body's own checks (lengths, finite values, shapes) do not catch goes
+//! unnoticed. `fibquant-gen` writes version 2; the embedded registry files are version 2.
+//!
+//! # The body
+//! Decompressed, the zstd frame is (all integers and floats little-endian):
 //!
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0 | 4 | magic `FQCB` |
-//! | 4 | 4 | u32 format version (1) |
+//! | 4 | 4 | u32 body layout version (1) |
 //! | 8 | 4 | u32 `d`, head dimension |
 //! | 12 | 4 | u32 `k`, block size |
 //! | 16 | 4 | u32 `n`, number of codewords |
@@ -23,8 +46,146 @@ use crate::error::{Error, Result};
 
 /// File magic.
 pub const MAGIC: [u8; 4] = *b"FQCB";
-/// Current format version.
+/// Version of the body's layout (the header and codewords below the integrity frame).
 pub const FORMAT_VERSION: u32 = 1;
+/// File format version of the files the generator writes (an integrity frame, then the body).
+pub const FILE_VERSION: u32 = 2;
+/// zstd's first skippable-frame magic, which opens a version-2 file.
+const SKIPPABLE_MAGIC: u32 = 0x184D_2A50;
+/// Payload bytes of the integrity frame.
+const INTEGRITY_PAYLOAD: u32 = 20;
+/// Bytes of the integrity frame that opens a version-2 file.
+pub const INTEGRITY_BYTES: usize = 8 + INTEGRITY_PAYLOAD as usize;
+/// The magic of a zstd data frame, which opens a version-1 file.
+const ZSTD_MAGIC: u32 = 0xFD2F_B528;
+
+/// Whether a codebook's file carried an integrity check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Integrity {
+    /// A version-2 file: its CRC-32C and every field of its integrity frame were checked.
+    Checked,
+    /// A version-1 file, or a codebook not read from a file: nothing checked its bytes beyond
+    /// the body's own checks.
+    Unchecked,
+}
+
+/// Limits on what loading a codebook file may cost: files beyond them are refused before
+/// their body is decompressed. The defaults admit every registry codebook with room to spare;
+/// raise them for larger codebooks of one's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LoadLimits {
+    /// Largest head dim `d` (default: the codec's largest, [`crate::MAX_DIM`]).
+    pub max_dim: usize,
+    /// Largest block size `k` (default 64; the registry's largest is 8).
+    pub max_k: usize,
+    /// Most codewords `N` (default 2^20; the registry's largest is 65536).
+    pub max_codewords: usize,
+    /// Most codeword values `N * k` (default 2^22, 16 MiB of f32: loading costs a few passes
+    /// over them, about 0.1 s at that size).
+    pub max_values: usize,
+}
+
+impl Default for LoadLimits {
+    fn default() -> LoadLimits {
+        LoadLimits {
+            max_dim: crate::MAX_DIM,
+            max_k: 64,
+            max_codewords: 1 << 20,
+            max_values: 1 << 22,
+        }
+    }
+}
+
+impl LoadLimits {
+    /// Refuses a header beyond the limits.
+    fn check(&self, dim: u64, k: u64, n: u64) -> Result<()> {
+        let over = |what: &str, value: u64, limit: usize| {
+            Err(Error::CorruptCodebook(format!(
+                "{what} = {value} is beyond the load limit of {limit} (LoadLimits)"
+            )))
+        };
+        if dim > self.max_dim as u64 {
+            return over("d", dim, self.max_dim);
+        }
+        if k > self.max_k as u64 {
+            return over("k", k, self.max_k);
+        }
+        if n > self.max_codewords as u64 {
+            return over("N", n, self.max_codewords);
+        }
+        if n * k > self.max_values as u64 {
+            return over("N * k", n * k, self.max_values);
+        }
+        Ok(())
+    }
+}
+
+/// Wraps the zstd frame of a codebook body into a version-2 file: the integrity frame, then
+/// the frame.
+pub fn checked_file(frame: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(INTEGRITY_BYTES + frame.len());
+    out.extend_from_slice(&SKIPPABLE_MAGIC.to_le_bytes());
+    out.extend_from_slice(&INTEGRITY_PAYLOAD.to_le_bytes());
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&FILE_VERSION.to_le_bytes());
+    out.extend_from_slice(&(frame.len() as u64).to_le_bytes());
+    out.extend_from_slice(&crate::util::crc::crc32c(frame).to_le_bytes());
+    out.extend_from_slice(frame);
+    out
+}
+
+/// The body's zstd frame of a codebook file, checked where the file is version 2.
+fn body_frame(file: &[u8]) -> Result<(&[u8], Integrity)> {
+    let corrupt = |m: String| Err(Error::CorruptCodebook(m));
+    if file.len() < 4 {
+        return corrupt(format!("{} bytes are not a codebook file", file.len()));
+    }
+    match u32_at(file, 0) {
+        ZSTD_MAGIC => return Ok((file, Integrity::Unchecked)),
+        SKIPPABLE_MAGIC => {}
+        other => {
+            return corrupt(format!(
+                "not a codebook file (first bytes {other:#010x}, neither an integrity frame nor \
+                 a zstd frame)"
+            ))
+        }
+    }
+    if file.len() < INTEGRITY_BYTES {
+        return corrupt(format!("the integrity frame is cut short ({} bytes)", file.len()));
+    }
+    let payload = u32_at(file, 4);
+    if payload != INTEGRITY_PAYLOAD {
+        return corrupt(format!(
+            "integrity frame of {payload} bytes, expected {INTEGRITY_PAYLOAD}"
+        ));
+    }
+    if file[8..12] != MAGIC {
+        return corrupt("bad magic in the integrity frame (expected FQCB)".into());
+    }
+    let version = u32_at(file, 12);
+    if version != FILE_VERSION {
+        return corrupt(format!(
+            "file format version {version} is not supported (this runtime reads versions 1 and \
+             {FILE_VERSION})"
+        ));
+    }
+    let length = u64::from_le_bytes(file[16..24].try_into().expect("8 bytes"));
+    let frame = &file[INTEGRITY_BYTES..];
+    if length != frame.len() as u64 {
+        return corrupt(format!(
+            "the integrity frame announces a {length}-byte body, the file holds {}",
+            frame.len()
+        ));
+    }
+    let (want, got) = (u32_at(file, 24), crate::util::crc::crc32c(frame));
+    if want != got {
+        return corrupt(format!(
+            "checksum mismatch: the file is corrupt (CRC-32C {got:#010x}, recorded {want:#010x})"
+        ));
+    }
+    Ok((frame, Integrity::Checked))
+}
 /// Size of the uncompressed header in bytes.
 pub const HEADER_BYTES: usize = 48;
 
@@ -168,25 +329,33 @@ impl Codebook {
         Ok(cb)
     }
 
-    /// Parses a zstd-compressed codebook file (the format in the module docs). Decompression
-    /// stops one byte past the size the header announces, and files that announce more than
-    /// 1 GiB uncompressed are refused before their body is decompressed, so a small corrupt or
-    /// hostile frame cannot expand into gigabytes. A file may still hold up to 2^24 codewords,
-    /// and codebooks from 16384 codewords on (the inverted file of their [`SearchPlan`](crate::SearchPlan)) build an inverted file while loading
-    /// (about 12 passes of k-means over the codewords): load untrusted files of that size with
-    /// a time limit.
-    pub fn from_file_bytes(compressed: &[u8]) -> Result<Codebook> {
-        let raw = decompress(compressed)?;
-        Codebook::from_raw_bytes(&raw)
+    /// Parses a codebook file (the format in the module docs) within the default
+    /// [`LoadLimits`]. A version-2 file's checksum is verified before anything is
+    /// decompressed, and a header beyond the limits is refused before the codewords are:
+    /// loading costs a few passes over at most `max_values` values. Search structures are built
+    /// later, on first use or by [`Codebook::prepare_search`] (up to about a second for
+    /// 65536 codewords of 4 values).
+    pub fn from_file_bytes(file: &[u8]) -> Result<Codebook> {
+        Codebook::from_file_bytes_with(file, &LoadLimits::default())
+    }
+
+    /// [`from_file_bytes`](Self::from_file_bytes) within `limits`.
+    pub fn from_file_bytes_with(file: &[u8], limits: &LoadLimits) -> Result<Codebook> {
+        let (frame, integrity) = body_frame(file)?;
+        let raw = decompress(frame, limits)?;
+        let mut cb = Codebook::from_raw_bytes(&raw)?;
+        cb.integrity = integrity;
+        Ok(cb)
     }
 }
 
+/// Largest decompressed codebook body read whatever the [`LoadLimits`] (1 GiB: the registry's
 /// largest is 2 MiB; 2^24 codewords of 16 values would be 1 GiB).
 pub const MAX_FILE_BYTES: u64 = 1 << 30;
 
 /// Decompresses a codebook file: the header, then at most the body it announces (plus one byte,
 /// so that a longer body is still reported as such).
-fn decompress(compressed: &[u8]) -> Result<Vec<u8>> {
+fn decompress(compressed: &[u8], limits: &LoadLimits) -> Result<Vec<u8>> {
     use std::io::Read;
     let failed =
         |e: std::io::Error| Error::CorruptCodebook(format!("zstd decompression failed: {e}"));
@@ -200,8 +369,10 @@ fn decompress(compressed: &[u8]) -> Result<Vec<u8>> {
     if out.len() < HEADER_BYTES {
         return Ok(out); // `from_raw_bytes` reports the short file.
     }
+    let (dim, k, n) = (u32_at(&out, 8), u32_at(&out, 12), u32_at(&out, 16));
+    limits.check(dim as u64, k as u64, n as u64)?;
     // At most 2^32 * 2^32 * 4 + 48: fits a u128.
-    let body = u32_at(&out, 12) as u128 * u32_at(&out, 16) as u128 * 4;
+    let body = k as u128 * n as u128 * 4;
     let total = HEADER_BYTES as u128 + body;
     if total > MAX_FILE_BYTES as u128 {
         return Err(Error::CorruptCodebook(format!(

@@ -5,7 +5,7 @@
 
 pub mod format;
 
-pub use format::{CodebookHeader, Construction};
+pub use format::{CodebookHeader, Construction, Integrity, LoadLimits};
 
 use crate::error::{Error, Result};
 use crate::search::balls::BallIndex;
@@ -36,11 +36,11 @@ pub struct Codebook {
     /// For [`SearchPlan::Thresholds`]: the midpoints between neighbouring levels. The nearest
     /// level of `x` is the number of midpoints below `x`.
     thresholds: Option<Vec<f32>>,
-    /// The inverted file of a layered plan that names one, built with the codebook.
-    ivf: Option<IvfIndex>,
     /// The searches built on first use, and attention's copies of the codewords.
     derived: Derived,
     header: Option<CodebookHeader>,
+    /// Whether the file it came from was checked.
+    integrity: Integrity,
 }
 
 /// What a [`Codebook`] builds from its codewords on first use: the lazy searches of its plan
@@ -50,6 +50,7 @@ pub struct Codebook {
 /// clones share what was built.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Derived {
+    ivf: OnceLock<Option<IvfIndex>>,
     shortlist: OnceLock<Option<ShortlistIndex>>,
     grid: OnceLock<Option<CellIndex>>,
     balls: OnceLock<Option<BallIndex>>,
@@ -128,9 +129,6 @@ impl Codebook {
         let plan = SearchPlan::choose(k, n, ascending, orbits.is_some());
         let thresholds = (plan == SearchPlan::Thresholds)
             .then(|| codewords.windows(2).map(|w| 0.5 * (w[0] + w[1])).collect());
-        let ivf = plan
-            .ivf()
-            .map(|shape| IvfIndex::new(&codewords, k, shape.cells, shape.probes));
         Ok(Codebook {
             dim,
             k,
@@ -141,9 +139,9 @@ impl Codebook {
             index,
             orbits,
             thresholds,
-            ivf,
             derived: Derived::default(),
             header: None,
+            integrity: Integrity::Unchecked,
         })
     }
 
@@ -205,6 +203,7 @@ impl Codebook {
     /// shortlists, the exact grid, the ball index), so that the first encode does not pay for
     /// them. Idempotent and thread-safe; without it, the first encode that needs one builds it.
     pub fn prepare_search(&self) {
+        self.ivf();
         self.shortlist();
         self.cells();
         self.balls();
@@ -233,7 +232,7 @@ impl Codebook {
     /// where there is one, else the exact grid, the ball index or the exhaustive scan.
     #[inline]
     fn nearest_behind_shortlists(&self, block: &[f32]) -> u32 {
-        match &self.ivf {
+        match self.ivf() {
             Some(ivf) => ivf.nearest(block).0,
             None => match self.cells().and_then(|c| c.nearest(block)) {
                 Some(i) => i,
@@ -291,7 +290,7 @@ impl Codebook {
         self.derived
             .balls
             .get_or_init(|| {
-                let allowed = self.plan.layers().is_some_and(|l| l.balls) && self.ivf.is_none();
+                let allowed = self.plan.layers().is_some_and(|l| l.balls && l.ivf.is_none());
                 if !allowed || self.cells().is_some() {
                     None
                 } else {
@@ -324,7 +323,7 @@ impl Codebook {
         }
         // A batch pass through the exact grid or the shortlists, where there is one; the blocks
         // it leaves open go one by one to the searches behind it.
-        match self.ivf.is_none().then(|| self.cells()).flatten() {
+        match self.plan.ivf().is_none().then(|| self.cells()).flatten() {
             Some(cells) => cells.nearest_many(blocks, out),
             None => match self.shortlist() {
                 Some(shortlist) => shortlist.nearest_many(blocks, out),
@@ -368,10 +367,23 @@ impl Codebook {
         self.orbits.as_ref()
     }
 
-    /// The inverted file of a layered plan that names one.
-    #[cfg(any(test, feature = "internals"))]
+    /// The inverted file of a layered plan that names one, built on first call (about 12
+    /// passes of k-means over the codewords).
+    #[doc(hidden)]
+    #[allow(private_interfaces)]
     pub fn ivf(&self) -> Option<&IvfIndex> {
-        self.ivf.as_ref()
+        self.derived
+            .ivf
+            .get_or_init(|| {
+                let shape = self.plan.ivf()?;
+                Some(IvfIndex::new(&self.codewords, self.k, shape.cells, shape.probes))
+            })
+            .as_ref()
+    }
+
+    /// Whether the file this codebook was read from carried a checked integrity frame.
+    pub fn integrity(&self) -> Integrity {
+        self.integrity
     }
 
     /// This codebook searched with an inverted file probing `probes` cells per query, or
@@ -380,12 +392,8 @@ impl Codebook {
     #[doc(hidden)]
     pub fn with_ivf_probes(&self, probes: Option<usize>) -> Codebook {
         let plan = self.plan.with_ivf_probes(self.k, self.n, probes);
-        let ivf = plan
-            .ivf()
-            .map(|shape| IvfIndex::new(&self.codewords, self.k, shape.cells, shape.probes));
         Codebook {
             plan,
-            ivf,
             // The lazy searches depend on the inverted file: decide again.
             derived: Derived::default(),
             ..self.clone()
@@ -403,7 +411,7 @@ impl Codebook {
             return (i, (bsq + score).max(0.0));
         }
         let certified = self.shortlist().and_then(|s| s.nearest(block));
-        let (i, score) = match (&self.ivf, &self.thresholds, certified) {
+        let (i, score) = match (self.ivf(), &self.thresholds, certified) {
             (_, Some(_), _) => {
                 let i = self.nearest(block);
                 let c = self.codewords[i as usize];
@@ -548,6 +556,67 @@ mod tests {
         ));
         // A truncated header.
         assert!(Codebook::from_file_bytes(&zstd(&raw[..20])).is_err());
+    }
+
+    #[test]
+    fn every_single_byte_change_and_truncation_of_a_checked_file_is_refused() {
+        let cw: Vec<f32> = (0..32).map(|i| (i as f32 * 0.7).sin()).collect();
+        let file = format::checked_file(&zstd(&header(16, 2, 16).to_bytes(&cw)));
+        let cb = Codebook::from_file_bytes(&file).unwrap();
+        assert_eq!((cb.codewords(), cb.integrity()), (&cw[..], Integrity::Checked));
+        for pos in 0..file.len() {
+            for flip in [0x01u8, 0x80, 0xff] {
+                let mut bad = file.clone();
+                bad[pos] ^= flip;
+                assert!(
+                    matches!(Codebook::from_file_bytes(&bad), Err(Error::CorruptCodebook(_))),
+                    "byte {pos} ^ {flip:#x} of {} was not detected",
+                    file.len()
+                );
+            }
+        }
+        for len in 0..file.len() {
+            assert!(Codebook::from_file_bytes(&file[..len]).is_err(), "cut at {len}");
+        }
+        let mut longer = file.clone();
+        longer.push(0);
+        assert!(Codebook::from_file_bytes(&longer).is_err());
+        // A version-1 file (the body's frame alone) still loads, unchecked.
+        let v1 = Codebook::from_file_bytes(&file[format::INTEGRITY_BYTES..]).unwrap();
+        assert_eq!((v1.codewords(), v1.integrity()), (&cw[..], Integrity::Unchecked));
+    }
+
+    #[test]
+    fn headers_beyond_the_load_limits_are_refused_before_their_body() {
+        // A small file announcing 2^24 codewords: refused from the header, at once.
+        let hostile = format::checked_file(&zstd(&header(64, 4, 1 << 24).to_bytes(&[])));
+        let start = std::time::Instant::now();
+        assert!(matches!(
+            Codebook::from_file_bytes(&hostile),
+            Err(Error::CorruptCodebook(m)) if m.contains("load limit")
+        ));
+        assert!(start.elapsed().as_secs_f64() < 1.0);
+        let cw = vec![0.25f32; 2 * 64];
+        let file = format::checked_file(&zstd(&header(128, 2, 64).to_bytes(&cw)));
+        let tight = LoadLimits {
+            max_codewords: 32,
+            ..LoadLimits::default()
+        };
+        assert!(Codebook::from_file_bytes_with(&file, &tight).is_err());
+        assert!(Codebook::from_file_bytes_with(&file, &LoadLimits::default()).is_ok());
+        let narrow = LoadLimits {
+            max_dim: 64,
+            ..LoadLimits::default()
+        };
+        assert!(Codebook::from_file_bytes_with(&file, &narrow).is_err());
+    }
+
+    #[test]
+    fn the_embedded_files_are_checked_files() {
+        for e in crate::registry::entries().filter(|e| e.n <= 256) {
+            let cb = crate::registry::codebook(e.dim, e.k, e.n).unwrap();
+            assert_eq!(cb.integrity(), Integrity::Checked, "{}", e.file);
+        }
     }
 
     #[test]
