@@ -773,6 +773,11 @@ fn eval_ends_with_a_verdict_computed_from_the_rows() {
         "{out}"
     );
     assert!(verdicts[0].contains("2.58 standard errors"), "{out}");
+    // The 2-bit preset (E8, N = 64497) is compared with the 2-bit scalar code.
+    assert!(
+        verdicts[1].contains("of 1 vector codes at whole rates"),
+        "{out}"
+    );
     // JSON keeps its fields and adds the sampling error.
     let o = gen(&[
         "eval",

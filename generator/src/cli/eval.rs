@@ -52,7 +52,8 @@ struct EvalRow {
     n: usize,
     rate_bits: f64,
     mse: f64,
-    /// The k = 1 scalar code's MSE at the same whole rate, if there is one.
+    /// The k = 1 scalar code's MSE at the same whole rate (of stored bits: the E8 code's is 2),
+    /// if there is one.
     scalar_mse: Option<f64>,
     /// `4^-b`.
     bound: f64,
@@ -172,7 +173,13 @@ fn eval_point(
     let mse_std_error = scale * (block_var / samples as f64).sqrt();
     let registry_std_error = scale * (block_var / registry_test_blocks.max(1) as f64).sqrt();
     let rate = (n as f64).log2() / k as f64;
-    let (scalar_mse, scalar_std_error) = match whole_rate(k, n) {
+    // The scalar code that costs the same index bits: `ceil(log2 N) / k` whole (for the E8 code,
+    // N = 64497, 16 bits per 8 coordinates: the 2-bit scalar code).
+    let stored_whole = whole_rate(k, n).or_else(|| {
+        let bits = fibquant::util::pack::index_bits(n) as usize;
+        (bits.is_multiple_of(k) && (1..=4).contains(&(bits / k))).then_some((bits / k) as u32)
+    });
+    let (scalar_mse, scalar_std_error) = match stored_whole {
         Some(b) if k > 1 => {
             let s = embedded::codebook(d, 1, 1 << b)?;
             let src1 = Source::new(d, 1)?;
