@@ -56,6 +56,39 @@ pub enum Error {
     InvalidArgument(String),
     /// A construction could not complete.
     Construction(String),
+    /// No embedded codebook has this `(dim, k, n)`; the message lists the codes that exist for
+    /// `dim` (or the head dims that have codes).
+    UnknownCode {
+        /// Head dimension asked for.
+        dim: usize,
+        /// Block size asked for.
+        k: usize,
+        /// Codebook size asked for.
+        n: usize,
+    },
+    /// No embedded codebook for `dim` stores `bits` bits per coordinate.
+    UnknownBits {
+        /// Head dimension asked for.
+        dim: usize,
+        /// Bits per coordinate asked for.
+        bits: f64,
+    },
+    /// A manifest entry is structurally invalid (its values could not describe a codebook).
+    ManifestInvalid {
+        /// The manifest's path.
+        path: PathBuf,
+        /// Position of the entry (0-based) in the manifest.
+        index: usize,
+        /// What is wrong.
+        what: String,
+    },
+    /// A command would overwrite one of its own inputs.
+    SameFile {
+        /// The output path given.
+        output: PathBuf,
+        /// The input it resolves to.
+        input: PathBuf,
+    },
     /// A file given to `bench --from-json` is not a saved bench report.
     BenchReport {
         /// The file's path.
@@ -118,6 +151,27 @@ impl fmt::Display for Error {
             | Error::CodeFile(msg)
             | Error::InvalidArgument(msg)
             | Error::Construction(msg) => f.write_str(msg),
+            Error::UnknownCode { dim, k, n } => {
+                write!(f, "no embedded codebook for dim={dim} k={k} n={n}; ")?;
+                write_available(f, *dim)
+            }
+            Error::UnknownBits { dim, bits } => {
+                write!(f, "no embedded codebook for dim={dim} at {bits} bits per coordinate; ")?;
+                write_available(f, *dim)
+            }
+            Error::ManifestInvalid { path, index, what } => write!(
+                f,
+                "manifest {} is invalid: entry {} ([[codebook]] number {}): {what}",
+                path.display(),
+                index,
+                index + 1
+            ),
+            Error::SameFile { output, input } => write!(
+                f,
+                "--output {} is the input file {}; refusing to overwrite an input (choose another output path)",
+                output.display(),
+                input.display()
+            ),
             Error::BenchReport { path, source } => {
                 write!(f, "{} is not a bench --json report", path.display())?;
                 match source {
@@ -142,13 +196,61 @@ impl std::error::Error for Error {
             Error::Npy(_)
             | Error::CodeFile(_)
             | Error::InvalidArgument(_)
-            | Error::Construction(_) => None,
+            | Error::Construction(_)
+            | Error::UnknownCode { .. }
+            | Error::UnknownBits { .. }
+            | Error::ManifestInvalid { .. }
+            | Error::SameFile { .. } => None,
         }
     }
 }
 
 impl From<fibquant::Error> for Error {
     fn from(e: fibquant::Error) -> Error {
-        Error::Codebook(e)
+        match e {
+            // The runtime's message points to manifest.toml; this one lists what exists.
+            fibquant::Error::UnknownRate { dim, k, n } => Error::UnknownCode { dim, k, n },
+            e => Error::Codebook(e),
+        }
     }
+}
+
+/// Writes the embedded codes of head dim `dim` grouped by stored bits per coordinate, or the
+/// head dims that have codes when `dim` has none, and where to see them all.
+fn write_available(f: &mut fmt::Formatter<'_>, dim: usize) -> fmt::Result {
+    let mut codes: Vec<_> = fibquant::registry::entries()
+        .filter(|e| e.dim == dim)
+        .collect();
+    if codes.is_empty() {
+        let mut dims: Vec<usize> = fibquant::registry::entries().map(|e| e.dim).collect();
+        dims.sort_unstable();
+        dims.dedup();
+        let dims: Vec<String> = dims.iter().map(|d| d.to_string()).collect();
+        return write!(
+            f,
+            "no codes exist for head dim {dim} (head dims with codes: {}); run `fibquant-gen list` to see them",
+            dims.join(", ")
+        );
+    }
+    codes.sort_by(|a, b| {
+        a.stored_bits()
+            .total_cmp(&b.stored_bits())
+            .then((a.k, a.n).cmp(&(b.k, b.n)))
+    });
+    write!(
+        f,
+        "run `fibquant-gen list` for the table. Codes for dim {dim} (--bits B picks the lowest-MSE one at B bits; --k/--n pick one exactly):"
+    )?;
+    let mut i = 0;
+    while i < codes.len() {
+        let bits = codes[i].stored_bits();
+        let same: Vec<String> = codes[i..]
+            .iter()
+            .take_while(|e| e.stored_bits() == bits)
+            .map(|e| format!("k={} N={}", e.k, e.n))
+            .collect();
+        write!(f, "\n  {bits} bits: {}", same.join(", "))?;
+        i += same.len();
+    }
+    Ok(())
 }

@@ -57,6 +57,31 @@ pub fn block_mse(codewords: &[f32], k: usize, samples: &[f32]) -> f64 {
     partial.iter().sum::<f64>() / (samples.len() / k) as f64
 }
 
+/// [`block_mse`] and the sample variance of the per-block squared distances (for the standard
+/// error of the mean: `sqrt(variance / blocks)`). The mean is bit-identical to [`block_mse`]'s.
+pub fn block_mse_and_variance(codewords: &[f32], k: usize, samples: &[f32]) -> (f64, f64) {
+    let index = SearchIndex::new(codewords, k);
+    let partial: Vec<(f64, f64)> = samples
+        .par_chunks(CHUNK * k)
+        .map(|chunk| {
+            chunk.chunks_exact(k).fold((0.0, 0.0), |(s, q), x| {
+                let e = nearest(&index, x).1;
+                (s + e, q + e * e)
+            })
+        })
+        .collect();
+    let blocks = (samples.len() / k) as f64;
+    let sum = partial.iter().map(|p| p.0).sum::<f64>();
+    let sum_sq = partial.iter().map(|p| p.1).sum::<f64>();
+    let mean = sum / blocks;
+    let variance = if blocks > 1.0 {
+        ((sum_sq - sum * mean) / (blocks - 1.0)).max(0.0)
+    } else {
+        0.0
+    };
+    (mean, variance)
+}
+
 /// Per-chunk assignment statistics.
 struct Partial {
     sums: Vec<f64>,

@@ -73,14 +73,68 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    /// Reads a manifest; a missing file is an error, as is malformed TOML.
+    /// Reads a manifest; a missing file is an error, as are malformed TOML and an entry that
+    /// [`Manifest::check`] refuses.
     pub fn read(path: &Path) -> Result<Manifest> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::io(IoAction::ReadManifest, path, e))?;
-        toml::from_str(&text).map_err(|source| Error::ManifestParse {
+        Manifest::parse(&text, path)
+    }
+
+    /// Parses manifest text (`path` names it in errors) and checks every entry.
+    pub fn parse(text: &str, path: &Path) -> Result<Manifest> {
+        let manifest: Manifest = toml::from_str(text).map_err(|source| Error::ManifestParse {
             path: path.to_path_buf(),
             source,
-        })
+        })?;
+        manifest.check(path)?;
+        Ok(manifest)
+    }
+
+    /// Checks that every entry can describe a codebook, so that the commands reading it (slot
+    /// sizes, file paths) never divide by zero or leave `codebooks/`: a plain `.fqcb.zst` file
+    /// name, a rate point [`crate::construct::validate`] accepts, `rate_bits = log2(n) / k`,
+    /// finite non-negative MSEs.
+    pub fn check(&self, path: &Path) -> Result<()> {
+        for (index, e) in self.codebook.iter().enumerate() {
+            let invalid = |what: String| Error::ManifestInvalid {
+                path: path.to_path_buf(),
+                index,
+                what,
+            };
+            let plain = !e.file.is_empty()
+                && !e.file.contains(['/', '\\', '\0'])
+                && !e.file.starts_with('.')
+                && e.file.ends_with(".fqcb.zst");
+            if !plain {
+                return Err(invalid(format!(
+                    "file {:?} is not a plain .fqcb.zst file name",
+                    e.file
+                )));
+            }
+            crate::construct::validate(e.dim, e.k, e.n)
+                .map_err(|err| invalid(format!("{}: {err}", e.file)))?;
+            let rate = (e.n as f64).log2() / e.k as f64;
+            if (e.rate_bits - rate).abs().is_nan() || (e.rate_bits - rate).abs() > 1e-6 {
+                return Err(invalid(format!(
+                    "{}: rate_bits {} is not log2(n) / k = {rate}",
+                    e.file, e.rate_bits
+                )));
+            }
+            let mses = [
+                Some(e.mse),
+                Some(e.mse_initial),
+                e.mse_scalar_product,
+                e.mse_exact,
+            ];
+            if mses.iter().flatten().any(|m| !(m.is_finite() && *m >= 0.0)) {
+                return Err(invalid(format!(
+                    "{}: an MSE is negative or not finite",
+                    e.file
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Writes the manifest atomically (temp file + rename), entries sorted.
@@ -107,5 +161,59 @@ impl Manifest {
         self.codebook
             .retain(|e| (e.dim, e.k, e.n) != (entry.dim, entry.k, entry.n));
         self.codebook.push(entry);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The repository manifest's first entry, as text.
+    fn one_entry() -> String {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../runtime/manifest.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let start = text.find("[[codebook]]").unwrap();
+        let end = text[start + 1..]
+            .find("[[codebook]]")
+            .map_or(text.len(), |e| start + 1 + e);
+        text[start..end].to_string()
+    }
+
+    #[test]
+    fn invalid_entries_are_refused_and_byte_changes_never_panic() {
+        let entry = one_entry();
+        let path = Path::new("manifest.toml");
+        let m = Manifest::parse(&entry, path).unwrap();
+        assert_eq!(m.codebook.len(), 1);
+        for (from, to, what) in [
+            ("k = ", "k = 0 #", "positive"),
+            ("file = \"", "file = \"../", "plain"),
+            ("rate_bits = ", "rate_bits = 9 #", "rate_bits"),
+            ("mse = ", "mse = nan #", "MSE"),
+        ] {
+            let bad = entry.replacen(from, to, 1);
+            let err = Manifest::parse(&bad, path).unwrap_err().to_string();
+            assert!(err.contains(what) && err.contains("entry 0"), "{to}: {err}");
+        }
+        // Every single-byte change of the entry to a few characters that matter in TOML: an
+        // error or a manifest whose entries the commands can use (slot sizes, file names).
+        let bytes = entry.as_bytes();
+        for pos in 0..bytes.len() {
+            for &v in b"\"=[]\n#0 9-.a\\" {
+                if v == bytes[pos] {
+                    continue;
+                }
+                let mut m = bytes.to_vec();
+                m[pos] = v;
+                let Ok(text) = std::str::from_utf8(&m) else {
+                    continue;
+                };
+                let r = std::panic::catch_unwind(|| {
+                    Manifest::parse(text, path)
+                        .map(|m| m.codebook.iter().map(|e| e.slot_bytes_f16()).sum::<usize>())
+                });
+                assert!(r.is_ok(), "panic at byte {pos} = {:?}", v as char);
+            }
+        }
     }
 }

@@ -18,26 +18,64 @@ pub struct Array2 {
     pub data: Vec<f32>,
 }
 
+/// The element type a `.npy` file held before [`parse_any`] returned it as `f32`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dtype {
+    /// Little-endian float32 (`<f4`), read as is.
+    F32,
+    /// Little-endian float64 (`<f8`), rounded to the nearest float32.
+    F64,
+}
+
 /// Parses a `.npy` file holding a 2-D `<f4` or `<f8` array in C order (`<f8` is converted).
 /// Malformed headers and shapes whose byte size overflows are errors, never panics.
 pub fn parse(bytes: &[u8]) -> Result<Array2> {
+    parse_any(bytes).map(|(a, _)| a)
+}
+
+/// A name and a conversion hint for a `.npy` dtype string that [`parse_any`] does not read.
+fn describe_dtype(descr: &str) -> String {
+    let (order, code) = match descr.as_bytes().first() {
+        Some(b'<' | b'>' | b'|' | b'=') => descr.split_at(1),
+        _ => ("", descr),
+    };
+    let big = order == ">";
+    let kind = match code.as_bytes().first() {
+        Some(b'f') => match code {
+            "f2" => "float16".to_string(),
+            "f4" => "float32".to_string(),
+            "f8" => "float64".to_string(),
+            _ => format!("{}-byte float", &code[1..]),
+        },
+        Some(b'i') => format!("{}-byte signed integer", &code[1..]),
+        Some(b'u') => format!("{}-byte unsigned integer", &code[1..]),
+        Some(b'b') => "boolean".to_string(),
+        Some(b'c') => "complex".to_string(),
+        Some(b'O') => "Python object".to_string(),
+        Some(b'U' | b'S') => "string".to_string(),
+        _ => "unknown type".to_string(),
+    };
+    if big {
+        format!("big-endian {kind}")
+    } else {
+        kind
+    }
+}
+
+/// [`parse`], also saying which dtype the file held (so that callers can report a conversion).
+pub fn parse_any(bytes: &[u8]) -> Result<(Array2, Dtype)> {
     let bad = |msg: String| Error::Npy(msg);
     if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
         return Err(bad("not a .npy file (bad magic)".into()));
     }
-    let major = bytes[6];
-    let (header_len, start) = match major {
-        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10usize),
-        2 | 3 => {
-            if bytes.len() < 12 {
-                return Err(bad("truncated .npy header".into()));
-            }
-            (
-                u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize,
-                12,
-            )
-        }
-        v => return Err(bad(format!("unsupported .npy version {v}"))),
+    let (major, minor) = (bytes[6], bytes[7]);
+    let (header_len, start) = match (major, minor) {
+        (1, 0) => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10usize),
+        (2 | 3, 0) => match bytes.get(8..12) {
+            Some(b) => (u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize, 12),
+            None => return Err(bad("truncated .npy header".into())),
+        },
+        _ => return Err(bad(format!("unsupported .npy version {major}.{minor}"))),
     };
     let end = start
         .checked_add(header_len)
@@ -52,21 +90,42 @@ pub fn parse(bytes: &[u8]) -> Result<Array2> {
             .ok_or_else(|| bad(format!("header lacks '{name}'")))?;
         Ok(header[i + key.len()..].trim_start())
     };
-    let descr = field("descr")?;
-    let width: usize = if descr.starts_with("'<f4'") {
-        4
-    } else if descr.starts_with("'<f8'") {
-        8
-    } else {
-        return Err(bad(format!(
-            "dtype {} is not supported: save float32 ('<f4') or float64 ('<f8')",
-            descr.split(',').next().unwrap_or("?")
-        )));
+    // The dtype string: the text between the quotes after 'descr': (a structured dtype is a
+    // list instead).
+    let descr_field = field("descr")?;
+    let descr = descr_field
+        .strip_prefix('\'')
+        .and_then(|s| s.split_once('\''))
+        .or_else(|| {
+            descr_field
+                .strip_prefix('"')
+                .and_then(|s| s.split_once('"'))
+        })
+        .map(|(inside, _)| inside);
+    let dtype = match descr {
+        Some("<f4") => Dtype::F32,
+        Some("<f8") => Dtype::F64,
+        Some(other) => {
+            return Err(bad(format!(
+                "dtype '{other}' ({}) is not supported: save float32 ('<f4') or float64 ('<f8'), for example with array.astype('<f4')",
+                describe_dtype(other)
+            )))
+        }
+        None => {
+            let shown: String = descr_field.chars().take(40).collect();
+            return Err(bad(format!(
+                "dtype {shown} is not supported (structured or malformed): save a plain float32 array ('<f4')"
+            )));
+        }
     };
-    if field("fortran_order")?.starts_with("True") {
+    let fortran = field("fortran_order")?;
+    if fortran.starts_with("True") {
         return Err(bad(
             "Fortran-order arrays are not supported: save with np.ascontiguousarray".into(),
         ));
+    }
+    if !fortran.starts_with("False") {
+        return Err(bad("fortran_order is neither True nor False".into()));
     }
     // `(rows, cols)`: the text between the opening and the first closing parenthesis.
     let shape = field("shape")?
@@ -89,6 +148,10 @@ pub fn parse(bytes: &[u8]) -> Result<Array2> {
         )));
     }
     let (rows, cols) = (dims[0], dims[1]);
+    let width = match dtype {
+        Dtype::F32 => 4,
+        Dtype::F64 => 8,
+    };
     let overflow = || bad(format!("shape ({rows}, {cols}) overflows"));
     let count = rows.checked_mul(cols).ok_or_else(overflow)?;
     let need = count.checked_mul(width).ok_or_else(overflow)?;
@@ -99,16 +162,30 @@ pub fn parse(bytes: &[u8]) -> Result<Array2> {
             body.len()
         )));
     }
-    let data = if width == 4 {
-        body.chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-            .collect()
-    } else {
-        body.chunks_exact(8)
-            .map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32)
-            .collect()
+    let data = match dtype {
+        Dtype::F32 => body
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        Dtype::F64 => {
+            let mut data = Vec::with_capacity(count);
+            for (i, c) in body.chunks_exact(8).enumerate() {
+                let v = f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+                let x = v as f32;
+                if v.is_finite() && !x.is_finite() {
+                    // cols > 0 here: the body is not empty.
+                    return Err(bad(format!(
+                        "float64 value {v:e} at row {}, column {} is beyond the float32 range",
+                        i / cols,
+                        i % cols
+                    )));
+                }
+                data.push(x);
+            }
+            data
+        }
     };
-    Ok(Array2 { rows, cols, data })
+    Ok((Array2 { rows, cols, data }, dtype))
 }
 
 /// Serializes a 2-D `f32` array as a version 1.0 `.npy` file.
@@ -205,5 +282,92 @@ mod tests {
         );
         let err = parse(&file).unwrap_err().to_string();
         assert!(err.contains("overflows"), "{err}");
+    }
+
+    #[test]
+    fn every_truncation_and_byte_change_is_an_error_or_a_valid_array() {
+        let a = Array2 {
+            rows: 3,
+            cols: 4,
+            data: (0..12).map(|i| i as f32 * 0.5 - 2.0).collect(),
+        };
+        let f4 = to_bytes(&a);
+        let at = f4.windows(3).position(|w| w == b"<f4").unwrap();
+        let mut f8 = f4[..f4.len() - 48].to_vec();
+        f8[at..at + 3].copy_from_slice(b"<f8");
+        for v in &a.data {
+            f8.extend_from_slice(&(*v as f64).to_le_bytes());
+        }
+        assert_eq!(parse_any(&f8).unwrap(), (a.clone(), Dtype::F64));
+        for file in [f4, f8] {
+            let header_end = file.len() - if file.len() > 128 + 48 { 96 } else { 48 };
+            for len in 0..file.len() {
+                assert!(parse(&file[..len]).is_err(), "truncated to {len}");
+            }
+            for pos in 0..file.len() {
+                for v in 0..=255u8 {
+                    if v == file[pos] {
+                        continue;
+                    }
+                    let mut m = file.clone();
+                    m[pos] = v;
+                    let r = std::panic::catch_unwind(|| parse(&m));
+                    let r = r.unwrap_or_else(|_| panic!("panic at byte {pos} = {v:#x}"));
+                    // Magic and version bytes are always checked.
+                    if pos < 8 {
+                        assert!(r.is_err(), "byte {pos} = {v:#x} accepted");
+                    }
+                    if let Ok(b) = r {
+                        assert_eq!(b.data.len(), b.rows * b.cols);
+                        if pos < header_end {
+                            // A header change that still parses (padding, a space) keeps the
+                            // array, or gives an array that the body's size allows.
+                            assert!(b.rows * b.cols <= 12, "byte {pos}: {b:?}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn other_dtypes_and_layouts_are_named_in_the_error() {
+        let a = Array2 {
+            rows: 2,
+            cols: 2,
+            data: vec![1.0, 2.0, 3.0, 4.0],
+        };
+        let bytes = to_bytes(&a);
+        let at = bytes.windows(3).position(|w| w == b"<f4").unwrap();
+        for (descr, name) in [
+            (&b"<i4"[..], "4-byte signed integer"),
+            (b"<u4", "4-byte unsigned integer"),
+            (b"<f2", "float16"),
+            (b">f4", "big-endian float32"),
+            (b">f8", "big-endian float64"),
+            (b"|b1", "boolean"),
+            (b"<c8", "complex"),
+        ] {
+            let mut m = bytes.clone();
+            m[at..at + 3].copy_from_slice(descr);
+            let err = parse(&m).unwrap_err().to_string();
+            assert!(err.contains(name) && err.contains("not supported"), "{err}");
+        }
+        let f = bytes.windows(5).position(|w| w == b"False").unwrap();
+        let mut fortran = bytes.clone();
+        fortran[f..f + 5].copy_from_slice(b"True ");
+        let err = parse(&fortran).unwrap_err().to_string();
+        assert!(err.contains("Fortran"), "{err}");
+        let mut maybe = bytes.clone();
+        maybe[f..f + 5].copy_from_slice(b"Maybe");
+        assert!(parse(&maybe).is_err());
+        // A finite float64 beyond the float32 range names its position.
+        let mut f8 = bytes[..bytes.len() - 16].to_vec();
+        f8[at..at + 3].copy_from_slice(b"<f8");
+        for v in [1.0f64, 2.0, 1e300, 4.0] {
+            f8.extend_from_slice(&v.to_le_bytes());
+        }
+        let err = parse(&f8).unwrap_err().to_string();
+        assert!(err.contains("row 1, column 0"), "{err}");
     }
 }

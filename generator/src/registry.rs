@@ -43,14 +43,94 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
-/// Writes `bytes` to `path` through a temporary file and a rename, so no partial file is left.
+/// Writes `bytes` to `path` through a temporary file in the same directory (created new, named
+/// after the target and this process, synced) and a rename, so a failed or interrupted run never
+/// leaves a partial file at `path`; the temporary file is removed on failure.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp-write");
-    std::fs::write(&tmp, bytes).map_err(|e| Error::io(IoAction::Write, &tmp, e))?;
+    use std::io::Write;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let name = path
+        .file_name()
+        .ok_or_else(|| {
+            Error::io(
+                IoAction::Write,
+                path,
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file path"),
+            )
+        })?
+        .to_string_lossy();
+    let tmp = path.with_file_name(format!(
+        ".{name}.{}.{}.tmp",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .and_then(|mut f| {
+            f.write_all(bytes)?;
+            f.sync_all()
+        });
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::io(IoAction::Write, &tmp, e));
+    }
     std::fs::rename(&tmp, path).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
         Error::io(IoAction::Rename, path, e)
     })
+}
+
+/// Refuses (with [`Error::SameFile`]) an `output` that is one of `inputs`: the same path after
+/// canonicalization, or, when `output` exists, the same file through a symbolic or hard link.
+/// Inputs must exist (they have been read).
+pub fn refuse_overwriting_inputs(output: &Path, inputs: &[&Path]) -> Result<()> {
+    // An existing output is compared as a file (canonical path, and device and inode on Unix so
+    // that hard links count); a new one by its canonical directory and its name.
+    let out_meta = std::fs::metadata(output).ok();
+    let out_canonical = match std::fs::canonicalize(output) {
+        Ok(p) => Some(p),
+        Err(_) => {
+            let parent = match output.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            match (std::fs::canonicalize(parent), output.file_name()) {
+                (Ok(dir), Some(name)) => Some(dir.join(name)),
+                _ => None,
+            }
+        }
+    };
+    for &input in inputs {
+        let same_path = match (&out_canonical, std::fs::canonicalize(input)) {
+            (Some(o), Ok(i)) => *o == i,
+            _ => false,
+        };
+        let same_file = match (&out_meta, std::fs::metadata(input)) {
+            (Some(o), Ok(i)) => same_inode(o, &i),
+            _ => false,
+        };
+        if same_path || same_file {
+            return Err(Error::SameFile {
+                output: output.to_path_buf(),
+                input: input.to_path_buf(),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(unix)]
+fn same_inode(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    (a.dev(), a.ino()) == (b.dev(), b.ino())
+}
+
+#[cfg(not(unix))]
+fn same_inode(_: &std::fs::Metadata, _: &std::fs::Metadata) -> bool {
+    false
 }
 
 /// The file bytes of a built codebook: the integrity frame, then the zstd-compressed body

@@ -319,3 +319,495 @@ fn bench_markdown_renders_a_saved_report_and_refuses_garbage() {
         text(&o)
     );
 }
+
+fn p(x: &Path) -> String {
+    x.to_str().unwrap().to_string()
+}
+
+/// `rows` Gaussian rows of dim `d` (seeded).
+fn gaussian(rows: usize, d: usize, seed: u64) -> Vec<f32> {
+    let mut rng = fibquant::util::rng::Xoshiro256::new(seed);
+    (0..rows * d).map(|_| rng.next_gaussian() as f32).collect()
+}
+
+/// Mean over rows of `||x - y||^2 / ||x||^2`, as `encode` reports it.
+fn nmse(x: &[f32], y: &[f32], d: usize) -> f64 {
+    let rows: Vec<f64> = x
+        .chunks(d)
+        .zip(y.chunks(d))
+        .map(|(a, b)| {
+            let e: f64 = a.iter().zip(b).map(|(u, v)| ((u - v) as f64).powi(2)).sum();
+            e / a.iter().map(|u| (*u as f64).powi(2)).sum::<f64>()
+        })
+        .collect();
+    rows.iter().sum::<f64>() / rows.len() as f64
+}
+
+#[test]
+fn bits_picks_the_preset_and_exactly_one_way_must_be_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("x.npy");
+    let out = dir.path().join("x.fq");
+    write_npy(&input, 20, 64, gaussian(20, 64, 3));
+    for bits in ["4", "3", "2", "1", "0.5"] {
+        let o = gen(&[
+            "encode",
+            "--dim",
+            "64",
+            "--bits",
+            bits,
+            "--input",
+            &p(&input),
+            "--output",
+            &p(&out),
+            "--json",
+        ]);
+        assert!(o.status.success(), "{}", text(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let want = fibquant::registry::best_for_rate(64, bits.parse().unwrap()).unwrap();
+        assert_eq!(
+            (v["k"].as_u64(), v["n"].as_u64()),
+            (Some(want.k as u64), Some(want.n as u64))
+        );
+        let e = gen(&[
+            "eval",
+            "--dim",
+            "64",
+            "--bits",
+            bits,
+            "--samples",
+            "2000",
+            "--json",
+        ]);
+        assert!(e.status.success(), "{}", text(&e));
+        let v: serde_json::Value = serde_json::from_slice(&e.stdout).unwrap();
+        assert_eq!(
+            (v["k"].as_u64(), v["n"].as_u64()),
+            (Some(want.k as u64), Some(want.n as u64))
+        );
+    }
+    let io = ["--input", &p(&input), "--output", &p(&out)];
+    for (args, msg) in [
+        (
+            &["--dim", "64", "--bits", "2", "--k", "4", "--n", "256"][..],
+            "cannot be used with",
+        ),
+        (&["--dim", "64"][..], "required arguments were not provided"),
+        (&["--dim", "64", "--k", "4"][..], "--n <N>"),
+        (
+            &["--dim", "64", "--bits", "5"][..],
+            "at 5 bits per coordinate",
+        ),
+        (&["--dim", "64", "--bits=-1"][..], "positive"),
+        (&["--dim", "64", "--bits", "0"][..], "positive"),
+    ] {
+        let o = gen(&[&["encode"][..], args, &io[..]].concat());
+        assert!(
+            !o.status.success() && text(&o).contains(msg),
+            "{args:?}: {}",
+            text(&o)
+        );
+    }
+    let o = gen(&[
+        "eval", "--dim", "64", "--bits", "2", "--k", "4", "--n", "256",
+    ]);
+    assert!(
+        !o.status.success() && text(&o).contains("cannot be used with"),
+        "{}",
+        text(&o)
+    );
+    let o = gen(&["eval", "--all", "--bits", "2"]);
+    assert!(
+        !o.status.success() && text(&o).contains("cannot be used with"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn unknown_codes_point_to_list_and_name_the_codes_of_the_dim() {
+    for cmd in [
+        &["eval", "--dim", "64", "--k", "4", "--n", "100"][..],
+        &[
+            "encode", "--dim", "64", "--k", "4", "--n", "100", "--input", "x", "--output", "y",
+        ],
+    ] {
+        let o = gen(cmd);
+        let t = text(&o);
+        assert!(!o.status.success(), "{t}");
+        assert!(
+            t.contains("fibquant-gen list") && !t.contains("manifest.toml"),
+            "{t}"
+        );
+        assert!(t.contains("2 bits: ") && t.contains("k=4 N=256"), "{t}");
+    }
+    let o = gen(&["eval", "--dim", "80", "--bits", "2"]);
+    let t = text(&o);
+    assert!(
+        !o.status.success() && t.contains("head dims with codes: 64"),
+        "{t}"
+    );
+}
+
+#[test]
+fn every_argument_has_help() {
+    for cmd in [
+        "generate",
+        "regenerate",
+        "verify",
+        "list",
+        "eval",
+        "encode",
+        "bench",
+        "decode",
+    ] {
+        let o = gen(&[cmd, "--help"]);
+        assert!(o.status.success());
+        let help = String::from_utf8_lossy(&o.stdout).into_owned();
+        // In the long help, an argument without help is a "--flag" line followed by a blank one.
+        let lines: Vec<&str> = help.lines().collect();
+        for (i, l) in lines.iter().enumerate() {
+            let t = l.trim_start();
+            if t.starts_with("--") || t.starts_with("-h") {
+                // Help on the same line (short form) or on the next (long form).
+                let same_line = t
+                    .split_whitespace()
+                    .any(|w| !w.starts_with('-') && !w.starts_with('<'));
+                let next = lines.get(i + 1).map_or("", |n| n.trim());
+                assert!(
+                    same_line || !next.is_empty(),
+                    "{cmd}: {l} has no help\n{help}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn encode_and_decode_with_a_codebook_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (rows, d) = (300, 64);
+    let data = gaussian(rows, d, 11);
+    let input = dir.path().join("x.npy");
+    write_npy(&input, rows, d, data.clone());
+    // A codebook that differs from the embedded one: fewer restarts and iterations.
+    let cbdir = dir.path().join("cb");
+    let o = gen(&[
+        "generate",
+        "--dim",
+        "64",
+        "--k",
+        "2",
+        "--n",
+        "16",
+        "--restarts",
+        "1",
+        "--iterations",
+        "2",
+        "--out",
+        &p(&cbdir),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let mine = cbdir.join("d64_k2_n16.fqcb.zst");
+    let embedded = repo().join("codebooks/d64_k2_n16.fqcb.zst");
+    assert_ne!(
+        std::fs::read(&mine).unwrap(),
+        std::fs::read(&embedded).unwrap()
+    );
+    let codes = dir.path().join("x.fq");
+    let o = gen(&[
+        "encode",
+        "--codebook",
+        &p(&mine),
+        "--input",
+        &p(&input),
+        "--output",
+        &p(&codes),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (v["dim"].as_u64(), v["k"].as_u64(), v["n"].as_u64()),
+        (Some(64), Some(2), Some(16))
+    );
+    let reported = v["normalized_mse"].as_f64().unwrap();
+    let back = dir.path().join("back.npy");
+    // Without the codebook, or with the embedded one or one of another shape: refused.
+    for (extra, msg) in [
+        (vec![], "--codebook PATH"),
+        (
+            vec!["--codebook".to_string(), p(&embedded)],
+            "another codebook",
+        ),
+        (
+            vec![
+                "--codebook".to_string(),
+                p(&repo().join("codebooks/d64_k4_n256.fqcb.zst")),
+            ],
+            "holds d=64 k=4 n=256",
+        ),
+    ] {
+        let mut args = vec![
+            "decode".to_string(),
+            "--input".into(),
+            p(&codes),
+            "--output".into(),
+            p(&back),
+        ];
+        args.extend(extra);
+        let o = gen(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(
+            !o.status.success() && text(&o).contains(msg),
+            "{msg}: {}",
+            text(&o)
+        );
+        assert!(!back.exists());
+    }
+    let o = gen(&[
+        "decode",
+        "--input",
+        &p(&codes),
+        "--output",
+        &p(&back),
+        "--codebook",
+        &p(&mine),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let decoded = fibquant_gen::npy::parse(&std::fs::read(&back).unwrap()).unwrap();
+    assert_eq!((decoded.rows, decoded.cols), (rows, d));
+    assert!(
+        (nmse(&data, &decoded.data, d) - reported).abs() < 1e-9,
+        "{reported}"
+    );
+    // The embedded file given as --codebook writes the embedded tag: plain decode reads it.
+    let o = gen(&[
+        "encode",
+        "--codebook",
+        &p(&embedded),
+        "--dim",
+        "64",
+        "--input",
+        &p(&input),
+        "--output",
+        &p(&codes),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = gen(&["decode", "--input", &p(&codes), "--output", &p(&back)]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = gen(&[
+        "encode",
+        "--codebook",
+        &p(&embedded),
+        "--dim",
+        "128",
+        "--input",
+        &p(&input),
+        "--output",
+        &p(&codes),
+    ]);
+    assert!(
+        !o.status.success() && text(&o).contains("is for dim 64"),
+        "{}",
+        text(&o)
+    );
+}
+
+/// A `.npy` file of `rows x cols` float64 values.
+fn write_npy_f64(path: &Path, rows: usize, cols: usize, data: &[f64]) {
+    let f4 = fibquant_gen::npy::to_bytes(&fibquant_gen::npy::Array2 {
+        rows,
+        cols,
+        data: vec![0.0; rows * cols],
+    });
+    let mut bytes = f4[..f4.len() - 4 * rows * cols].to_vec();
+    let at = bytes.windows(3).position(|w| w == b"<f4").unwrap();
+    bytes[at..at + 3].copy_from_slice(b"<f8");
+    for v in data {
+        bytes.extend_from_slice(&v.to_le_bytes());
+    }
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn float64_is_converted_with_a_note_and_other_dtypes_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let (rows, d) = (50, 64);
+    let data = gaussian(rows, d, 5);
+    let f4 = dir.path().join("f4.npy");
+    let f8 = dir.path().join("f8.npy");
+    write_npy(&f4, rows, d, data.clone());
+    write_npy_f64(
+        &f8,
+        rows,
+        d,
+        &data.iter().map(|&v| v as f64).collect::<Vec<_>>(),
+    );
+    let (c4, c8) = (dir.path().join("a.fq"), dir.path().join("b.fq"));
+    let o4 = encode_k4n256("64", &f4, &c4, &[]);
+    let o8 = encode_k4n256("64", &f8, &c8, &[]);
+    assert!(o4.status.success() && o8.status.success(), "{}", text(&o8));
+    assert!(!String::from_utf8_lossy(&o4.stderr).contains("float64"));
+    let note = String::from_utf8_lossy(&o8.stderr);
+    assert!(
+        note.contains("float64") && note.contains("converted to float32"),
+        "{note}"
+    );
+    // Values exactly representable in float32: the code files are identical.
+    assert_eq!(std::fs::read(&c4).unwrap(), std::fs::read(&c8).unwrap());
+    let bytes = std::fs::read(&f4).unwrap();
+    let at = bytes.windows(3).position(|w| w == b"<f4").unwrap();
+    for (descr, name) in [
+        (&b"<i4"[..], "integer"),
+        (b"<f2", "float16"),
+        (b">f4", "big-endian"),
+    ] {
+        let mut m = bytes.clone();
+        m[at..at + 3].copy_from_slice(descr);
+        std::fs::write(&f4, &m).unwrap();
+        let o = encode_k4n256("64", &f4, &c4, &[]);
+        let t = text(&o);
+        assert!(
+            !o.status.success() && t.contains(name) && !t.contains("panicked"),
+            "{t}"
+        );
+    }
+    let f = bytes.windows(5).position(|w| w == b"False").unwrap();
+    let mut m = bytes.clone();
+    m[f..f + 5].copy_from_slice(b"True ");
+    std::fs::write(&f4, &m).unwrap();
+    let o = encode_k4n256("64", &f4, &c4, &[]);
+    assert!(
+        !o.status.success() && text(&o).contains("Fortran"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn outputs_never_overwrite_inputs_and_failures_leave_old_outputs_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("x.npy");
+    write_npy(&input, 10, 64, gaussian(10, 64, 9));
+    let original = std::fs::read(&input).unwrap();
+    let codes = dir.path().join("x.fq");
+    let o = encode_k4n256("64", &input, &codes, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let codes_bytes = std::fs::read(&codes).unwrap();
+    let sub = dir.path().join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    let dotted = sub.join("../x.npy");
+    let hard = dir.path().join("hard.npy");
+    std::fs::hard_link(&input, &hard).unwrap();
+    let soft = dir.path().join("soft.npy");
+    std::os::unix::fs::symlink(&input, &soft).unwrap();
+    for out in [&input, &dotted, &hard, &soft] {
+        let o = encode_k4n256("64", &input, out, &[]);
+        let t = text(&o);
+        assert!(
+            !o.status.success() && t.contains("refusing to overwrite"),
+            "{t}"
+        );
+        assert_eq!(std::fs::read(&input).unwrap(), original);
+    }
+    // decode onto its input, and encode onto its --codebook.
+    let o = gen(&["decode", "--input", &p(&codes), "--output", &p(&codes)]);
+    assert!(
+        !o.status.success() && text(&o).contains("refusing to overwrite"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(std::fs::read(&codes).unwrap(), codes_bytes);
+    let cb = dir.path().join("cb.fqcb.zst");
+    std::fs::copy(repo().join("codebooks/d64_k4_n256.fqcb.zst"), &cb).unwrap();
+    let o = gen(&[
+        "encode",
+        "--codebook",
+        &p(&cb),
+        "--input",
+        &p(&input),
+        "--output",
+        &p(&cb),
+    ]);
+    assert!(
+        !o.status.success() && text(&o).contains("refusing to overwrite"),
+        "{}",
+        text(&o)
+    );
+    // A failing run (NaN row) keeps the previous output and leaves no temporary file.
+    let mut bad = gaussian(10, 64, 9);
+    bad[3 * 64] = f32::NAN;
+    let bad_input = dir.path().join("bad.npy");
+    write_npy(&bad_input, 10, 64, bad);
+    let o = encode_k4n256("64", &bad_input, &codes, &[]);
+    assert!(
+        !o.status.success() && text(&o).contains("row 3"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(std::fs::read(&codes).unwrap(), codes_bytes);
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!names.iter().any(|n| n.contains("tmp")), "{names:?}");
+    // A successful run replaces the output.
+    let o = gen(&[
+        "decode",
+        "--input",
+        &p(&codes),
+        "--output",
+        &p(&dir.path().join("y.npy")),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+#[test]
+fn eval_ends_with_a_verdict_computed_from_the_rows() {
+    let o = gen(&["eval", "--dim", "64", "--bits", "2", "--samples", "20000"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let verdicts: Vec<&str> = out.lines().filter(|l| l.starts_with("verdict: ")).collect();
+    assert_eq!(verdicts.len(), 2, "{out}");
+    assert!(
+        verdicts[0].starts_with("verdict: 1 of 1 codebooks within"),
+        "{out}"
+    );
+    assert!(verdicts[0].contains("2.58 standard errors"), "{out}");
+    // The 2-bit preset (E8, N = 64497) is compared with the 2-bit scalar code.
+    assert!(
+        verdicts[1].contains("of 1 vector codes at whole rates"),
+        "{out}"
+    );
+    // JSON keeps its fields and adds the sampling error.
+    let o = gen(&[
+        "eval",
+        "--dim",
+        "64",
+        "--k",
+        "4",
+        "--n",
+        "256",
+        "--samples",
+        "20000",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    for key in [
+        "mse",
+        "registry_mse",
+        "scalar_mse",
+        "gain_db",
+        "mse_std_error",
+        "within_tolerance",
+    ] {
+        assert!(v.get(key).is_some(), "missing {key}");
+    }
+    let z = v["z_vs_registry"].as_f64().unwrap();
+    let se = v["mse_std_error"]
+        .as_f64()
+        .unwrap()
+        .hypot(v["registry_std_error"].as_f64().unwrap());
+    let diff = v["mse"].as_f64().unwrap() - v["registry_mse"].as_f64().unwrap();
+    assert!((z - diff / se).abs() < 1e-9);
+}

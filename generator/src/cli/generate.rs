@@ -9,10 +9,13 @@ use std::process::ExitCode;
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// Head dimension d of the new rate point.
     #[arg(long)]
     dim: usize,
+    /// Block size k (must divide d).
     #[arg(long)]
     k: usize,
+    /// Number of codewords N (at least 2; rate log2(N)/k bits per coordinate).
     #[arg(long)]
     n: usize,
     /// Write only the file into this directory; leave the registry alone.
@@ -22,6 +25,7 @@ pub struct Args {
     registry: RegistryArg,
     #[command(flatten)]
     params: ParamArgs,
+    /// Print the manifest entry as JSON.
     #[arg(long)]
     json: bool,
 }

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 pub struct Args {
     #[command(flatten)]
     registry: RegistryArg,
+    /// Print the rows as a JSON array.
     #[arg(long)]
     json: bool,
 }

@@ -12,11 +12,12 @@ pub mod regenerate;
 pub mod verify;
 
 use fibquant_gen::construct::Params;
+use fibquant_gen::error::Error;
 use fibquant_gen::registry::Registry;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 
-#[derive(clap::Args, Clone)]
+#[derive(clap::Args, Clone, Default)]
 pub struct RegistryArg {
     /// Registry root (holds manifest.toml and codebooks/); defaults to the runtime crate's
     /// (`runtime/`), whose files the runtime embeds.
@@ -61,6 +62,37 @@ impl ParamArgs {
             iterations: self.iterations,
             ..Params::default()
         }
+    }
+}
+
+/// The registry code `--bits` or `--k/--n` name for head dim `dim` (clap has already made sure
+/// exactly one of the two ways was given): `(k, n)`.
+pub fn resolve_code(
+    dim: usize,
+    bits: Option<f64>,
+    k: Option<usize>,
+    n: Option<usize>,
+) -> Result<(usize, usize), Error> {
+    match (bits, k, n) {
+        (Some(bits), None, None) => {
+            if !(bits.is_finite() && bits > 0.0) {
+                return Err(Error::InvalidArgument(format!(
+                    "--bits must be a positive number of bits per coordinate, got {bits}"
+                )));
+            }
+            let e = fibquant::registry::best_for_rate(dim, bits)
+                .map_err(|_| Error::UnknownBits { dim, bits })?;
+            Ok((e.k, e.n))
+        }
+        (None, Some(k), Some(n)) => {
+            if !fibquant::registry::entries().any(|e| (e.dim, e.k, e.n) == (dim, k, n)) {
+                return Err(Error::UnknownCode { dim, k, n });
+            }
+            Ok((k, n))
+        }
+        _ => Err(Error::InvalidArgument(
+            "give either --bits B or both --k and --n".into(),
+        )),
     }
 }
 

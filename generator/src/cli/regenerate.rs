@@ -29,6 +29,7 @@ pub struct Args {
     /// Only entries with this head dim.
     #[arg(long)]
     dim: Option<usize>,
+    /// Print what was built or compared as JSON.
     #[arg(long)]
     json: bool,
 }

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 pub struct Args {
     #[command(flatten)]
     registry: RegistryArg,
+    /// Print the result as one JSON object.
     #[arg(long)]
     json: bool,
 }
