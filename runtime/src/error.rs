@@ -64,6 +64,12 @@ pub enum Error {
     },
     /// Attention over a cache layer that holds no position.
     EmptyCache,
+    /// Finite inputs whose magnitudes f32 arithmetic cannot combine even after exact rescaling
+    /// (terms beyond about 2^190 that cancel): the result would be NaN.
+    Overflow {
+        /// The computation.
+        what: &'static str,
+    },
     /// A row of a batch failed; `source` says why.
     Row {
         /// Index of the failing row.
@@ -116,6 +122,10 @@ impl fmt::Display for Error {
                 write!(f, ": {source}")
             }
             Error::EmptyCache => write!(f, "the cache holds no position to attend to"),
+            Error::Overflow { what } => write!(
+                f,
+                "{what} overflows f32 even after rescaling: the inputs' magnitudes are too large"
+            ),
         }
     }
 }

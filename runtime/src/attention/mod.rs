@@ -23,6 +23,7 @@ pub(crate) mod tables;
 
 use crate::codec::{Codec, NormFormat, MAX_DIM};
 use crate::error::{check_len, Error, Result};
+use crate::util::overflow::retry_on_overflow;
 use crate::kernels::{self, GroupCodebook, IndexCell, IndexRows, Isa};
 
 /// The block indices of a chunk of slots, read in place or unpacked.
@@ -41,6 +42,23 @@ enum Indices<'a> {
 /// and x86 cores take a microcode assist of over a hundred cycles for every subnormal product;
 /// dropping terms this small changes the sum by at most `count * 2^-100 * max |c|`.
 pub const WEIGHT_FLUSH: f32 = 1.0 / (1u128 << 100) as f32;
+
+/// Smallest norm against which a subnormal weight can reach [`WEIGHT_FLUSH`]: `2^-126 * 2^26`.
+const NORM_FOR_SUBNORMAL_WEIGHTS: f32 = (1u32 << 26) as f32;
+
+/// The contribution `w * norm` of a slot to a weighted sum, or zero when `|w * norm|` is below
+/// [`WEIGHT_FLUSH`]. A subnormal `w` is dropped unmultiplied unless the norm is at least 2^26
+/// (only f32 norms hold one): below that its product is below the flush anyway, and skipping
+/// the multiply keeps underflowing softmax tails off the slow subnormal paths.
+#[inline(always)]
+fn contribution(w: f32, norm: f32) -> f32 {
+    let w = if w.abs() < f32::MIN_POSITIVE && norm < NORM_FOR_SUBNORMAL_WEIGHTS {
+        0.0
+    } else {
+        w
+    };
+    flush_tiny(w * norm)
+}
 
 /// `x`, or zero when `|x| < WEIGHT_FLUSH`.
 #[inline(always)]
@@ -275,11 +293,21 @@ impl Codec {
     /// table where AVX2 multiplies whole codewords). Codebooks of 1 MiB or more are read from
     /// an f16 copy unless the config asks for [`crate::AttentionCodebook::F32`]: the exact dot
     /// product is then the one with the rounded codewords, within `2^-11 sum |q_i x_i|` of the
-    /// decoded vector's. Scores are f32 arithmetic: a query and norms whose products exceed
-    /// `f32::MAX` (about 3.4e38) give infinite scores, as the decoded dot product would. A
+    /// decoded vector's. Scores are f32 arithmetic; where it overflows on finite inputs, the
+    /// call is redone on the query scaled by an exact power of two, so scores are finite where
+    /// the exact score is, infinite where it is beyond `f32::MAX`, and never NaN
+    /// ([`Error::Overflow`] in the one case left: cancelling terms beyond about 2^190). A
     /// corrupt slot (a norm that is not a finite non-negative number, an index at or past `N`)
     /// is an [`Error::CorruptSlot`]; `out` is then partly written and should not be used.
     pub fn scores(&self, q: &[f32], slots: &[u8], out: &mut [f32]) -> Result<()> {
+        self.scores_once(q, slots, out)?;
+        retry_on_overflow("scores", q, out, |small, out| {
+            self.scores_once(small, slots, out)
+        })
+    }
+
+    /// [`scores`](Self::scores) without the overflow guard.
+    fn scores_once(&self, q: &[f32], slots: &[u8], out: &mut [f32]) -> Result<()> {
         let d = self.dim();
         check_len("query", d, q.len())?;
         let count = self.slot_count(slots)?;
@@ -384,11 +412,20 @@ impl Codec {
     /// Weighted sum `out = sum_i weights[i] * x_hat_i` over the slots, accumulated in the rotated
     /// domain with one inverse rotation at the end. `weights.len()` = number of slots,
     /// `out.len() = d`. Terms with `|weights[i] * norm_i|` below [`WEIGHT_FLUSH`] (`2^-100`) are
-    /// dropped, so that underflowing softmax weights never hit the slow subnormal paths. As with
+    /// dropped, so that underflowing softmax weights never hit the slow subnormal paths; f32
+    /// overflow is handled as in [`scores`](Self::scores). As with
     /// [`scores`](Self::scores), long calls may take another summation order (a histogram of
     /// weights per index byte) than short ones, and codebooks of 1 MiB or more are read from
     /// their f16 copy (see [`crate::AttentionCodebook`]).
     pub fn weighted_sum(&self, weights: &[f32], slots: &[u8], out: &mut [f32]) -> Result<()> {
+        self.weighted_sum_once(weights, slots, out)?;
+        retry_on_overflow("weighted sum", weights, out, |small, out| {
+            self.weighted_sum_once(small, slots, out)
+        })
+    }
+
+    /// [`weighted_sum`](Self::weighted_sum) without the overflow guard.
+    fn weighted_sum_once(&self, weights: &[f32], slots: &[u8], out: &mut [f32]) -> Result<()> {
         let d = self.dim();
         let count = self.slot_count(slots)?;
         check_len("weights", count, weights.len())?;
@@ -425,6 +462,14 @@ impl Codec {
     /// whole-codeword gather kernels run, each slot's codewords are read once for all the
     /// queries; other plans score the queries one at a time.
     pub fn scores_group(&self, queries: &[f32], slots: &[u8], out: &mut [f32]) -> Result<()> {
+        self.scores_group_once(queries, slots, out)?;
+        retry_on_overflow("scores group", queries, out, |small, out| {
+            self.scores_group_once(small, slots, out)
+        })
+    }
+
+    /// [`scores_group`](Self::scores_group) without the overflow guard.
+    fn scores_group_once(&self, queries: &[f32], slots: &[u8], out: &mut [f32]) -> Result<()> {
         let d = self.dim();
         let g = queries.len() / d;
         check_len("queries", g.max(1) * d, queries.len())?;
@@ -484,6 +529,14 @@ impl Codec {
     /// codewords are read once for all the vectors where the gather kernels run (see
     /// [`scores_group`](Self::scores_group)).
     pub fn weighted_sum_group(&self, weights: &[f32], slots: &[u8], out: &mut [f32]) -> Result<()> {
+        self.weighted_sum_group_once(weights, slots, out)?;
+        retry_on_overflow("weighted sum group", weights, out, |small, out| {
+            self.weighted_sum_group_once(small, slots, out)
+        })
+    }
+
+    /// [`weighted_sum_group`](Self::weighted_sum_group) without the overflow guard.
+    fn weighted_sum_group_once(&self, weights: &[f32], slots: &[u8], out: &mut [f32]) -> Result<()> {
         let d = self.dim();
         let g = out.len() / d;
         check_len("output vectors", g.max(1) * d, out.len())?;
@@ -510,7 +563,7 @@ impl Codec {
                 for q in 0..g {
                     let w = &weights[q * count + first..q * count + first + rows];
                     for ((s, &w), &nm) in scaled[q * CHUNK..].iter_mut().zip(w).zip(norms.iter()) {
-                        *s = flush_tiny(flush_tiny(w) * nm);
+                        *s = contribution(w, nm);
                     }
                 }
                 self.with_indices(isa, sc, first, &mut idx, &mut |ids| {
@@ -579,7 +632,7 @@ impl Codec {
             let scaled = &mut scaled[..wc.len()];
             self.chunk_norms(isa, sc, c * CHUNK, scaled)?;
             for (s, &w) in scaled.iter_mut().zip(wc) {
-                *s = flush_tiny(flush_tiny(w) * *s);
+                *s = contribution(w, *s);
             }
             if byte_plan.is_some() {
                 kernels::byte_histogram(isa, scaled, sc, sb, offset, &mut hist);

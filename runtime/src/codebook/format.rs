@@ -89,7 +89,7 @@ pub struct LoadLimits {
 impl Default for LoadLimits {
     fn default() -> LoadLimits {
         LoadLimits {
-            max_dim: crate::MAX_DIM,
+            max_dim: crate::kernels::MAX_DIM,
             max_k: 64,
             max_codewords: 1 << 20,
             max_values: 1 << 22,

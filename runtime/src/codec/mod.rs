@@ -367,10 +367,21 @@ impl Codec {
         check_len("slot", self.slot_bytes, slot.len())?;
         check_len("output vector", d, out.len())?;
         let mut rotated = [0f32; MAX_DIM];
-        let norm = self.decode_rotated(slot, &mut rotated[..d])?;
-        self.rotation.apply_inverse(&rotated[..d], out);
+        let rotated = &mut rotated[..d];
+        let norm = self.decode_rotated(slot, rotated)?;
+        self.rotation.apply_inverse(rotated, out);
         if norm == 0.0 {
             out.iter_mut().for_each(|o| *o = 0.0);
+        }
+        if !crate::util::overflow::all_finite(out) {
+            // The inverse rotation overflowed f32 on a huge f32 norm: rotate the vector scaled
+            // by an exact power of two, then scale it back.
+            rotated
+                .iter_mut()
+                .for_each(|r| *r *= crate::util::overflow::OVERFLOW_DOWN);
+            self.rotation.apply_inverse(rotated, out);
+            out.iter_mut()
+                .for_each(|o| *o *= crate::util::overflow::OVERFLOW_UP);
         }
         Ok(())
     }

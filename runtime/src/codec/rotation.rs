@@ -139,7 +139,8 @@ impl Rotation {
     }
 
     /// `out = P x`. Panics unless both slices have length `dim` (the [`crate::Codec`] methods
-    /// check lengths and return errors before they rotate).
+    /// check lengths and return errors before they rotate). f32 arithmetic: inputs beyond about
+    /// `2^128 / dim` can overflow the unnormalized transform (the codec's methods rescale then).
     pub fn apply(&self, x: &[f32], out: &mut [f32]) {
         self.check_lengths(x.len(), out.len());
         match self {
