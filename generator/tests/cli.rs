@@ -218,7 +218,8 @@ fn encode_decode_npy_round_trip_and_bad_rows() {
     assert!(o.status.success(), "{}", text(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["slot_bytes"], 18);
-    assert_eq!(std::fs::metadata(&codes).unwrap().len(), 56 + 500 * 18);
+    // A 64-byte header (version 2: with the checksums of header and slots), then the slots.
+    assert_eq!(std::fs::metadata(&codes).unwrap().len(), 64 + 500 * 18);
     let o = gen(&["decode", "--input", &p(&codes), "--output", &p(&output)]);
     assert!(o.status.success(), "{}", text(&o));
     let back = fibquant_gen::npy::parse(&std::fs::read(&output).unwrap()).unwrap();

@@ -64,6 +64,8 @@ pub enum Error {
     },
     /// Attention over a cache layer that holds no position.
     EmptyCache,
+    /// A code file that does not parse or fails its checksums.
+    CorruptCodeFile(String),
     /// Finite inputs whose magnitudes f32 arithmetic cannot combine even after exact rescaling
     /// (terms beyond about 2^190 that cancel): the result would be NaN.
     Overflow {
@@ -122,6 +124,7 @@ impl fmt::Display for Error {
                 write!(f, ": {source}")
             }
             Error::EmptyCache => write!(f, "the cache holds no position to attend to"),
+            Error::CorruptCodeFile(m) => write!(f, "corrupt code file: {m}"),
             Error::Overflow { what } => write!(
                 f,
                 "{what} overflows f32 even after rescaling: the inputs' magnitudes are too large"

@@ -75,6 +75,7 @@ pub use attention::tables::HALF_CODEBOOK_FROM_BYTES;
 pub use attention::WEIGHT_FLUSH;
 pub use cache::{CachePolicy, CacheShape, KeyScaling, KvCache, LayerOverride, SideCode};
 pub use codebook::{Codebook, CodebookHeader, Construction, Integrity, LoadLimits};
+pub use codec::codefile::{CodeFile, CodeFileHeader, CodebookTag};
 pub use codec::rotation::{Rotation, RotationKind};
 pub use codec::{AttentionCodebook, Codec, CodecConfig, NormFormat, DEFAULT_SEED, MAX_DIM};
 pub use error::{Error, Result};

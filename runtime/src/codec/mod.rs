@@ -11,6 +11,7 @@
 //! So a slot is `norm_bytes + ceil((d / k) * ceil(log2 N) / 8)` bytes, and a buffer of slots is
 //! random access: slot `i` starts at byte `i * slot_bytes`.
 
+pub mod codefile;
 pub mod rotation;
 
 use crate::codebook::Codebook;
