@@ -82,6 +82,70 @@ pub fn block_mse_and_variance(codewords: &[f32], k: usize, samples: &[f32]) -> (
     (mean, variance)
 }
 
+/// Family-wise false-alarm rate of the sampling tolerances of `eval` and `verify --deep`: with
+/// every codebook's fresh MSE equal in law to its manifest MSE, all of them fall within
+/// [`tolerance_z`] with probability at least 99%.
+pub const FAMILY_FALSE_ALARM: f64 = 0.01;
+
+/// The `|z|` limit that keeps `tests` comparisons within it with probability at least
+/// `1 - family_false_alarm` when nothing changed (Bonferroni: each two-sided test at
+/// `family_false_alarm / tests`; valid whatever the dependence between the tests).
+pub fn tolerance_z(family_false_alarm: f64, tests: usize) -> f64 {
+    crate::special::probit(1.0 - family_false_alarm / (2.0 * tests.max(1) as f64))
+}
+
+/// A codebook's normalized MSE measured on fresh source blocks, compared with a recorded one
+/// (a manifest's) measured on `recorded_blocks` other blocks of the same source.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Remeasured {
+    /// Normalized vector MSE on the fresh blocks (`d / k` times the per-block mean).
+    pub mse: f64,
+    /// Sample variance of the per-block squared distances (before the `d / k` scale).
+    pub block_variance: f64,
+    /// Standard error of `mse`, from the fresh blocks' per-block spread.
+    pub std_error: f64,
+    /// Standard error of the recorded MSE: the same per-block spread over `recorded_blocks`.
+    pub recorded_std_error: f64,
+    /// `(mse - recorded) / sqrt(std_error^2 + recorded_std_error^2)`: the difference in standard
+    /// errors of the difference of the two means (0 for equal means of zero spread, infinite for
+    /// different ones).
+    pub z: f64,
+}
+
+/// Measures `codewords` (blocks of `k` of a `d`-dim code) on the fresh source `blocks` (flat,
+/// `k` per block, at least 2) and compares the normalized MSE with `recorded_mse`, measured on
+/// `recorded_blocks` independent blocks.
+pub fn remeasure(
+    codewords: &[f32],
+    d: usize,
+    k: usize,
+    blocks: &[f32],
+    recorded_mse: f64,
+    recorded_blocks: usize,
+) -> Remeasured {
+    let samples = blocks.len() / k;
+    let scale = (d / k) as f64;
+    let (block_mean, block_variance) = block_mse_and_variance(codewords, k, blocks);
+    let mse = block_mean * scale;
+    let std_error = scale * (block_variance / samples as f64).sqrt();
+    let recorded_std_error = scale * (block_variance / recorded_blocks.max(1) as f64).sqrt();
+    let combined = std_error.hypot(recorded_std_error);
+    let z = if combined > 0.0 {
+        (mse - recorded_mse) / combined
+    } else if mse == recorded_mse {
+        0.0
+    } else {
+        f64::INFINITY
+    };
+    Remeasured {
+        mse,
+        block_variance,
+        std_error,
+        recorded_std_error,
+        z,
+    }
+}
+
 /// Per-chunk assignment statistics.
 struct Partial {
     sums: Vec<f64>,

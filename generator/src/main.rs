@@ -29,6 +29,8 @@ enum Command {
     /// them byte for byte with the files, writing nothing.
     Regenerate(cli::regenerate::Args),
     /// Re-hash every registry file against the manifest; exit non-zero naming each bad file.
+    /// With --deep, also check loads, headers, codewords, manifest consistency, unexpected
+    /// files and re-measure each MSE.
     Verify(cli::verify::Args),
     /// Show the registry as a table.
     List(cli::list::Args),

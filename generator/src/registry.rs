@@ -152,11 +152,7 @@ pub fn entry_for(built: &Built, sha256: String, seconds: f64) -> Entry {
         rate_bits: (h.n as f64).log2() / h.k as f64,
         sha256,
         seed: format!("{:#018x}", h.seed),
-        construction: match h.construction {
-            Construction::ScalarLloydMax => "scalar-lloyd-max".into(),
-            Construction::RadialAngularLloyd => "radial-angular-lloyd".into(),
-            Construction::E8Orbits => "e8-orbits".into(),
-        },
+        construction: construction_name(h.construction).into(),
         samples_per_codeword: h.samples_per_codeword,
         restarts: h.restarts,
         iterations: h.iterations,
@@ -172,6 +168,15 @@ pub fn entry_for(built: &Built, sha256: String, seconds: f64) -> Entry {
     }
 }
 
+/// The manifest's name of a construction.
+pub fn construction_name(c: Construction) -> &'static str {
+    match c {
+        Construction::ScalarLloydMax => "scalar-lloyd-max",
+        Construction::RadialAngularLloyd => "radial-angular-lloyd",
+        Construction::E8Orbits => "e8-orbits",
+    }
+}
+
 /// Builds `(d, k, n)` and returns the file bytes and its manifest entry.
 pub fn build_file(d: usize, k: usize, n: usize, params: Params) -> Result<(Vec<u8>, Entry)> {
     let start = std::time::Instant::now();
@@ -181,11 +186,16 @@ pub fn build_file(d: usize, k: usize, n: usize, params: Params) -> Result<(Vec<u
     Ok((bytes, entry))
 }
 
-/// Problem found by [`verify`].
+/// Problem found by [`verify`] or [`crate::deep::verify_deep`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Problem {
     /// The file concerned.
     pub file: String,
+    /// The check that found it: `file` (missing or unreadable), `sha256`, `load` (does not parse
+    /// or has another shape than its entry), `unlisted` (a `.fqcb.zst` file the manifest does
+    /// not list); with `--deep` also `integrity`, `trailing-data`, `header`, `codewords`,
+    /// `manifest`, `mse`, `unexpected-file`.
+    pub check: &'static str,
     /// What is wrong.
     pub what: String,
 }
@@ -197,9 +207,10 @@ pub fn verify(registry: &Registry) -> Result<(Manifest, Vec<Problem>)> {
     let manifest = Manifest::read(&registry.manifest_path())?;
     let mut problems = Vec::new();
     for e in &manifest.codebook {
-        if let Some(what) = check_entry(registry, e) {
+        if let Some((check, what)) = entry_problem(registry, e) {
             problems.push(Problem {
                 file: e.file.clone(),
+                check,
                 what,
             });
         }
@@ -215,6 +226,7 @@ pub fn verify(registry: &Registry) -> Result<(Manifest, Vec<Problem>)> {
             if !manifest.codebook.iter().any(|e| e.file == name) {
                 problems.push(Problem {
                     file: name,
+                    check: "unlisted",
                     what: "present in codebooks/ but not listed in manifest.toml".into(),
                 });
             }
@@ -225,24 +237,29 @@ pub fn verify(registry: &Registry) -> Result<(Manifest, Vec<Problem>)> {
 
 /// Checks one entry's file; `None` when it verifies.
 pub fn check_entry(registry: &Registry, e: &Entry) -> Option<String> {
+    entry_problem(registry, e).map(|(_, what)| what)
+}
+
+/// [`check_entry`] with the name of the check that failed.
+fn entry_problem(registry: &Registry, e: &Entry) -> Option<(&'static str, String)> {
     let path = registry.codebook_dir().join(&e.file);
     let bytes = match std::fs::read(&path) {
         Ok(b) => b,
-        Err(err) => return Some(format!("missing or unreadable ({err})")),
+        Err(err) => return Some(("file", format!("missing or unreadable ({err})"))),
     };
     let hash = sha256_hex(&bytes);
     if hash != e.sha256 {
-        return Some(format!(
-            "sha256 mismatch: file {hash}, manifest {}",
-            e.sha256
+        return Some((
+            "sha256",
+            format!("sha256 mismatch: file {hash}, manifest {}", e.sha256),
         ));
     }
     match Codebook::from_file_bytes(&bytes) {
-        Err(err) => Some(format!("does not parse: {err}")),
+        Err(err) => Some(("load", format!("does not parse: {err}"))),
         Ok(cb) => cb
             .expect_shape(e.dim, e.k, e.n)
             .err()
-            .map(|err| err.to_string()),
+            .map(|err| ("load", err.to_string())),
     }
 }
 

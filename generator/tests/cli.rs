@@ -812,3 +812,244 @@ fn eval_ends_with_a_verdict_computed_from_the_rows() {
     let diff = v["mse"].as_f64().unwrap() - v["registry_mse"].as_f64().unwrap();
     assert!((z - diff / se).abs() < 1e-9);
 }
+
+// `verify --deep`: faults that keep every sha256 right (the manifest's hash is updated with the
+// file), so plain `verify` passes and only the deep checks find them.
+
+/// A registry copy in a temporary directory, edited by the fault tests.
+struct Faulty {
+    dir: tempfile::TempDir,
+}
+
+impl Faulty {
+    fn new() -> Faulty {
+        let dir = tempfile::tempdir().unwrap();
+        copy_registry(dir.path());
+        Faulty { dir }
+    }
+
+    fn reg(&self) -> &str {
+        self.dir.path().to_str().unwrap()
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.dir.path().join("codebooks").join(name)
+    }
+
+    fn manifest(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("manifest.toml")).unwrap()
+    }
+
+    /// Sets `key = value` in the entry of `file` (the first such line after its `file =` line).
+    fn set(&self, file: &str, key: &str, value: &str) {
+        let text = self.manifest();
+        let start = text.find(&format!("file = \"{file}\"")).unwrap();
+        let line = start + text[start..].find(&format!("\n{key} = ")).unwrap() + 1;
+        let end = line + text[line..].find('\n').unwrap();
+        let edited = format!("{}{key} = {value}{}", &text[..line], &text[end..]);
+        std::fs::write(self.dir.path().join("manifest.toml"), edited).unwrap();
+    }
+
+    /// The value of `key` in the entry of `file`, as written.
+    fn get(&self, file: &str, key: &str) -> String {
+        let text = self.manifest();
+        let start = text.find(&format!("file = \"{file}\"")).unwrap();
+        let line = start + text[start..].find(&format!("\n{key} = ")).unwrap() + key.len() + 4;
+        text[line..line + text[line..].find('\n').unwrap()].to_string()
+    }
+
+    /// Writes `bytes` as `file` and records their sha256 in the manifest.
+    fn write(&self, file: &str, bytes: &[u8]) {
+        std::fs::write(self.file(file), bytes).unwrap();
+        let sha = fibquant_gen::registry::sha256_hex(bytes);
+        self.set(file, "sha256", &format!("\"{sha}\""));
+    }
+
+    /// Rewrites `file` as a version-2 file after `edit` changed its header and codewords.
+    fn rewrite(&self, file: &str, edit: impl FnOnce(&mut fibquant::CodebookHeader, &mut Vec<f32>)) {
+        let cb =
+            fibquant::Codebook::from_file_bytes(&std::fs::read(self.file(file)).unwrap()).unwrap();
+        let mut header = cb.header().unwrap().clone();
+        let mut codewords = cb.codewords().to_vec();
+        edit(&mut header, &mut codewords);
+        let frame = zstd::bulk::compress(&header.to_bytes(&codewords), 19).unwrap();
+        self.write(file, &fibquant::codebook::format::checked_file(&frame));
+    }
+
+    fn verify(&self, extra: &[&str]) -> Output {
+        gen(&[&["verify", "--registry", self.reg()][..], extra].concat())
+    }
+
+    /// Plain `verify` passes; `verify --deep` fails, and each of `expected` (file name, then
+    /// words of the problem) is in one of its FAIL lines; returns the deep output.
+    fn only_deep_fails(&self, expected: &[(&str, &str)]) -> String {
+        let plain = self.verify(&[]);
+        assert!(plain.status.success(), "plain verify: {}", text(&plain));
+        let deep = self.verify(&["--deep", "--samples", "4096"]);
+        let out = text(&deep);
+        assert!(!deep.status.success(), "{out}");
+        for (file, what) in expected {
+            assert!(
+                out.lines()
+                    .any(|l| l.starts_with(&format!("FAIL {file}: ")) && l.contains(what)),
+                "no FAIL line for {file} with {what:?}:\n{out}"
+            );
+        }
+        out
+    }
+}
+
+const VICTIM: &str = "d64_k4_n256.fqcb.zst";
+
+#[test]
+fn verify_deep_passes_on_the_committed_registry() {
+    let o = gen(&["verify", "--deep"]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("126 of 126 within"), "{out}");
+    assert!(
+        out.ends_with("126 entries, 126 verified, 0 problems\n"),
+        "{out}"
+    );
+    let o = gen(&["verify", "--deep", "--samples", "4096", "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["deep"]["samples"], 4096);
+    assert_eq!(v["deep"]["mse"].as_array().unwrap().len(), 126);
+    assert!(v["deep"]["max_norm"]["norm"].as_f64().unwrap() < 1.0);
+    // --samples belongs to --deep, and needs enough blocks for its tolerance.
+    assert!(!gen(&["verify", "--samples", "4096"]).status.success());
+    let few = gen(&["verify", "--deep", "--samples", "10"]);
+    assert!(!few.status.success() && text(&few).contains("at least 1024"));
+}
+
+#[test]
+fn verify_deep_names_a_codeword_moved_outside_the_unit_ball() {
+    let f = Faulty::new();
+    f.rewrite(VICTIM, |_, cw| {
+        for v in &mut cw[4 * 7..4 * 8] {
+            *v = 0.75;
+        }
+    });
+    let out = f.only_deep_fails(&[(VICTIM, "outside the unit ball")]);
+    assert!(out.contains("codeword 7, has norm 1.5"), "{out}");
+}
+
+#[test]
+fn verify_deep_names_an_all_zero_codebook() {
+    let f = Faulty::new();
+    f.rewrite(VICTIM, |_, cw| cw.iter_mut().for_each(|v| *v = 0.0));
+    f.only_deep_fails(&[(VICTIM, "all 256 codewords are zero"), (VICTIM, "MSE")]);
+}
+
+#[test]
+fn verify_deep_names_a_duplicated_codeword() {
+    let f = Faulty::new();
+    f.rewrite(VICTIM, |_, cw| {
+        let first = cw[..4].to_vec();
+        cw[4 * 200..4 * 201].copy_from_slice(&first);
+    });
+    f.only_deep_fails(&[(VICTIM, "codewords 0 and 200 are equal")]);
+}
+
+#[test]
+fn verify_deep_names_a_changed_header_seed() {
+    let f = Faulty::new();
+    f.rewrite(VICTIM, |h, _| h.seed ^= 1);
+    let out = f.only_deep_fails(&[(VICTIM, "header seed is 0x")]);
+    assert!(out.contains("the manifest says 0x"), "{out}");
+    // The same seed in the manifest too: not the seed the generator derives for the point.
+    let seed = f.get(VICTIM, "seed");
+    let flipped = u64::from_str_radix(&seed[3..19], 16).unwrap() ^ 1;
+    f.set(VICTIM, "seed", &format!("\"{flipped:#018x}\""));
+    f.only_deep_fails(&[(VICTIM, "is not the generator's seed for d=64 k=4 N=256")]);
+}
+
+#[test]
+fn verify_deep_names_an_appended_zstd_frame() {
+    let f = Faulty::new();
+    let original = std::fs::read(f.file(VICTIM)).unwrap();
+    let frame = &original[fibquant::codebook::format::INTEGRITY_BYTES..];
+    let extra = zstd::bulk::compress(b"more", 3).unwrap();
+    // Appended after a version-2 file: the runtime refuses it (the integrity frame announces the
+    // body's length), so plain verify already fails.
+    f.write(VICTIM, &[&original[..], &extra[..]].concat());
+    let plain = f.verify(&[]);
+    assert!(!plain.status.success());
+    assert!(
+        text(&plain).contains(VICTIM) && text(&plain).contains("announces a"),
+        "{}",
+        text(&plain)
+    );
+    assert!(fibquant::Codebook::from_file_bytes(&[&original[..], &extra[..]].concat()).is_err());
+    // Inside the checked region (integrity frame rewritten over both frames): the runtime reads
+    // the first frame and ignores the second; only --deep finds it.
+    let rewrapped = fibquant::codebook::format::checked_file(&[frame, &extra[..]].concat());
+    f.write(VICTIM, &rewrapped);
+    f.only_deep_fails(&[(VICTIM, "bytes follow the")]);
+}
+
+#[test]
+fn verify_deep_names_an_mse_edit_beyond_its_sampling_error() {
+    let f = Faulty::new();
+    let mse: f64 = f.get(VICTIM, "mse").parse().unwrap();
+    // Within the sampling error (0.2%, where 4096 blocks give a standard error near 1%): passes.
+    f.set(VICTIM, "mse", &(mse * 1.002).to_string());
+    let ok = f.verify(&["--deep", "--samples", "4096"]);
+    assert!(ok.status.success(), "{}", text(&ok));
+    // 20% more: beyond it.
+    f.set(VICTIM, "mse", &(mse * 1.2).to_string());
+    f.only_deep_fails(&[(VICTIM, &format!("the manifest says {:.6}", mse * 1.2))]);
+}
+
+#[test]
+fn verify_deep_names_a_rate_bits_edit() {
+    let f = Faulty::new();
+    // Below the 1e-6 that reading the manifest allows, so plain verify reads it.
+    f.set(VICTIM, "rate_bits", "2.0000001");
+    f.only_deep_fails(&[(VICTIM, "rate_bits 2.0000001 is not log2(N) / k = 2")]);
+}
+
+#[test]
+fn verify_deep_names_a_duplicated_entry() {
+    let f = Faulty::new();
+    let text = f.manifest();
+    let start = text
+        .find(&format!("[[codebook]]\nfile = \"{VICTIM}\""))
+        .unwrap();
+    let end = start + 1 + text[start + 1..].find("[[codebook]]").unwrap();
+    let doubled = format!("{text}\n{}", &text[start..end]);
+    std::fs::write(f.dir.path().join("manifest.toml"), doubled).unwrap();
+    f.only_deep_fails(&[
+        (VICTIM, "listed twice in the manifest"),
+        (VICTIM, "d=64 k=4 N=256 listed twice"),
+    ]);
+}
+
+#[test]
+fn verify_deep_names_unknown_files() {
+    let f = Faulty::new();
+    std::fs::write(f.file("notes.txt"), "x").unwrap();
+    std::fs::write(f.file(".d64_k4_n256.fqcb.zst.1.0.tmp"), "x").unwrap();
+    std::fs::create_dir(f.file("old")).unwrap();
+    let out = f.only_deep_fails(&[
+        ("notes.txt", "neither listed"),
+        (".d64_k4_n256.fqcb.zst.1.0.tmp", "neither listed"),
+        ("old", "neither listed"),
+    ]);
+    assert!(!out.contains("FAIL FORMAT.md"), "{out}");
+}
+
+#[test]
+fn verify_deep_names_a_version_1_file() {
+    let f = Faulty::new();
+    let original = std::fs::read(f.file(VICTIM)).unwrap();
+    let v1 = &original[fibquant::codebook::format::INTEGRITY_BYTES..];
+    assert_eq!(
+        fibquant::Codebook::from_file_bytes(v1).unwrap().integrity(),
+        fibquant::codebook::format::Integrity::Unchecked
+    );
+    f.write(VICTIM, v1);
+    f.only_deep_fails(&[(VICTIM, "file format version 1")]);
+}

@@ -4,10 +4,9 @@ use super::{bar, db, resolve_code, whole_rate, RegistryArg};
 use fibquant::registry as embedded;
 use fibquant_gen::construct::Params;
 use fibquant_gen::error::Error;
-use fibquant_gen::lloyd::block_mse_and_variance;
+use fibquant_gen::lloyd::{block_mse_and_variance, remeasure, tolerance_z, FAMILY_FALSE_ALARM};
 use fibquant_gen::manifest::Manifest;
 use fibquant_gen::source::{Method, Source};
-use fibquant_gen::special::probit;
 use serde::Serialize;
 use std::process::ExitCode;
 
@@ -39,10 +38,6 @@ pub struct Args {
     #[arg(long)]
     json: bool,
 }
-
-/// Family-wise false-alarm rate of the verdict's tolerance: with every row's MSE equal in law to
-/// its manifest MSE, all rows fall within the tolerance with probability at least 99%.
-const FAMILY_FALSE_ALARM: f64 = 0.01;
 
 /// One rate point measured (a JSON object of `eval --json`).
 #[derive(Serialize)]
@@ -107,7 +102,7 @@ pub fn run(a: Args) -> Result<ExitCode, Error> {
     // The manifest next to the embedded files (the build checked they agree) says how large each
     // test set was; a missing manifest falls back to the generator's default.
     let manifest = Manifest::read(&RegistryArg::default().get().manifest_path()).ok();
-    let tolerance_z = probit(1.0 - FAMILY_FALSE_ALARM / (2.0 * points.len() as f64));
+    let tolerance_z = tolerance_z(FAMILY_FALSE_ALARM, points.len());
     let pb = bar(points.len() as u64, "eval");
     if json || points.len() == 1 {
         pb.finish_and_clear();
@@ -167,11 +162,9 @@ fn eval_point(
         .ok_or(Error::UnknownCode { dim: d, k, n })?;
     let src = Source::new(d, k)?;
     let blocks = src.sample(Method::RadiusDirection, samples, seed);
-    let scale = (d / k) as f64;
-    let (block_mean, block_var) = block_mse_and_variance(cb.codewords(), k, &blocks);
-    let mse = block_mean * scale;
-    let mse_std_error = scale * (block_var / samples as f64).sqrt();
-    let registry_std_error = scale * (block_var / registry_test_blocks.max(1) as f64).sqrt();
+    let fresh = remeasure(cb.codewords(), d, k, &blocks, reg.mse, registry_test_blocks);
+    let (mse, mse_std_error, registry_std_error) =
+        (fresh.mse, fresh.std_error, fresh.recorded_std_error);
     let rate = (n as f64).log2() / k as f64;
     // The scalar code that costs the same index bits: `ceil(log2 N) / k` whole (for the E8 code,
     // N = 64497, 16 bits per 8 coordinates: the 2-bit scalar code).
@@ -195,14 +188,7 @@ fn eval_point(
     };
     let bound = 4f64.powf(-rate);
     let bytes = 2 + fibquant::util::pack::packed_bytes(d / k, fibquant::util::pack::index_bits(n));
-    let combined = mse_std_error.hypot(registry_std_error);
-    let z_vs_registry = if combined > 0.0 {
-        (mse - reg.mse) / combined
-    } else if mse == reg.mse {
-        0.0
-    } else {
-        f64::INFINITY
-    };
+    let z_vs_registry = fresh.z;
     Ok(EvalRow {
         dim: d,
         k,
