@@ -359,7 +359,8 @@ fn decompress(compressed: &[u8], limits: &LoadLimits) -> Result<Vec<u8>> {
     use std::io::Read;
     let failed =
         |e: std::io::Error| Error::CorruptCodebook(format!("zstd decompression failed: {e}"));
-    let mut decoder = ruzstd::decoding::StreamingDecoder::new(compressed)
+    let mut source = compressed;
+    let mut decoder = ruzstd::decoding::StreamingDecoder::new(&mut source)
         .map_err(|e| Error::CorruptCodebook(format!("not a zstd frame: {e}")))?;
     let mut out = Vec::new();
     (&mut decoder)
@@ -379,10 +380,25 @@ fn decompress(compressed: &[u8], limits: &LoadLimits) -> Result<Vec<u8>> {
             "header announces {total} bytes, more than the {MAX_FILE_BYTES}-byte limit"
         )));
     }
-    decoder
+    (&mut decoder)
         .take(body as u64 + 1)
         .read_to_end(&mut out)
         .map_err(failed)?;
+    // A body of the announced size was read to its frame's end: nothing may follow the frame
+    // (another frame, say, that a checksum over both would not reveal).
+    if out.len() as u128 == total {
+        let mut rest = [0u8; 1];
+        if decoder.read(&mut rest).map_err(failed)? != 0 {
+            return Ok(out); // `from_raw_bytes` reports the longer body.
+        }
+        drop(decoder);
+        if !source.is_empty() {
+            return Err(Error::CorruptCodebook(format!(
+                "{} bytes follow the body's zstd frame",
+                source.len()
+            )));
+        }
+    }
     Ok(out)
 }
 

@@ -581,6 +581,14 @@ mod tests {
         let mut longer = file.clone();
         longer.push(0);
         assert!(Codebook::from_file_bytes(&longer).is_err());
+        // A second frame inside the checked region (the integrity frame rewritten to cover it).
+        let body = &file[format::INTEGRITY_BYTES..];
+        let two: Vec<u8> = body.iter().chain(body).copied().collect();
+        assert!(matches!(
+            Codebook::from_file_bytes(&format::checked_file(&two)),
+            Err(Error::CorruptCodebook(m)) if m.contains("follow")
+        ));
+        assert!(Codebook::from_file_bytes(&two).is_err(), "version 1 with trailing data");
         // A version-1 file (the body's frame alone) still loads, unchecked.
         let v1 = Codebook::from_file_bytes(&file[format::INTEGRITY_BYTES..]).unwrap();
         assert_eq!((v1.codewords(), v1.integrity()), (&cw[..], Integrity::Unchecked));
