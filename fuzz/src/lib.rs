@@ -1024,6 +1024,15 @@ pub fn cache(data: &[u8]) {
                     matches!(e, Error::Cache { .. }),
                     "op {op} failed with an untyped {e:?}"
                 );
+                // Known bug 4 (known/cache/append-and-attend-overflow): when the attention of
+                // `append_and_attend` fails on finite inputs (scores that overflow to infinity,
+                // refused as `NonFinite`), the append before it has already been committed.
+                let attention_overflow = op == 1
+                    && [&keys, &values, &queries].iter().all(|v| all_finite(v))
+                    && matches!(&e, Error::Cache { source, .. } if matches!(**source, Error::NonFinite { .. }));
+                if attention_overflow && !known_bugs() {
+                    continue;
+                }
                 assert_eq!(before, after, "op {op} failed ({e}) but changed the cache");
                 assert!(
                     reconstruction(&cache) == recon_before,
