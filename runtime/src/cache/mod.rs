@@ -97,6 +97,10 @@ fn at(layer: usize, head: Option<usize>, position: Option<usize>, e: Error) -> E
     }
 }
 
+/// Largest query magnitude the cache attends with: with fp16-bounded keys and head dims up to
+/// [`MAX_DIM`], every score stays finite.
+const MAX_QUERY: f32 = (1u128 << 64) as f32;
+
 /// Checks rows crossing the interface (`heads x seq x d`, head-major, for a chunk starting at
 /// position `first`): the length, then finiteness, naming head and position of the first
 /// non-finite value.
@@ -110,7 +114,12 @@ fn check_rows(
     d: usize,
     first: usize,
 ) -> Result<()> {
-    let want = heads * seq * d;
+    let Some(want) = heads.checked_mul(seq).and_then(|x| x.checked_mul(d)) else {
+        let e = Error::InvalidConfig(format!(
+            "{seq} positions of {heads} heads of {d} values overflow a length"
+        ));
+        return Err(at(layer, None, None, e));
+    };
     if rows.len() != want {
         let e = Error::WrongLength {
             what,
@@ -264,15 +273,30 @@ impl KvCache {
 
     fn check_queries(&self, layer: usize, queries: &[f32], seq: usize, out: usize) -> Result<()> {
         let (qh, d) = (self.shape.query_heads, self.shape.head_dim);
-        if out != qh * seq * d {
+        check_rows(layer, "queries", queries, qh, seq, d, self.len(layer))?;
+        if out != queries.len() {
             let e = Error::WrongLength {
                 what: "attention output",
-                expected: qh * seq * d,
+                expected: queries.len(),
                 actual: out,
             };
             return Err(at(layer, None, None, e));
         }
-        check_rows(layer, "queries", queries, qh, seq, d, self.len(layer))
+        // Bounded queries keep every score finite (keys are fp16-bounded), so that attention
+        // cannot fail after `append_and_attend` has appended.
+        if let Some(i) = queries.iter().position(|v| v.abs() > MAX_QUERY) {
+            let e = Error::InvalidConfig(format!(
+                "query value {} is beyond +-2^64, where attention scores could overflow f32",
+                queries[i]
+            ));
+            return Err(at(
+                layer,
+                Some(i / (seq * d)),
+                Some(self.len(layer) + i / d % seq),
+                e,
+            ));
+        }
+        Ok(())
     }
 
     fn append_inner(
@@ -364,6 +388,9 @@ impl KvCache {
         out: &mut [f32],
     ) -> Result<()> {
         let l = self.layer(layer)?;
+        if seq == 0 {
+            return Ok(()); // No query position: nothing to attend or write.
+        }
         if l.len == 0 {
             return Err(at(layer, None, None, Error::EmptyCache));
         }
