@@ -14,7 +14,7 @@ pub struct Args {
     /// Smaller working sets and fewer repeats (a smoke run, not for the README).
     #[arg(long)]
     quick: bool,
-    /// Which sections: any of codec, attention, parallel (comma-separated).
+    /// Which sections: any of codec, fast-encoder, attention, parallel (comma-separated).
     #[arg(long, default_value = "codec,fast-encoder,attention,parallel")]
     sections: String,
     /// Print the report as JSON.

@@ -21,7 +21,7 @@ pub struct Args {
     /// finite, distinct, not all zero and inside the unit ball; the manifest is consistent
     /// (rate_bits, file names, no duplicates); codebooks/ holds nothing unexpected; and each
     /// MSE, re-measured on --samples fresh source blocks, is within its sampling error of the
-    /// manifest's (about 10 s for the registry on 2 cores).
+    /// manifest's (about 8 s for the registry on 2 cores).
     #[arg(long)]
     deep: bool,
     /// Fresh source blocks per entry for --deep's MSE re-measure.
