@@ -983,11 +983,16 @@ fn verify_deep_names_an_appended_zstd_frame() {
         text(&plain)
     );
     assert!(fibquant::Codebook::from_file_bytes(&[&original[..], &extra[..]].concat()).is_err());
-    // Inside the checked region (integrity frame rewritten over both frames): the runtime reads
-    // the first frame and ignores the second; only --deep finds it.
+    // Inside the checked region (integrity frame rewritten over both frames): the runtime
+    // refuses data after the body frame too, so plain verify fails, and --deep names it.
     let rewrapped = fibquant::codebook::format::checked_file(&[frame, &extra[..]].concat());
     f.write(VICTIM, &rewrapped);
-    f.only_deep_fails(&[(VICTIM, "bytes follow the")]);
+    let plain = f.verify(&[]);
+    assert!(!plain.status.success());
+    assert!(text(&plain).contains("bytes follow the body"), "{}", text(&plain));
+    let deep = f.verify(&["--deep", "--samples", "4096"]);
+    assert!(!deep.status.success());
+    assert!(text(&deep).contains(VICTIM), "{}", text(&deep));
 }
 
 #[test]
