@@ -989,7 +989,11 @@ fn verify_deep_names_an_appended_zstd_frame() {
     f.write(VICTIM, &rewrapped);
     let plain = f.verify(&[]);
     assert!(!plain.status.success());
-    assert!(text(&plain).contains("bytes follow the body"), "{}", text(&plain));
+    assert!(
+        text(&plain).contains("bytes follow the body"),
+        "{}",
+        text(&plain)
+    );
     let deep = f.verify(&["--deep", "--samples", "4096"]);
     assert!(!deep.status.success());
     assert!(text(&deep).contains(VICTIM), "{}", text(&deep));

@@ -97,8 +97,8 @@ fn at(layer: usize, head: Option<usize>, position: Option<usize>, e: Error) -> E
     }
 }
 
-/// Largest query magnitude the cache attends with: with fp16-bounded keys and head dims up to
-/// [`MAX_DIM`], every score stays finite.
+/// Largest query magnitude the cache attends with: with fp16-bounded keys, key scales within
+/// a factor 256 of 1 and head dims up to [`MAX_DIM`], every score stays finite.
 const MAX_QUERY: f32 = (1u128 << 64) as f32;
 
 /// Checks rows crossing the interface (`heads x seq x d`, head-major, for a chunk starting at

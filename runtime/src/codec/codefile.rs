@@ -260,8 +260,7 @@ impl CodeFile {
         let body = &bytes[header_bytes..];
         let c = header.config();
         crate::codebook::check_shape(c.dim, c.k, c.n)?;
-        let bits = crate::util::pack::index_bits(c.n);
-        let slot_bytes = c.norm.bytes() + crate::util::pack::packed_bytes(c.dim / c.k, bits);
+        let slot_bytes = c.slot_bytes();
         if Some(body.len()) != header.rows.checked_mul(slot_bytes) {
             return Err(corrupt(format!(
                 "the header says {} rows of {slot_bytes} bytes, the file holds {} bytes of slots",

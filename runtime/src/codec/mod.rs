@@ -113,6 +113,12 @@ impl CodecConfig {
         Ok(CodecConfig::new(dim, e.k, e.n))
     }
 
+    /// Bytes of one slot of this configuration: the norm, then `d / k` indices of
+    /// `ceil(log2 N)` bits, rounded up to whole bytes (`k` must divide `d`).
+    pub(crate) fn slot_bytes(&self) -> usize {
+        self.norm.bytes() + packed_bytes(self.dim / self.k, index_bits(self.n))
+    }
+
     /// Same configuration with another rotation.
     pub fn with_rotation(mut self, rotation: RotationKind) -> Self {
         self.rotation = rotation;
@@ -189,7 +195,7 @@ impl Codec {
         let rotation = Rotation::new(config.rotation, config.dim, config.seed)?;
         let bits = index_bits(config.n);
         let blocks = config.dim / config.k;
-        let slot_bytes = config.norm.bytes() + packed_bytes(blocks, bits);
+        let slot_bytes = config.slot_bytes();
         Ok(Codec {
             config,
             codebook,
