@@ -3,7 +3,10 @@
 //!
 //! Needs the model file: reported as ignored when it was absent at build time.
 
+mod common;
+
 use candle_core::{Device, IndexOp, Tensor};
+use common::{input, max_abs_diff};
 use fibquant_eval::kv_cache::{F32Cache, KvCache, QkvRecorder};
 use fibquant_eval::models::{LogitsMode, Model, WeightFormat};
 use fibquant_eval::paths::model_for_tests;
@@ -16,26 +19,6 @@ fn load(weights: WeightFormat) -> Option<(Model, Vec<u32>)> {
     let text = "Sir Walter Elliot, of Kellynch Hall, in Somersetshire, was a man who, for his own \
                 amusement, never took up any book but the Baronetage.";
     Some((model, tok.encode(text).unwrap()))
-}
-
-fn input(ids: &[u32]) -> Tensor {
-    Tensor::new(ids, &Device::Cpu)
-        .unwrap()
-        .unsqueeze(0)
-        .unwrap()
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap()
 }
 
 #[test]

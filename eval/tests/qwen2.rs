@@ -5,33 +5,13 @@
 mod common;
 
 use candle_core::quantized::gguf_file::Content;
-use candle_core::{Device, IndexOp, Tensor};
+use candle_core::{Device, IndexOp};
 use candle_transformers::models::quantized_qwen2 as upstream;
-use common::{scratch, write_tiny_qwen2, Spec};
+use common::{input, max_abs_diff, scratch, write_tiny_qwen2, Spec};
 use fibquant_eval::kv_cache::{F32Cache, KvCache};
 use fibquant_eval::models::{LogitsMode, Model, WeightFormat};
 use fibquant_eval::tokenizer::{PreTokenizer, Tokenizer};
 use std::path::Path;
-
-fn input(ids: &[u32]) -> Tensor {
-    Tensor::new(ids, &Device::Cpu)
-        .unwrap()
-        .unsqueeze(0)
-        .unwrap()
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap()
-}
 
 fn upstream_model(path: &Path) -> upstream::ModelWeights {
     let mut f = std::fs::File::open(path).unwrap();
