@@ -2,7 +2,10 @@
 //! gives the uncompressed cache's attention (GQA head mapping, head-major layout and the causal
 //! limit of chunked prefill all agree with candle's masked attention), within fp16 rounding.
 
+mod common;
+
 use candle_core::{Device, Tensor};
+use common::max_abs_diff;
 use fibquant::{CachePolicy, SideCode};
 use fibquant_eval::kv_cache::{F32Cache, KvCache};
 use fibquant_eval::models::attention::{Heads, MaskCache};
@@ -41,16 +44,7 @@ fn runtime_cache_attends_like_the_uncompressed_cache() {
                 .attend(layer, heads, &q, &k, &v, mask.as_ref())
                 .unwrap();
             assert_eq!(a.dims(), b.dims());
-            let diff: f32 = (a - b)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar()
-                .unwrap();
+            let diff = max_abs_diff(&a, &b);
             // fp16 rounding of unit-size keys and values (2^-11 relative) moves scores of
             // 64-term dot products by about 1e-2 at most; outputs are averages of values.
             assert!(diff < 2e-2, "layer {layer}, chunk {i}: {diff}");

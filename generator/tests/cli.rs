@@ -132,9 +132,9 @@ fn generate_into_a_directory_and_list() {
     assert!(text(&l).contains("gain dB"));
 }
 
-#[test]
-fn eval_reports_the_documented_json_fields() {
-    let o = gen(&[
+/// `fibquant-gen eval --json` of the k = 4, N = 256 code at head dim 64 on 20000 samples.
+fn eval_k4n256_json() -> Output {
+    gen(&[
         "eval",
         "--dim",
         "64",
@@ -145,7 +145,12 @@ fn eval_reports_the_documented_json_fields() {
         "--samples",
         "20000",
         "--json",
-    ]);
+    ])
+}
+
+#[test]
+fn eval_reports_the_documented_json_fields() {
+    let o = eval_k4n256_json();
     assert!(o.status.success(), "{}", text(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     for key in [
@@ -781,18 +786,7 @@ fn eval_ends_with_a_verdict_computed_from_the_rows() {
         "{out}"
     );
     // JSON keeps its fields and adds the sampling error.
-    let o = gen(&[
-        "eval",
-        "--dim",
-        "64",
-        "--k",
-        "4",
-        "--n",
-        "256",
-        "--samples",
-        "20000",
-        "--json",
-    ]);
+    let o = eval_k4n256_json();
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     for key in [
         "mse",
