@@ -245,8 +245,32 @@ impl Gpu {
                 self.max_shared
             )));
         }
-        let mut f = self.module(&config.source(), &["prepare", "attend", "combine"])?;
-        let (combine, attend, prepare) = (f.pop().unwrap(), f.pop().unwrap(), f.pop().unwrap());
+        let mut f = self.module(
+            &config.source(),
+            &["prepare", "attend", "combine", "layout_check"],
+        )?;
+        let (check, combine, attend, prepare) = (
+            f.pop().unwrap(),
+            f.pop().unwrap(),
+            f.pop().unwrap(),
+            f.pop().unwrap(),
+        );
+        // The host's sizes of the shared memory and of a head descriptor must be the kernel's.
+        let mut facts = self.stream.alloc_zeros::<u32>(2)?;
+        // SAFETY: layout_check writes two u32 into a buffer of two.
+        unsafe {
+            self.stream
+                .launch_builder(&check)
+                .arg(&mut facts)
+                .launch(LaunchConfig::for_num_elems(1))
+        }?;
+        let facts = self.stream.clone_dtoh(&facts)?;
+        let want = [shared as u32, (crate::layout::HEAD_FIELDS * 8) as u32];
+        if facts != want {
+            return Err(Error::Unsupported(format!(
+                "kernel layout {facts:?} (shared bytes, descriptor bytes) differs from the host's {want:?}"
+            )));
+        }
         attend.set_attribute(
             CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
             shared as i32,
@@ -314,6 +338,17 @@ impl Gpu {
             prep,
             partial,
         })
+    }
+
+    /// Registers per thread, local (spilled) bytes per thread and dynamic shared bytes of the
+    /// `attend` kernel of `config` (compiling it if needed): for benchmark reports.
+    pub fn attend_resources(&self, config: &DecodeConfig) -> Result<(i32, i32, usize)> {
+        let k = self.decode_kernels(config)?;
+        Ok((
+            k.attend.num_regs()?,
+            k.attend.local_size_bytes()?,
+            config.attend_shared_bytes(),
+        ))
     }
 
     /// Uploads a host batch.

@@ -4,9 +4,9 @@
 use crate::source::{MAX_SHARED_CODEBOOK_BYTES, TILE};
 use fibquant::{registry, SideCode};
 
-/// Fewest tiles a split takes: a split's partial result (`2 G + 2 G d` floats) then costs at
-/// most about a tenth of the bytes the split reads at 2 bits.
-pub const MIN_TILES_PER_SPLIT: usize = 4;
+/// Fewest tiles a split takes (1024 positions): a split's partial result (`2 G + 2 G d`
+/// floats) then costs at most about a tenth of the bytes the split reads at 2 bits.
+pub const MIN_TILES_PER_SPLIT: usize = 1024 / TILE;
 /// CTAs a step aims for per multiprocessor (enough resident work to hide memory latency).
 pub const CTAS_PER_SM: usize = 4;
 

@@ -11,11 +11,9 @@ pub const ENCODE_CU: &str = include_str!("../kernels/encode.cu");
 
 /// Threads per `attend` CTA.
 pub const THREADS: usize = 128;
-/// Positions each `attend` thread scores per tile.
-pub const POSITIONS_PER_THREAD: usize = 2;
-/// Positions per tile of `attend`.
-pub const TILE: usize = THREADS * POSITIONS_PER_THREAD;
-/// Largest head dim the kernels serve (the combine buffer reuses the tile's weights: `D <= 2 TILE`).
+/// Positions per tile of `attend` (16 per warp: the rows of one tensor-core tile).
+pub const TILE: usize = 64;
+/// Largest head dim the kernels serve (the tile's decoded rows stay within shared memory).
 pub const MAX_DIM: usize = 256;
 /// Largest codebook a kernel holds in shared memory (f32), per side.
 pub const MAX_SHARED_CODEBOOK_BYTES: usize = 64 * 1024;
@@ -55,6 +53,7 @@ impl SideFormat {
         d / self.k
     }
 
+    /// Bytes of the codebook in f32 (the registry's form; kernels hold it as binary16).
     fn codebook_bytes(&self) -> usize {
         self.n * self.k * 4
     }
@@ -64,12 +63,6 @@ impl SideFormat {
             return Err(Error::Unsupported(format!(
                 "{side}: k = {} does not divide d = {d}",
                 self.k
-            )));
-        }
-        let nb = self.blocks(d);
-        if !(nb.is_multiple_of(32) || 32 % nb == 0) {
-            return Err(Error::Unsupported(format!(
-                "{side}: {nb} blocks per vector (d / k) must divide 32 or be a multiple of it"
             )));
         }
         if self.codebook_bytes() > MAX_SHARED_CODEBOOK_BYTES {
@@ -146,7 +139,7 @@ impl DecodeConfig {
     /// The source NVRTC compiles: the constants, then `decode.cu`.
     pub fn source(&self) -> String {
         let mut s = format!(
-            "#define D {}\n#define G {}\n#define THREADS {THREADS}\n#define PPT {POSITIONS_PER_THREAD}\n#define TILE {TILE}\n",
+            "#define D {}\n#define G {}\n#define THREADS {THREADS}\n#define TILE {TILE}\n",
             self.dim, self.group
         );
         for (prefix, side) in [("KEY", &self.key), ("VAL", &self.value)] {
@@ -161,19 +154,24 @@ impl DecodeConfig {
         s
     }
 
-    /// Dynamic shared memory of one `attend` CTA, in bytes (the layout at the top of `attend`).
+    /// Dynamic shared memory of one `attend` CTA, in bytes: `SMEM_BYTES` of `decode.cu`
+    /// (the decoded rows, two weight tiles, the queries' fragments, logits, segment sums with
+    /// value centering, per-position norms and blocks, running statistics, the binary16
+    /// codebooks, two staging buffers per coded side).
     pub fn attend_shared_bytes(&self) -> usize {
-        let (d, g) = (self.dim, self.group);
-        let warps = THREADS / 32;
-        let floats = 2 * g * d + 3 * TILE * g + warps * g;
-        let mut bytes = floats * 4 + TILE * 4; // + the value blocks (int per position)
-        for side in [&self.key, &self.value].into_iter().flatten() {
-            bytes += side.codebook_bytes().next_multiple_of(16);
+        let (d, g, t) = (self.dim, self.group, TILE);
+        let r16 = |x: usize| x.next_multiple_of(16);
+        let queries = 1 + usize::from(self.key.is_some());
+        let mut bytes = t * (d + 8) * 2 + 2 * 16 * (t + 8) * 2;
+        bytes += queries * g.div_ceil(8) * (d / 16) * 4 * 32 * 4;
+        bytes += t * g * 4 + 4 * t * 4 + 4 * 16 * 4;
+        if self.value.is_some_and(|v| v.center) {
+            bytes += t * g * 4;
         }
         for side in [&self.key, &self.value].into_iter().flatten() {
-            bytes += TILE * side.slot_bytes + 16;
+            bytes += r16(side.n * side.k * 2) + 2 * r16(t * side.slot_bytes + 16);
         }
-        bytes.next_multiple_of(16)
+        bytes
     }
 }
 
@@ -294,7 +292,7 @@ mod tests {
             value: None,
         };
         let src = c.source();
-        for name in ["D", "G", "THREADS", "PPT", "TILE"] {
+        for name in ["D", "G", "THREADS", "TILE"] {
             assert!(src.contains(&format!("#define {name} ")), "{name}");
         }
         for side in ["KEY", "VAL"] {

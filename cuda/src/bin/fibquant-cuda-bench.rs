@@ -143,6 +143,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                             scaled: true,
                         }
                     };
+                    match gpu.attend_resources(&config) {
+                        Ok((regs, local, shared)) => eprintln!(
+                            "attend d {d} g {group} bits {bits}: {regs} registers, {local} spilled bytes, {shared} shared bytes"
+                        ),
+                        Err(e) => eprintln!("attend d {d} g {group} bits {bits}: {e}"),
+                    }
                     for &batch in &args.batches {
                         let mut dev = match gpu.synthetic(
                             config,
