@@ -164,6 +164,15 @@ impl PyCachePolicy {
         }
     }
 
+    /// The policy of one model layer on its own: `layer`'s codes as the defaults, no per-layer
+    /// overrides (for a cache of that layer alone, as `fibquant.hf` builds).
+    fn for_layer(&self, layer: usize) -> Self {
+        let (key, value) = self.inner.codes_of(layer);
+        let mut inner = self.inner.clone().with_codes(key, value);
+        inner.overrides.clear();
+        PyCachePolicy { inner }
+    }
+
     /// Key code of every layer without an override.
     #[getter]
     fn key(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
