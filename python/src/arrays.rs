@@ -54,7 +54,8 @@ pub(crate) fn read<'py, T: Element + Copy>(
     let shape = untyped.shape().to_vec();
     if shape.len() != ndim {
         return Err(ArrayError::new_err(format!(
-            "{what} must be a {ndim}-D array, got shape {shape:?}"
+            "{what} must be a {ndim}-D array, got shape {}",
+            shape_str(&shape)
         )));
     }
     let typed = obj.cast::<PyArrayDyn<T>>().map_err(|_| {
@@ -118,6 +119,17 @@ pub(crate) fn write<'py, T: Element>(
         .map_err(|e| ArrayError::new_err(format!("output cannot be written: {e}")))
 }
 
+/// A shape as Python writes it: `(4, 32)`, `(64,)`.
+pub(crate) fn shape_str(shape: &[usize]) -> String {
+    match shape {
+        [one] => format!("({one},)"),
+        _ => {
+            let parts: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+            format!("({})", parts.join(", "))
+        }
+    }
+}
+
 /// Fails unless `shape[axis] == expected`, naming `what` and the shape expected.
 pub(crate) fn expect_dim(
     what: &str,
@@ -130,7 +142,8 @@ pub(crate) fn expect_dim(
         Ok(())
     } else {
         Err(WrongLengthError::new_err(format!(
-            "{what} has shape {shape:?}, expected {pattern}"
+            "{what} has shape {}, expected {pattern}",
+            shape_str(shape)
         )))
     }
 }

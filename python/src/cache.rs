@@ -1,6 +1,6 @@
 //! `fibquant.CachePolicy` and `fibquant.KvCache`: the KV cache an engine attends through.
 
-use crate::arrays::{read_f32, write, zeros, Input};
+use crate::arrays::{read_f32, shape_str, write, zeros, Input};
 use crate::codec::{out_slice, PyCodec};
 use crate::errors::{ArrayError, IntoPy, InvalidConfigError, WrongLengthError};
 use fibquant::{CachePolicy, CacheShape, KeyScaling, KvCache, SideCode};
@@ -274,7 +274,8 @@ impl PyKvCache {
         let s = &x.shape;
         if s[0] != heads || s[2] != d {
             return Err(WrongLengthError::new_err(format!(
-                "{what} has shape {s:?}, expected ({heads}, seq, {d})"
+                "{what} has shape {}, expected ({heads}, seq, {d})",
+                shape_str(s)
             )));
         }
         let seq = s[1];
