@@ -8,6 +8,12 @@ use numpy::PyArrayDyn;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyString, PyTuple};
 
+/// One per-layer override as Python sees it: `(layer, key code, value code)`.
+type Override = (usize, Py<PyAny>, Py<PyAny>);
+
+/// Keys and values handed back to Python.
+type KeysValues<'py> = (Bound<'py, PyArrayDyn<f32>>, Bound<'py, PyArrayDyn<f32>>);
+
 /// A side code from its Python shorthand: a number (the preset at that many stored bits per
 /// coordinate), a tuple `(k, n)` (an exact registry code) or the string "fp16".
 fn side_code(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<SideCode> {
@@ -185,7 +191,7 @@ impl PyCachePolicy {
     }
     /// Per-layer codes: a list of `(layer, key code, value code)`.
     #[getter]
-    fn overrides(&self, py: Python<'_>) -> PyResult<Vec<(usize, Py<PyAny>, Py<PyAny>)>> {
+    fn overrides(&self, py: Python<'_>) -> PyResult<Vec<Override>> {
         self.inner
             .overrides
             .iter()
@@ -440,7 +446,7 @@ impl PyKvCache {
         py: Python<'py>,
         layer: usize,
         head: Option<usize>,
-    ) -> PyResult<(Bound<'py, PyArrayDyn<f32>>, Bound<'py, PyArrayDyn<f32>>)> {
+    ) -> PyResult<KeysValues<'py>> {
         let s = *self.inner.shape();
         if layer >= s.layers {
             return Err(InvalidConfigError::new_err(format!(

@@ -104,14 +104,10 @@ impl PyCodeFile {
         self.inner.integrity == Integrity::Checked
     }
 
-    /// The slots, uint8 `(rows, slot_bytes)` (a copy).
+    /// The slots, uint8 `(rows, slot_bytes)` (a copy; `(0, 0)` for a file of no row).
     fn slots<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArrayDyn<u8>>> {
         let rows = self.inner.header.rows;
-        let sb = if rows == 0 {
-            0
-        } else {
-            self.inner.slots.len() / rows
-        };
+        let sb = self.inner.slots.len().checked_div(rows).unwrap_or(0);
         let out = zeros::<u8>(py, &[rows, sb]);
         {
             let mut rw = write(&out)?;
