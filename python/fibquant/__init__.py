@@ -36,6 +36,33 @@ from ._native import (
     registry_entries,
 )
 
+import os as _os
+import tempfile as _tempfile
+
+
+def read_code_file(path: "str | _os.PathLike[str]") -> CodeFile:
+    """Reads and checks the code file at ``path`` (what ``fibquant-gen encode`` writes)."""
+    with open(path, "rb") as f:
+        return CodeFile.from_bytes(f.read())
+
+
+def write_code_file(path: "str | _os.PathLike[str]", codec: Codec, slots) -> None:
+    """Writes ``slots`` (uint8, ``(rows, codec.slot_bytes)``) of ``codec`` to ``path`` as a
+    version-2 code file (``fibquant-gen decode`` reads it). The file is written beside its
+    destination and renamed, so a failed call leaves no partial file."""
+    data = CodeFile.to_bytes(codec, slots)
+    folder = _os.path.dirname(_os.path.abspath(path))
+    fd, tmp = _tempfile.mkstemp(dir=folder, prefix=".fibquant-", suffix=".tmp")
+    try:
+        with _os.fdopen(fd, "wb") as f:
+            f.write(data)
+        _os.replace(tmp, path)
+    except BaseException:
+        if _os.path.exists(tmp):
+            _os.unlink(tmp)
+        raise
+
+
 # The place a runtime error names; instances carry their own where the runtime names one.
 FibQuantError.layer = None
 FibQuantError.head = None
@@ -63,5 +90,7 @@ __all__ = [
     "WrongLengthError",
     "__version__",
     "best_for_rate",
+    "read_code_file",
     "registry_entries",
+    "write_code_file",
 ]

@@ -149,3 +149,16 @@ def test_codec_errors_carry_the_runtime_message():
         fq.Codec(64, 3, 8)
     with pytest.raises(fq.InvalidConfigError, match="norm must be"):
         fq.Codec(64, 4, 256, norm="f8")
+
+
+def test_codec_shared_between_threads():
+    """Calls release the GIL and a Codec is immutable: threads encoding at once get the slots
+    a single thread gets."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    codec = fq.Codec.preset(64, 4.0)
+    chunks = [gaussian(256, 64, seed=20 + i) for i in range(8)]
+    serial = [codec.encode_batch(c) for c in chunks]
+    with ThreadPoolExecutor(4) as pool:
+        threaded = list(pool.map(codec.encode_batch, chunks))
+    assert all(np.array_equal(a, b) for a, b in zip(serial, threaded))

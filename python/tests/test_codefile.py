@@ -46,3 +46,15 @@ def test_wrong_slot_width_refused():
     codec, slots, _ = small_file()
     with pytest.raises(fq.WrongLengthError, match=r"^slots has shape \(3, 9\), expected \(rows, 10\)$"):
         fq.CodeFile.to_bytes(codec, slots[:, :9])
+
+
+def test_read_and_write_files(tmp_path):
+    codec, slots, data = small_file()
+    path = tmp_path / "keys.fq"
+    fq.write_code_file(path, codec, slots)
+    assert path.read_bytes() == data
+    assert np.array_equal(fq.read_code_file(path).slots(), slots)
+    # A failed write leaves nothing behind, and an existing file as it was.
+    with pytest.raises(fq.WrongLengthError):
+        fq.write_code_file(path, codec, slots[:, :9])
+    assert path.read_bytes() == data and sorted(p.name for p in tmp_path.iterdir()) == ["keys.fq"]
