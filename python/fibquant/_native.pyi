@@ -11,8 +11,8 @@ import numpy.typing as npt
 
 F32 = npt.NDArray[np.float32]
 U8 = npt.NDArray[np.uint8]
-#: A side code: a rate in stored bits per coordinate (the registry's preset), an exact
-#: registry code ``(k, n)``, or ``"fp16"`` (uncompressed).
+# A side code: a rate in stored bits per coordinate (the registry's preset), an exact
+# registry code ``(k, n)``, or ``"fp16"`` (uncompressed).
 SideCode = Union[float, Tuple[int, int], str]
 
 PRESET_RATES: List[float]

@@ -102,9 +102,12 @@ class FibQuantLayer(CacheLayerMixin):
         self.keys = self.values = None
         return out_keys, out_values
 
-    def get_mask_sizes(self, query_length: int) -> Tuple[int, int]:
-        """``(kv_length, kv_offset)`` of the attention mask, as for ``DynamicLayer``."""
-        return self.get_seq_length() + query_length, 0
+    def get_mask_sizes(self, query_length: Any) -> Tuple[int, int]:
+        """``(kv_length, kv_offset)`` of the attention mask, as for ``DynamicLayer``. Takes the
+        query length (transformers 5) or the ``cache_position`` tensor (transformers 4.56+)."""
+        if isinstance(query_length, torch.Tensor):
+            query_length = query_length.shape[0]
+        return self.get_seq_length() + int(query_length), 0
 
     def get_seq_length(self) -> int:
         """Positions cached."""
@@ -112,6 +115,10 @@ class FibQuantLayer(CacheLayerMixin):
 
     def get_max_length(self) -> int:
         """No maximum length: ``-1``."""
+        return -1
+
+    def get_max_cache_shape(self) -> int:
+        """No maximum length: ``-1`` (the name transformers 4.x uses)."""
         return -1
 
     def reset(self) -> None:
