@@ -73,7 +73,9 @@ mod test_support;
 
 pub use attention::tables::HALF_CODEBOOK_FROM_BYTES;
 pub use attention::WEIGHT_FLUSH;
-pub use cache::{CachePolicy, CacheShape, KeyScaling, KvCache, LayerOverride, SideCode};
+pub use cache::{
+    CachePolicy, CacheShape, HeadParts, KeyScaling, KvCache, LayerOverride, SideCode, SideParts,
+};
 pub use codebook::{Codebook, CodebookHeader, Construction, Integrity, LoadLimits};
 pub use codec::codefile::{CodeFile, CodeFileHeader, CodebookTag};
 pub use codec::rotation::{Rotation, RotationKind};

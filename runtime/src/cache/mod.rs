@@ -46,6 +46,38 @@ use std::sync::Arc;
 use store::{Layout, SideStore};
 use transform::HeadTransform;
 
+/// One side (keys or values) of one kv head as a [`KvCache`] stores it ([`KvCache::head_parts`]),
+/// in position order: `sinks` (fp16 rows), then `slots` (codec slots, each row minus its
+/// block's mean when the side is centered), then `tail` (fp16 rows: the recent window and the
+/// rows waiting for a block). Rows are `d` binary16 values.
+#[derive(Debug, Clone, Copy)]
+pub struct SideParts<'a> {
+    /// The first positions, binary16 bits, `d` per row.
+    pub sinks: &'a [u16],
+    /// Codec slots ([`Codec::slot_bytes`] each); empty for an fp16 side.
+    pub slots: &'a [u8],
+    /// Per block of slots, its binary16 mean (`d` values); empty without centering.
+    pub means: &'a [u16],
+    /// Per block of slots, the number of slots up to its end (cumulative, increasing).
+    pub block_ends: &'a [usize],
+    /// The positions after the slots, binary16 bits, `d` per row, oldest first.
+    pub tail: &'a [u16],
+}
+
+/// Everything one kv head of one layer stores ([`KvCache::head_parts`]).
+#[derive(Debug, Clone, Copy)]
+pub struct HeadParts<'a> {
+    /// Positions cached (sinks + slots + tail rows, the same on both sides).
+    pub len: usize,
+    /// The keys, stored divided by `key_scale`.
+    pub keys: SideParts<'a>,
+    /// The values.
+    pub values: SideParts<'a>,
+    /// Per-channel key scales (`d` values): keys are stored `k / s` and scored with `q * s`.
+    /// `None`: no scaling.
+    pub key_scale: Option<&'a [f32]>,
+}
+
 /// One kv head of one layer.
 #[derive(Debug, Clone)]
 struct Head {
@@ -623,6 +655,46 @@ impl KvCache {
             }
         }
         Ok(())
+    }
+
+    /// What kv head `head` of `layer` stores, borrowed as it is held: for engines that move a
+    /// cache to another device or format (the CUDA crate uploads these arrays unchanged). Fails
+    /// for an unknown layer or head, and for a layer that holds no position yet (its key scales
+    /// are frozen by the first append).
+    pub fn head_parts(&self, layer: usize, head: usize) -> Result<HeadParts<'_>> {
+        let l = self.layer(layer)?;
+        if l.len == 0 {
+            return Err(at(layer, Some(head), None, Error::EmptyCache));
+        }
+        let hd = l.heads.get(head).ok_or_else(|| {
+            at(
+                layer,
+                Some(head),
+                None,
+                Error::InvalidConfig(format!("the cache has {} kv heads", self.shape.kv_heads)),
+            )
+        })?;
+        fn side(s: &SideStore) -> SideParts<'_> {
+            SideParts {
+                sinks: &s.sinks,
+                slots: &s.slots,
+                means: &s.means,
+                block_ends: &s.block_ends,
+                tail: &s.tail,
+            }
+        }
+        Ok(HeadParts {
+            len: l.len,
+            keys: side(&hd.keys),
+            values: side(&hd.values),
+            key_scale: hd.transform.key_scale.as_deref(),
+        })
+    }
+
+    /// The softmax scale attention applies to scores (`1 / sqrt(d)` unless
+    /// [`with_score_scale`](Self::with_score_scale) set another).
+    pub fn score_scale(&self) -> f32 {
+        self.score_scale
     }
 
     /// Bytes `layer` holds: codec slots (norms and padding included), fp16 rows (sinks, window,
