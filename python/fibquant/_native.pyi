@@ -262,6 +262,9 @@ class KvCache:
     def head_dim(self) -> int:
         """Head dimension."""
     @property
+    def score_scale(self) -> float:
+        """Softmax scale of the scores."""
+    @property
     def policy(self) -> CachePolicy:
         """The policy."""
     def prepare(self) -> None:

@@ -344,6 +344,11 @@ impl PyKvCache {
     fn head_dim(&self) -> usize {
         self.inner.shape().head_dim
     }
+    /// The softmax scale applied to scores (`1 / sqrt(head_dim)` unless set).
+    #[getter]
+    fn score_scale(&self) -> f32 {
+        self.inner.score_scale()
+    }
     /// The policy the cache stores by.
     #[getter]
     fn policy(&self) -> PyCachePolicy {

@@ -192,5 +192,7 @@ def test_cache_errors_change_nothing():
         fq.KvCache(2, QH, KVH, D, policy=fq.CachePolicy().with_layer(3, 4.0, 4.0))
     with pytest.raises(fq.InvalidConfigError, match="score scale"):
         fq.KvCache(1, QH, KVH, D, score_scale=-1.0)
+    assert cache.score_scale == np.float32(1 / np.sqrt(D))
+    assert fq.KvCache(1, QH, KVH, D, score_scale=0.5).score_scale == 0.5
     cache.clear()
     assert cache.is_empty() and cache.len(0) == 0 and cache.effective_bits() is None
