@@ -128,15 +128,57 @@ pub enum AdapterError {
         /// The layer.
         layer: usize,
     },
-    /// The runtime refused the call (construction: `layer` is `None`). Heads in `source` are
+    /// The runtime refused the call (construction: `layer` is `None`). The message names the
+    /// sequence and head; in `source` (the runtime's one-layer cache of this layer) heads are
     /// numbered across the batch (see the [crate docs](crate)).
-    #[error("{}{source}", layer.map_or(String::new(), |l| format!("layer {l}: ")))]
+    #[error("{}", runtime_message(*layer, source, *kv_heads, *query_heads))]
     Runtime {
         /// The layer of the call.
         layer: Option<usize>,
         /// The runtime's error.
         source: fibquant::Error,
+        /// Kv heads per sequence.
+        kv_heads: usize,
+        /// Query heads per sequence.
+        query_heads: usize,
     },
+}
+
+/// The runtime's error with the adapter's layer, and its batch-wide head as sequence and head:
+/// a value too large for fp16 is a kv head's (keys, values), anything else a query head's (the
+/// adapter checks keys and values for NaN and infinity itself).
+fn runtime_message(
+    layer: Option<usize>,
+    e: &fibquant::Error,
+    kv_heads: usize,
+    query_heads: usize,
+) -> String {
+    let Some(layer) = layer else {
+        return e.to_string();
+    };
+    match e {
+        fibquant::Error::Cache {
+            head,
+            position,
+            source,
+            ..
+        } => {
+            let mut m = format!("layer {layer}");
+            if let Some(h) = *head {
+                let (kind, per) = match **source {
+                    fibquant::Error::NormOverflow { .. } => ("kv head", kv_heads),
+                    _ => ("query head", query_heads),
+                };
+                let per = per.max(1);
+                m += &format!(", sequence {}, {kind} {}", h / per, h % per);
+            }
+            if let Some(p) = *position {
+                m += &format!(", position {p}");
+            }
+            format!("{m}: {source}")
+        }
+        other => format!("layer {layer}: {other}"),
+    }
 }
 
 impl From<AdapterError> for candle_core::Error {
@@ -156,6 +198,31 @@ struct LayerSlot {
 
 /// FibQuant's compressed KV cache for a model, as a mistral.rs [`CompressedKVCache`] (see the
 /// [crate docs](crate)).
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// use fibquant::CachePolicy;
+/// use fibquant_mistralrs::{AttendConfig, CompressedKVCache, DecodeOutput, FibQuantCache};
+///
+/// # fn main() -> candle_core::Result<()> {
+/// // 2 layers, 4 query heads sharing 2 kv heads of 64, the 4-bit preset.
+/// let cache = FibQuantCache::new(2, 4, 2, 64, CachePolicy::preset(4.0))?;
+/// let dev = Device::Cpu;
+/// let (k, v) = (Tensor::randn(0f32, 1., (1, 2, 10, 64), &dev)?, Tensor::randn(0f32, 1., (1, 2, 10, 64), &dev)?);
+/// let q = Tensor::randn(0f32, 1., (1, 4, 10, 64), &dev)?;
+/// let decoded = cache.prefill(0, &k, &v, &q)?;
+/// assert_eq!(decoded.k.dims(), &[1, 2, 10, 64]);
+/// let (k1, v1) = (Tensor::randn(0f32, 1., (1, 2, 1, 64), &dev)?, Tensor::randn(0f32, 1., (1, 2, 1, 64), &dev)?);
+/// let q1 = Tensor::randn(0f32, 1., (1, 4, 1, 64), &dev)?;
+/// let config = AttendConfig { softmax_scale: 0.125, n_kv_groups: 2 };
+/// let DecodeOutput::Fused(out) = cache.decode(0, &k1, &v1, &q1, &config)? else {
+///     unreachable!("decode always attends on the codes")
+/// };
+/// assert_eq!(out.dims(), &[1, 4, 1, 64]);
+/// assert_eq!(cache.seq_len(0), 11);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct FibQuantCache {
     shape: CacheShape,
@@ -243,6 +310,8 @@ impl FibQuantCache {
         let runtime = |source| AdapterError::Runtime {
             layer: None,
             source,
+            kv_heads,
+            query_heads,
         };
         // The whole policy against the whole shape (overrides of layers that do not exist).
         fibquant::KvCache::new(shape, policy.clone()).map_err(runtime)?;
@@ -306,10 +375,6 @@ impl FibQuantCache {
         batch: usize,
         scale: f32,
     ) -> std::result::Result<fibquant::KvCache, AdapterError> {
-        let runtime = |source| AdapterError::Runtime {
-            layer: Some(layer),
-            source,
-        };
         let shape = CacheShape {
             layers: 1,
             query_heads: batch * self.shape.query_heads,
@@ -318,7 +383,17 @@ impl FibQuantCache {
         };
         fibquant::KvCache::new(shape, layer_policy(&self.policy, layer))
             .and_then(|c| c.with_score_scale(scale))
-            .map_err(runtime)
+            .map_err(|source| self.runtime(layer, source))
+    }
+
+    /// The runtime's `source` error in a call on `layer`.
+    fn runtime(&self, layer: usize, source: fibquant::Error) -> AdapterError {
+        AdapterError::Runtime {
+            layer: Some(layer),
+            source,
+            kv_heads: self.shape.kv_heads,
+            query_heads: self.shape.query_heads,
+        }
     }
 
     /// The layer's lock, accepting a poisoned one (for reads and for clearing).
@@ -406,23 +481,10 @@ impl FibQuantCache {
             let held = std::mem::replace(&mut slot.cache, fresh);
             slot.cache = held
                 .with_score_scale(scale)
-                .map_err(|source| AdapterError::Runtime {
-                    layer: Some(layer),
-                    source,
-                })?;
+                .map_err(|source| self.runtime(layer, source))?;
             slot.scale = scale;
         }
         Ok(slot)
-    }
-}
-
-fn runtime(layer: usize) -> impl Fn(fibquant::Error) -> candle_core::Error {
-    move |source| {
-        AdapterError::Runtime {
-            layer: Some(layer),
-            source,
-        }
-        .into()
     }
 }
 
@@ -438,7 +500,7 @@ impl CompressedKVCache for FibQuantCache {
         let cache = &mut slot.cache;
         cache
             .append_with_queries(0, &qr, &kr, &vr, seq)
-            .map_err(runtime(layer))?;
+            .map_err(|e| self.runtime(layer, e))?;
         let len = cache.len(0);
         let heads = b * self.shape.kv_heads;
         let mut keys = vec![0f32; heads * len * d];
@@ -449,7 +511,9 @@ impl CompressedKVCache for FibQuantCache {
                 .zip(vals.chunks_exact_mut(len * d))
                 .enumerate()
             {
-                cache.reconstruct(0, h, kh, vh).map_err(runtime(layer))?;
+                cache
+                    .reconstruct(0, h, kh, vh)
+                    .map_err(|e| self.runtime(layer, e))?;
             }
         }
         drop(slot);
@@ -495,7 +559,7 @@ impl CompressedKVCache for FibQuantCache {
         self.slot(layer, b, Some(scale))?
             .cache
             .append_and_attend(0, &qr, &kr, &vr, seq, &mut out)
-            .map_err(runtime(layer))?;
+            .map_err(|e| self.runtime(layer, e))?;
         let shape = [b, s.query_heads, seq, d];
         Ok(DecodeOutput::Fused(tensor(
             out,

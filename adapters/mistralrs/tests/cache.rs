@@ -417,10 +417,16 @@ fn bad_calls_are_clear_errors_that_change_nothing() {
         }
         Ok(_) => panic!("a prefill with an infinite query succeeded"),
     }
-    // A value fp16 cannot hold, refused by the runtime (the sinks are fp16).
-    let huge = (v1.clone() * 1e6).unwrap();
+    // A value fp16 cannot hold, refused by the runtime (the sinks are fp16): in sequence 1,
+    // kv head 0, position 6 (the new one).
+    let mut huge = flat(&v1);
+    huge[KVH * HD + 3] = 1e6;
+    let huge = Tensor::from_vec(huge, (2, KVH, 1, HD), &Device::Cpu).unwrap();
     let e = err(cache.decode(0, &k1, &huge, &q1, &cfg));
-    assert!(e.starts_with("layer 0: cache layer 0"), "{e}");
+    assert!(
+        e.starts_with("layer 0, sequence 1, kv head 0, position 6: norm 1000000"),
+        "{e}"
+    );
     // n_kv_groups and the scale.
     let groups = AttendConfig {
         softmax_scale: 0.125,
