@@ -50,7 +50,7 @@ pub struct CacheArgs {
     /// Value code: KxN, q8_0, q4_0 or none. Conflicts with --v-rate.
     #[arg(long, conflicts_with = "v_rate")]
     pub v_code: Option<CodeSpec>,
-    /// Value rate in bits per coordinate [default: as --k-rate].
+    /// Value rate in bits per coordinate [default: none for perplexity, 4 for generate].
     #[arg(long)]
     pub v_rate: Option<f64>,
     /// Cache policy of a FibQuant setting: the runtime's default (centering, balanced key
@@ -113,7 +113,7 @@ impl CacheArgs {
     }
 
     /// The setting at head dim `dim`. A side given neither a code nor a rate takes
-    /// `default_rate` (`None`: uncompressed); the value side defaults to the key side's rate.
+    /// `default_rate` (`None`: uncompressed).
     pub fn setting(&self, dim: usize, default_rate: Option<f64>) -> Result<Setting> {
         let k_rate = self
             .k_rate

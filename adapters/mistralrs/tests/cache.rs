@@ -184,6 +184,51 @@ fn fp16_policy_on_f32_inputs_equals_the_reference_on_rounded_inputs() {
     }
 }
 
+/// A decode call of two new positions attends causally: the first sees the positions before it
+/// and itself, the second everything.
+#[test]
+fn decode_of_two_positions_is_causal() {
+    let cache = fp16_cache();
+    let mut rng = Xoshiro256::new(12);
+    let round = |t: Tensor| {
+        t.to_dtype(DType::F16)
+            .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap()
+    };
+    let (k, v, q) = (
+        randn(&mut rng, 1, KVH, 8, 2.0),
+        randn(&mut rng, 1, KVH, 8, 0.0),
+        randn(&mut rng, 1, QH, 8, 0.0),
+    );
+    cache.prefill(2, &k, &v, &q).unwrap();
+    let (k2, v2, q2) = (
+        randn(&mut rng, 1, KVH, 2, 2.0),
+        randn(&mut rng, 1, KVH, 2, 0.0),
+        randn(&mut rng, 1, QH, 2, 0.0),
+    );
+    let out = fused(cache.decode(2, &k2, &v2, &q2, &config(0.125)).unwrap());
+    assert_eq!(out.dims(), &[1, QH, 2, HD]);
+    let kk = round(Tensor::cat(&[&k, &k2], 2).unwrap());
+    let vv = round(Tensor::cat(&[&v, &v2], 2).unwrap());
+    for r in 0..2 {
+        let visible = 9 + r;
+        let want = reference(
+            &q2.narrow(2, r, 1).unwrap(),
+            &kk.narrow(2, 0, visible).unwrap(),
+            &vv.narrow(2, 0, visible).unwrap(),
+            0.125,
+        );
+        let got = flat(&out.narrow(2, r, 1).unwrap());
+        for (o, w) in got.iter().zip(flat(&want)) {
+            assert!(
+                (o - w).abs() <= 1e-5 * (1.0 + w.abs()),
+                "row {r}: {o} vs {w}"
+            );
+        }
+    }
+}
+
 /// An fp16 policy returns from prefill exactly the fp16 inputs, old and new positions, in the
 /// input's dtype; the memory is exactly 2 bytes per stored value.
 #[test]
