@@ -77,6 +77,11 @@ pub trait KvCache {
         decoded_attention(self, layer, heads, q, k, v, mask)
     }
 
+    /// Builds ahead whatever the cache would build on its first append (the runtime codecs'
+    /// search structures), so that timing the first call measures the call alone. The default
+    /// does nothing.
+    fn prepare(&self) {}
+
     /// Number of positions cached for `layer` (0 when empty).
     fn seq_len(&self, layer: usize) -> usize;
 

@@ -4,9 +4,11 @@
 //! attended on codes, and llama.cpp's block formats as the baseline ([`qblock_cache`]).
 
 pub mod attention_eval;
+pub mod cache_options;
 pub mod codes;
 pub mod fetch;
 pub mod frontier_svg;
+pub mod generate;
 pub mod kv_cache;
 pub mod models;
 pub mod paths;

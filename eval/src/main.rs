@@ -3,10 +3,12 @@
 use anyhow::{Context, Result};
 use candle_core::Device;
 use clap::{Parser, Subcommand};
-use fibquant::SideCode;
 use fibquant_eval::attention_eval::AttentionBench;
+use fibquant_eval::cache_options::{CacheArgs, PolicyBase};
 use fibquant_eval::codes::{self, CodeSpec};
 use fibquant_eval::frontier_svg::{self, FrontierPoint};
+use fibquant_eval::generate::{first_difference, generate, GenOptions, Generation, Sampling};
+use fibquant_eval::kv_cache::{F32Cache, KvCache};
 use fibquant_eval::models::{Model, ModelConfig, WeightFormat};
 use fibquant_eval::perplexity::{perplexity, PplOptions, Reference, ReferenceLogProbs};
 use fibquant_eval::ppl_sweep::{self, Setting, SweepRow};
@@ -63,18 +65,6 @@ enum Cmd {
         /// default path, activations rounded to 8 bits).
         #[arg(long, value_enum, default_value_t = WeightFormat::F32)]
         weights: WeightFormat,
-        /// Key code: KxN (for example 4x256) or none. Conflicts with --k-rate.
-        #[arg(long, conflicts_with = "k_rate")]
-        k_code: Option<CodeSpec>,
-        /// Key rate in bits per coordinate: the lowest-MSE embedded code at that rate.
-        #[arg(long)]
-        k_rate: Option<f64>,
-        /// Value code: KxN or none. Conflicts with --v-rate.
-        #[arg(long, conflicts_with = "v_rate")]
-        v_code: Option<CodeSpec>,
-        /// Value rate in bits per coordinate.
-        #[arg(long)]
-        v_rate: Option<f64>,
         /// Run the plain sweep instead (the older table): uncompressed, then for b = 4, 3, 2, 1,
         /// 0.5 the best vector code and the scalar k = 1 code, keys and values alike, no policy.
         #[arg(long, conflicts_with_all = ["k_code", "k_rate", "v_code", "v_rate", "cache_sweep"])]
@@ -84,31 +74,9 @@ enum Cmd {
         /// --chunk 128 --windows 1 --seeds 3 for the README's table).
         #[arg(long, conflicts_with_all = ["k_code", "k_rate", "v_code", "v_rate"])]
         cache_sweep: bool,
-        /// Cache policy of a FibQuant setting: the runtime's default (centering, balanced key
-        /// scales, 4 sinks) or plain (every token encoded, no transform).
-        #[arg(long, value_enum, default_value_t = PolicyBase::Default)]
-        policy: PolicyBase,
-        /// Which sides are centered [default: the policy's].
-        #[arg(long, value_enum)]
-        center: Option<Center>,
-        /// Per-channel key scaling [default: the policy's].
-        #[arg(long, value_enum)]
-        key_scale: Option<KeyScale>,
-        /// Exact (fp16) first positions [default: the policy's].
-        #[arg(long)]
-        sinks: Option<usize>,
-        /// Exact (fp16) recent positions [default: the policy's].
-        #[arg(long)]
-        window: Option<usize>,
-        /// Positions per block of a centered side's codes [default: the policy's, the head dim].
-        #[arg(long)]
-        block_len: Option<usize>,
-        /// The first and the last this many layers keep fp16 keys and values.
-        #[arg(long, default_value_t = 0)]
-        boundary_layers: usize,
-        /// llama.cpp block codes (q8_0, q4_0): rotate each row by a Hadamard transform first.
-        #[arg(long)]
-        hadamard: bool,
+        /// The cache setting (without --sweep or --cache-sweep).
+        #[command(flatten)]
+        cache: CacheArgs,
         /// Rotation seeds per FibQuant setting: --seed, --seed + 1, ... (mean and spread).
         #[arg(long, default_value_t = 1)]
         seeds: u64,
@@ -118,6 +86,53 @@ enum Cmd {
         /// Rotation seed of the codecs [default: the runtime's].
         #[arg(long)]
         seed: Option<u64>,
+        /// Print a JSON report on stdout instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Generate text from a prompt with the compressed runtime cache (greedy, or sampled with
+    /// --temperature), timing prefill and decoding; --compare also runs the uncompressed cache.
+    Generate {
+        /// GGUF model [default: <repo>/models/SmolLM2-135M-Instruct.Q4_1.gguf].
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// The prompt, as raw text (no chat template, no BOS token added).
+        #[arg(
+            long,
+            conflicts_with = "prompt_file",
+            required_unless_present = "prompt_file"
+        )]
+        prompt: Option<String>,
+        /// Read the prompt from this UTF-8 file.
+        #[arg(long)]
+        prompt_file: Option<PathBuf>,
+        /// Tokens to generate at most.
+        #[arg(long, default_value_t = 64)]
+        max_tokens: usize,
+        /// Softmax temperature; 0 = greedy.
+        #[arg(long, default_value_t = 0.0)]
+        temperature: f64,
+        /// Nucleus sampling: draw from the most likely tokens holding this probability mass.
+        #[arg(long, default_value_t = 1.0)]
+        top_p: f64,
+        /// Seed of the sampler (the same seed gives the same text).
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Keep generating after the end-of-sequence token.
+        #[arg(long)]
+        ignore_eos: bool,
+        /// Weight matmuls: f32 (dequantized once at load) or quantized.
+        #[arg(long, value_enum, default_value_t = WeightFormat::F32)]
+        weights: WeightFormat,
+        /// The compressed cache (both sides `none`: the runtime cache storing fp16).
+        #[command(flatten)]
+        cache: CacheArgs,
+        /// Rotation seed of the codecs [default: the runtime's].
+        #[arg(long)]
+        rotation_seed: Option<u64>,
+        /// Also generate with the uncompressed (f32) cache and print both side by side.
+        #[arg(long)]
+        compare: bool,
         /// Print a JSON report on stdout instead of text.
         #[arg(long)]
         json: bool,
@@ -176,20 +191,9 @@ fn main() -> Result<()> {
             window_len,
             chunk,
             weights,
-            k_code,
-            k_rate,
-            v_code,
-            v_rate,
             sweep,
             cache_sweep,
-            policy,
-            center,
-            key_scale,
-            sinks,
-            window,
-            block_len,
-            boundary_layers,
-            hadamard,
+            cache,
             seeds,
             no_kl,
             seed,
@@ -202,43 +206,7 @@ fn main() -> Result<()> {
             } else if cache_sweep {
                 ppl_sweep::cache_sweep_settings(dim)?
             } else {
-                let key = codes::resolve(dim, k_code, k_rate)?;
-                let value = codes::resolve(dim, v_code, v_rate)?;
-                let mut p = match policy {
-                    PolicyBase::Default => fibquant::CachePolicy::default(),
-                    PolicyBase::Plain => {
-                        fibquant::CachePolicy::plain(SideCode::Fp16, SideCode::Fp16)
-                    }
-                };
-                if let Some(c) = center {
-                    p = p.with_centering(
-                        matches!(c, Center::Keys | Center::Both),
-                        matches!(c, Center::Values | Center::Both),
-                    );
-                }
-                if let Some(k) = key_scale {
-                    p = p.with_key_scaling(match k {
-                        KeyScale::None => fibquant::KeyScaling::None,
-                        KeyScale::Balanced => fibquant::KeyScaling::Balanced,
-                    });
-                }
-                if let Some(n) = sinks {
-                    p = p.with_sinks(n);
-                }
-                if let Some(w) = window {
-                    p = p.with_window(w);
-                }
-                if let Some(b) = block_len {
-                    p = p.with_block_len(b);
-                }
-                vec![Setting {
-                    name: format!("K {key} / V {value}"),
-                    key,
-                    value,
-                    policy: p,
-                    boundary_layers,
-                    hadamard,
-                }]
+                vec![cache.setting(dim, None)?]
             };
             let opts = PplOptions {
                 windows,
@@ -248,6 +216,38 @@ fn main() -> Result<()> {
             let base = seed.unwrap_or(fibquant::codec::DEFAULT_SEED);
             let seeds: Vec<u64> = (0..seeds.max(1)).map(|i| base.wrapping_add(i)).collect();
             run_perplexity(run, settings, opts, &seeds, !no_kl, json)?;
+        }
+        Cmd::Generate {
+            model,
+            prompt,
+            prompt_file,
+            max_tokens,
+            temperature,
+            top_p,
+            seed,
+            ignore_eos,
+            weights,
+            cache,
+            rotation_seed,
+            compare,
+            json,
+        } => {
+            let prompt = match (prompt, prompt_file) {
+                (Some(p), _) => p,
+                (None, Some(f)) => std::fs::read_to_string(&f)
+                    .with_context(|| format!("cannot read {}", f.display()))?,
+                (None, None) => anyhow::bail!("give --prompt or --prompt-file"),
+            };
+            let sampling = Sampling::new(temperature, top_p, seed)?;
+            let opts = GenRun {
+                max_tokens,
+                sampling,
+                ignore_eos,
+                rotation_seed: rotation_seed.unwrap_or(fibquant::codec::DEFAULT_SEED),
+                compare,
+                json,
+            };
+            run_generate(model, weights, &prompt, &cache, opts)?;
         }
         Cmd::Attention {
             model,
@@ -267,37 +267,6 @@ fn main() -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Where a single setting's policy starts from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum PolicyBase {
-    /// The runtime's default policy.
-    Default,
-    /// No transform, no exact token.
-    Plain,
-}
-
-/// Which sides are centered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum Center {
-    /// Neither.
-    None,
-    /// Keys only.
-    Keys,
-    /// Values only.
-    Values,
-    /// Keys and values.
-    Both,
-}
-
-/// Per-channel key scaling.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum KeyScale {
-    /// None.
-    None,
-    /// Balanced against the queries.
-    Balanced,
 }
 
 /// A loaded model and tokenized text.
@@ -483,6 +452,184 @@ fn run_perplexity(
             total_s
         );
         print!("{}", ppl_sweep::table(&rows));
+    }
+    Ok(())
+}
+
+/// `generate`'s options beyond the model, the prompt and the cache.
+struct GenRun {
+    max_tokens: usize,
+    sampling: Sampling,
+    ignore_eos: bool,
+    rotation_seed: u64,
+    compare: bool,
+    json: bool,
+}
+
+/// One generation of `generate`'s report.
+struct GenRow {
+    label: String,
+    run: Generation,
+    text: String,
+}
+
+impl GenRow {
+    fn json(&self, values_per_position: usize) -> serde_json::Value {
+        let g = &self.run;
+        serde_json::json!({
+            "cache": self.label,
+            "text": self.text,
+            "tokens": g.tokens,
+            "stopped": g.stopped,
+            "prompt_tokens": g.prompt_tokens,
+            "prefill_seconds": g.prefill_seconds,
+            "prefill_tokens_per_second": g.prefill_tokens_per_second(),
+            "decode_steps": g.decode_steps,
+            "decode_seconds": g.decode_seconds,
+            "decode_tokens_per_second": g.decode_tokens_per_second(),
+            "cached_positions": g.cached_positions,
+            "cache_bytes": g.cache_bytes,
+            "fp16_bytes": g.cached_positions * values_per_position * 2,
+            "effective_bits": g.effective_bits(values_per_position),
+        })
+    }
+}
+
+fn run_generate(
+    model: Option<PathBuf>,
+    weights: WeightFormat,
+    prompt: &str,
+    cache: &CacheArgs,
+    o: GenRun,
+) -> Result<()> {
+    let model_path = model.unwrap_or_else(paths::default_model_path);
+    let t0 = Instant::now();
+    progress::note(&format!(
+        "loading {} ({weights:?} weights)",
+        model_path.display()
+    ));
+    let (mut model, (tokenizer, ids)) =
+        Model::load_checked(&model_path, &Device::Cpu, weights, |meta| {
+            let tokenizer = Tokenizer::from_gguf(meta)?;
+            let ids = tokenizer.encode(prompt)?;
+            Ok((tokenizer, ids))
+        })?;
+    let cfg = model.config().clone();
+    let load_s = t0.elapsed().as_secs_f64();
+    progress::note(&format!(
+        "loaded in {load_s:.1}s: {} layers, {} prompt tokens",
+        cfg.n_layers,
+        ids.len()
+    ));
+    let heads = cfg.heads;
+    let values_per_position = cfg.n_layers * heads.n_kv_head * 2 * heads.head_dim;
+    let setting = cache.setting(heads.head_dim, Some(4.0))?;
+    let opts = GenOptions {
+        max_tokens: o.max_tokens,
+        sampling: o.sampling,
+        stop: tokenizer.eos_id.filter(|_| !o.ignore_eos),
+    };
+    let mut caches: Vec<(String, Box<dyn KvCache>)> = vec![(
+        match (setting.key.block_format(), cache.policy) {
+            (Some(_), _) => format!("llama.cpp {}", setting.name),
+            (None, PolicyBase::Default) => format!("{} (default policy)", setting.name),
+            (None, PolicyBase::Plain) => format!("{} (plain policy)", setting.name),
+        },
+        setting.stored_cache(cfg.n_layers, heads, o.rotation_seed)?,
+    )];
+    if o.compare {
+        caches.push((
+            "uncompressed (f32)".into(),
+            Box::new(F32Cache::new(cfg.n_layers)),
+        ));
+    }
+    let mut rows = Vec::new();
+    for (label, mut kv) in caches {
+        // Build the codecs' search structures now, not inside the timed prefill.
+        kv.prepare();
+        progress::note(&format!("generating with {label}"));
+        let run = generate(&mut model, &ids, kv.as_mut(), opts)?;
+        let text = tokenizer.decode(&run.tokens);
+        rows.push(GenRow { label, run, text });
+    }
+    let difference =
+        (rows.len() == 2).then(|| first_difference(&rows[0].run.tokens, &rows[1].run.tokens));
+    if o.json {
+        let v = serde_json::json!({
+            "model": model_path.display().to_string(),
+            "arch": cfg.arch,
+            "weights": weights,
+            "load_seconds": load_s,
+            "prompt": prompt,
+            "prompt_tokens": ids.len(),
+            "sampling": format!("{:?}", o.sampling),
+            "runs": rows.iter().map(|r| r.json(values_per_position)).collect::<Vec<_>>(),
+            "first_difference": difference.flatten(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!(
+        "model {} ({}, {} layers, {}q/{}kv heads x {}, {:?} weights), loaded in {load_s:.1}s",
+        model_path.display(),
+        cfg.arch,
+        cfg.n_layers,
+        heads.n_head,
+        heads.n_kv_head,
+        heads.head_dim,
+        weights
+    );
+    println!("prompt: {} tokens, {:?}", ids.len(), o.sampling);
+    let width = rows
+        .iter()
+        .map(|r| r.label.len())
+        .max()
+        .unwrap_or(0)
+        .max(12);
+    let line = |name: &str, f: &dyn Fn(&GenRow) -> String| {
+        let cells: Vec<String> = rows.iter().map(|r| format!("{:<width$}", f(r))).collect();
+        println!("{name:<18} {}", cells.join("  ").trim_end());
+    };
+    line("cache", &|r| r.label.clone());
+    line("generated tokens", &|r| {
+        format!("{} ({:?})", r.run.tokens.len(), r.run.stopped)
+    });
+    line("prefill tok/s", &|r| {
+        format!("{:.1}", r.run.prefill_tokens_per_second())
+    });
+    line("decode tok/s", &|r| {
+        r.run
+            .decode_tokens_per_second()
+            .map_or("n/a".into(), |t| format!("{t:.1}"))
+    });
+    line("cache bytes", &|r| r.run.cache_bytes.to_string());
+    line("fp16 bytes", &|r| {
+        (r.run.cached_positions * values_per_position * 2).to_string()
+    });
+    line("effective bits", &|r| {
+        r.run
+            .effective_bits(values_per_position)
+            .map_or("n/a".into(), |b| format!("{b:.2}"))
+    });
+    match difference {
+        None => {}
+        Some(None) => println!("token sequences: identical"),
+        Some(Some(i)) => println!(
+            "token sequences: first differ at generated token {i} ({} vs {})",
+            rows[0]
+                .run
+                .tokens
+                .get(i)
+                .map_or("end".into(), |t| t.to_string()),
+            rows[1]
+                .run
+                .tokens
+                .get(i)
+                .map_or("end".into(), |t| t.to_string()),
+        ),
+    }
+    for r in &rows {
+        println!("\n--- text, {}:\n{prompt}{}", r.label, r.text);
     }
     Ok(())
 }

@@ -73,6 +73,18 @@ impl Setting {
         if self.key == CodeSpec::None && self.value == CodeSpec::None && self.boundary_layers == 0 {
             return Ok(Box::new(F32Cache::new(n_layers)));
         }
+        self.stored_cache(n_layers, heads, seed)
+    }
+
+    /// Builds the cache as [`cache`](Self::cache) does, except that a setting with both sides
+    /// uncompressed also gets a [`RuntimeCache`] (fp16 keys and values) instead of the
+    /// [`F32Cache`].
+    pub fn stored_cache(
+        &self,
+        n_layers: usize,
+        heads: Heads,
+        seed: u64,
+    ) -> Result<Box<dyn KvCache>> {
         match (self.key.block_format(), self.value.block_format()) {
             (Some(k), Some(v)) => {
                 return Ok(Box::new(QBlockCache::new(n_layers, k, v, self.hadamard)));

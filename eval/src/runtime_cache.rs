@@ -93,6 +93,10 @@ impl KvCache for RuntimeCache {
         Tensor::from_vec(out, (1, heads.n_head, seq, heads.head_dim), q.device())
     }
 
+    fn prepare(&self) {
+        self.inner.prepare();
+    }
+
     fn seq_len(&self, layer: usize) -> usize {
         self.inner.len(layer)
     }

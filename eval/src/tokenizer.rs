@@ -434,6 +434,20 @@ mod tests {
         }
     }
 
+    /// Byte-level tokens can split a character: decoding joins the bytes of all tokens first,
+    /// so a sequence decodes whole even where its tokens alone would not.
+    #[test]
+    fn decode_joins_bytes_across_tokens() {
+        let t = toy();
+        let ids = t.encode("日").unwrap();
+        assert_eq!(ids.len(), 3, "one byte token per UTF-8 byte");
+        assert_eq!(t.decode(&ids), "日");
+        assert_eq!(t.decode(&ids[..1]), "\u{FFFD}");
+        let ids = t.encode(" hello").unwrap();
+        assert_eq!(t.decode(&ids), " hello", "Ġ decodes to a space");
+        assert_eq!(t.decode(&[9999]), "", "unknown ids are skipped");
+    }
+
     #[test]
     fn pre_tokenizer_splits_like_gpt2() {
         let t = toy();

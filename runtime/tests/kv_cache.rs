@@ -489,3 +489,43 @@ fn block_means_are_stored_exactly() {
         }
     }
 }
+
+/// `append_with_queries` freezes the same key scales as `append_and_attend` (the queries give
+/// the statistics), so attention afterwards is bit-identical; plain `append` freezes none, and
+/// with unbalanced channels its output differs. Bad queries change nothing.
+#[test]
+fn append_with_queries_freezes_the_scales_append_and_attend_does() {
+    let mut rng = Xoshiro256::new(5);
+    let seq = 70;
+    let k = rows(&mut rng, 2, seq, true);
+    let v = rows(&mut rng, 2, seq, false);
+    let q = rows(&mut rng, 4, seq, true);
+    let policy = CachePolicy::preset(4.0);
+    assert_eq!(policy.key_scaling, KeyScaling::Balanced);
+    let mut fused = KvCache::new(shape(1, 4, 2), policy.clone()).unwrap();
+    let mut out_fused = vec![0f32; q.len()];
+    fused
+        .append_and_attend(0, &q, &k, &v, seq, &mut out_fused)
+        .unwrap();
+    let mut split = KvCache::new(shape(1, 4, 2), policy.clone()).unwrap();
+    split.append_with_queries(0, &q, &k, &v, seq).unwrap();
+    let mut out_split = vec![0f32; q.len()];
+    split.attend(0, &q, seq, &mut out_split).unwrap();
+    assert_eq!(out_fused, out_split);
+    assert_eq!(fused.bytes(), split.bytes());
+    let mut unscaled = KvCache::new(shape(1, 4, 2), policy).unwrap();
+    unscaled.append(0, &k, &v, seq).unwrap();
+    let mut out_unscaled = vec![0f32; q.len()];
+    unscaled.attend(0, &q, seq, &mut out_unscaled).unwrap();
+    assert_ne!(out_fused, out_unscaled);
+    // A NaN query is refused before anything is stored.
+    let mut bad = q.clone();
+    bad[3] = f32::NAN;
+    let mut empty = KvCache::new(shape(1, 4, 2), CachePolicy::preset(4.0)).unwrap();
+    assert!(matches!(
+        empty.append_with_queries(0, &bad, &k, &v, seq),
+        Err(Error::Cache { layer: 0, head: Some(0), position: Some(0), ref source })
+            if **source == Error::NonFinite { index: 3 }
+    ));
+    assert_eq!(empty.len(0), 0);
+}

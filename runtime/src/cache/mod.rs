@@ -303,6 +303,23 @@ impl KvCache {
         self.attend_checked(layer, queries, seq, out)
     }
 
+    /// [`append`](Self::append) for engines that attend on [`reconstruct`](Self::reconstruct)ed
+    /// tensors themselves: the chunk's `queries` (`query_heads x seq x d`) are checked and give
+    /// the key scales their statistics on the layer's first append, as in
+    /// [`append_and_attend`](Self::append_and_attend), but no attention is computed. Nothing
+    /// changes when it fails.
+    pub fn append_with_queries(
+        &mut self,
+        layer: usize,
+        queries: &[f32],
+        keys: &[f32],
+        values: &[f32],
+        seq: usize,
+    ) -> Result<()> {
+        self.check_queries(layer, queries, seq, queries.len())?;
+        self.append_inner(layer, keys, values, seq, Some(queries))
+    }
+
     fn check_queries(&self, layer: usize, queries: &[f32], seq: usize, out: usize) -> Result<()> {
         let (qh, d) = (self.shape.query_heads, self.shape.head_dim);
         check_rows(layer, "queries", queries, qh, seq, d, self.len(layer))?;
