@@ -316,7 +316,15 @@ impl Gpu {
             .max()
             .unwrap_or(0);
         let heads = batch * kv_heads;
-        let plan = SplitPlan::new(heads, max_after, self.sms);
+        let per_sm = self
+            .decode_kernels(&config)?
+            .attend
+            .occupancy_max_active_blocks_per_multiprocessor(
+                THREADS as u32,
+                config.attend_shared_bytes(),
+                None,
+            )?;
+        let plan = SplitPlan::new(heads, max_after, per_sm.max(1) as usize * self.sms);
         let g = config.group;
         let d = config.dim;
         let partial = unsafe { s.alloc::<f32>(heads * plan.splits * (2 * g + 2 * g * d)) }?;

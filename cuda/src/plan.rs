@@ -7,8 +7,6 @@ use fibquant::{registry, SideCode};
 /// Fewest tiles a split takes (1024 positions): a split's partial result (`2 G + 2 G d`
 /// floats) then costs at most about a tenth of the bytes the split reads at 2 bits.
 pub const MIN_TILES_PER_SPLIT: usize = 1024 / TILE;
-/// CTAs a step aims for per multiprocessor (enough resident work to hide memory latency).
-pub const CTAS_PER_SM: usize = 4;
 
 /// The GPU's code for `bits` stored bits per coordinate at head dim `dim`: the lowest-MSE
 /// registry code at exactly that rate whose codebook fits in shared memory
@@ -33,15 +31,24 @@ pub struct SplitPlan {
     pub splits: usize,
 }
 
+/// Most splits a plan considers per kv head.
+const MAX_SPLITS: usize = 1024;
+
 impl SplitPlan {
     /// The plan for `heads` kv heads (batch x kv heads) whose longest holds `max_after`
-    /// positions after its sinks, on a GPU of `sms` multiprocessors: as many splits as keep
-    /// [`CTAS_PER_SM`] CTAs per multiprocessor busy, none shorter than
-    /// [`MIN_TILES_PER_SPLIT`] tiles.
-    pub fn new(heads: usize, max_after: usize, sms: usize) -> SplitPlan {
+    /// positions after its sinks, on a GPU that keeps `resident` CTAs of the kernel running at
+    /// once (CTAs per multiprocessor x multiprocessors): the number of splits that minimizes
+    /// the step's critical path, waves of resident CTAs x tiles per split (a last wave that
+    /// fills a fifth of the GPU costs as much as a full one), none shorter than
+    /// [`MIN_TILES_PER_SPLIT`] tiles unless the context is; the fewest splits among equals
+    /// (fewer partial results to merge).
+    pub fn new(heads: usize, max_after: usize, resident: usize) -> SplitPlan {
         let tiles = max_after.div_ceil(TILE).max(1);
-        let wanted = (CTAS_PER_SM * sms.max(1)).div_ceil(heads.max(1)).max(1);
-        let per_split = tiles.div_ceil(wanted).max(MIN_TILES_PER_SPLIT).min(tiles);
+        let (heads, resident) = (heads.max(1), resident.max(1));
+        let most = tiles.div_ceil(MIN_TILES_PER_SPLIT).clamp(1, MAX_SPLITS);
+        let cost = |s: usize| (heads * s).div_ceil(resident) * tiles.div_ceil(s);
+        let splits = (1..=most).min_by_key(|&s| (cost(s), s)).unwrap_or(1);
+        let per_split = tiles.div_ceil(splits);
         SplitPlan {
             split_len: per_split * TILE,
             splits: tiles.div_ceil(per_split),
@@ -55,8 +62,9 @@ mod tests {
 
     #[test]
     fn splits_cover_the_context_and_fill_the_gpu() {
-        for (heads, len, sms) in [(8, 4096, 132), (256, 131072, 132), (8, 100, 132), (1, 0, 1)] {
-            let p = SplitPlan::new(heads, len, sms);
+        for (heads, len, resident) in [(8, 4096, 528), (256, 131072, 528), (8, 100, 528), (1, 0, 1)]
+        {
+            let p = SplitPlan::new(heads, len, resident);
             assert!(p.split_len.is_multiple_of(TILE) && p.split_len > 0);
             assert!(p.splits * p.split_len >= len, "{p:?} for {len}");
             assert!(
@@ -64,12 +72,14 @@ mod tests {
                 "{p:?}: an empty split"
             );
         }
-        // Long contexts with few heads are cut until the GPU is busy.
-        let p = SplitPlan::new(8, 131072, 132);
-        assert!(8 * p.splits >= CTAS_PER_SM * 132 / 2, "{p:?}");
-        // Many heads: no split shorter than the minimum.
-        let p = SplitPlan::new(1024, 131072, 132);
-        assert!(p.split_len >= MIN_TILES_PER_SPLIT * TILE);
+        // Few heads, a long context: one wave of splits that fills the GPU.
+        let p = SplitPlan::new(8, 131072, 528);
+        assert!(8 * p.splits <= 528 && 8 * p.splits > 528 / 2, "{p:?}");
+        // 128 heads on 528 resident CTAs: 4 splits (one wave of 512), not 5 (a second wave of
+        // 112 CTAs that costs as much as the first).
+        assert_eq!(SplitPlan::new(128, 32768, 528).splits, 4);
+        // Heads beyond one wave: no split at all.
+        assert_eq!(SplitPlan::new(1024, 4096, 528).splits, 1);
     }
 
     #[test]
