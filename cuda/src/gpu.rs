@@ -159,10 +159,13 @@ impl DeviceBatch {
     }
 }
 
-fn upload<T: cudarc::driver::DeviceRepr>(s: &Arc<CudaStream>, v: &[T]) -> Result<CudaSlice<T>> {
+fn upload<T: cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits>(
+    s: &Arc<CudaStream>,
+    v: &[T],
+) -> Result<CudaSlice<T>> {
     if v.is_empty() {
         // A one-element buffer stands in for an absent part (never read).
-        return Ok(unsafe { s.alloc::<T>(1) }?);
+        return Ok(s.alloc_zeros::<T>(1)?);
     }
     Ok(s.clone_htod(v)?)
 }
@@ -245,16 +248,13 @@ impl Gpu {
                 self.max_shared
             )));
         }
-        let mut f = self.module(
+        let f = self.module(
             &config.source(),
             &["prepare", "attend", "combine", "layout_check"],
         )?;
-        let (check, combine, attend, prepare) = (
-            f.pop().unwrap(),
-            f.pop().unwrap(),
-            f.pop().unwrap(),
-            f.pop().unwrap(),
-        );
+        let [prepare, attend, combine, check]: [CudaFunction; 4] = f
+            .try_into()
+            .map_err(|_| Error::Compile("the module lacks a kernel".into()))?;
         // The host's sizes of the shared memory and of a head descriptor must be the kernel's.
         let mut facts = self.stream.alloc_zeros::<u32>(2)?;
         // SAFETY: layout_check writes two u32 into a buffer of two.
@@ -327,8 +327,8 @@ impl Gpu {
         let plan = SplitPlan::new(heads, max_after, per_sm.max(1) as usize * self.sms);
         let g = config.group;
         let d = config.dim;
-        let partial = unsafe { s.alloc::<f32>(heads * plan.splits * (2 * g + 2 * g * d)) }?;
-        let prep = unsafe { s.alloc::<f32>(heads * 2 * g * d) }?;
+        let partial = s.alloc_zeros::<f32>(heads * plan.splits * (2 * g + 2 * g * d))?;
+        let prep = s.alloc_zeros::<f32>(heads * 2 * g * d)?;
         let [kr, vr, kc, vc] = tables;
         Ok(DeviceBatch {
             config,
@@ -411,8 +411,11 @@ impl Gpu {
         if let Some(k) = f.as_ref() {
             return Ok(k.clone());
         }
-        let mut v = self.module(FILL_CU, &["fill_slots", "fill_half"])?;
-        let k = Arc::new((v.remove(0), v.remove(0)));
+        let [slots, halves]: [CudaFunction; 2] = self
+            .module(FILL_CU, &["fill_slots", "fill_half"])?
+            .try_into()
+            .map_err(|_| Error::Compile("the module lacks a kernel".into()))?;
+        let k = Arc::new((slots, halves));
         *f = Some(k.clone());
         Ok(k)
     }
@@ -616,7 +619,11 @@ impl Gpu {
             match cache.get(&config) {
                 Some(f) => f.clone(),
                 None => {
-                    let f = Arc::new(self.module(&config.source(), &["encode"])?.remove(0));
+                    let [f]: [CudaFunction; 1] = self
+                        .module(&config.source(), &["encode"])?
+                        .try_into()
+                        .map_err(|_| Error::Compile("the module lacks a kernel".into()))?;
+                    let f = Arc::new(f);
                     f.set_attribute(
                         CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
                         config.shared_bytes() as i32,
@@ -663,6 +670,12 @@ impl Gpu {
         Ok(s.clone_dtoh(&slots)?)
     }
 
+    /// An event that records time (cudarc's default event does not).
+    fn timing_event(&self) -> Result<cudarc::driver::CudaEvent> {
+        let flags = cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT;
+        Ok(self.ctx.new_event(Some(flags))?)
+    }
+
     /// A device-to-device copy of `bytes` bytes, timed over `reps` runs: the achieved copy
     /// bandwidth in bytes per second (read + written), the ceiling a step's reads compare to.
     pub fn copy_bandwidth(&self, bytes: usize, reps: usize) -> Result<f64> {
@@ -670,12 +683,8 @@ impl Gpu {
         let src = s.alloc_zeros::<u8>(bytes)?;
         let mut dst = s.alloc_zeros::<u8>(bytes)?;
         s.memcpy_dtod(&src, &mut dst)?;
-        let start = self
-            .ctx
-            .new_event(Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT))?;
-        let end = self
-            .ctx
-            .new_event(Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT))?;
+        let start = self.timing_event()?;
+        let end = self.timing_event()?;
         start.record(s)?;
         for _ in 0..reps {
             s.memcpy_dtod(&src, &mut dst)?;
@@ -697,12 +706,8 @@ impl Gpu {
         let s = &self.stream;
         let mut times = Vec::with_capacity(rounds);
         for _ in 0..rounds {
-            let start = self
-                .ctx
-                .new_event(Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT))?;
-            let end = self
-                .ctx
-                .new_event(Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT))?;
+            let start = self.timing_event()?;
+            let end = self.timing_event()?;
             start.record(s)?;
             for _ in 0..calls {
                 f()?;

@@ -21,6 +21,8 @@
 //! What stays on the CPU: the E8-orbit and IVF searches of the large codebooks (`N > 4096`)
 //! and the blocks' means and key scales (the cache's policy decisions); see `README.md`.
 
+#![deny(missing_docs)]
+
 pub mod error;
 pub mod gpu;
 pub mod layout;

@@ -45,18 +45,36 @@ fn code_of(source: &str) -> String {
     out
 }
 
-/// The crate-root names (`crate::X`) each root re-export stands for: `X` -> its module.
+/// The crate-root names (`crate::X`) each root re-export stands for: `X` -> its module. A
+/// re-export starts a line with `pub use ` and may continue over lines (rustfmt breaks long
+/// brace groups) up to its `;`.
 fn root_reexports(lib: &str) -> HashMap<String, String> {
     let mut names = HashMap::new();
-    for line in lib.lines().filter(|l| l.starts_with("pub use ")) {
-        let path = line.trim_start_matches("pub use ").trim_end_matches(';');
+    let mut lines = lib.lines();
+    while let Some(line) = lines.next() {
+        if !line.starts_with("pub use ") {
+            continue;
+        }
+        let mut statement = line.to_string();
+        while !statement.contains(';') {
+            match lines.next() {
+                Some(more) => statement.push_str(more),
+                None => break,
+            }
+        }
+        let path: String = statement["pub use ".len()..]
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
         let module = path.split("::").next().unwrap_or("").to_string();
         let tail = path.rsplit("::").next().unwrap_or("");
         let tail = path
             .find('{')
-            .map_or(tail, |b| &path[b + 1..path.len() - 1]);
-        for name in tail.split(',') {
-            names.insert(name.trim().to_string(), module.clone());
+            .map_or(tail, |b| path[b + 1..].trim_end_matches('}'));
+        for name in tail.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            names.insert(name.to_string(), module.clone());
         }
     }
     names
@@ -147,7 +165,14 @@ fn every_layer_imports_only_from_the_layers_before_it() {
 
 #[test]
 fn the_check_finds_an_upward_import() {
-    let reexports = root_reexports("pub use codec::{Codec, CodecConfig};\npub use cache::KvCache;");
+    let reexports = root_reexports(
+        "pub use codec::{Codec, CodecConfig};\npub use cache::{\n    CachePolicy,\n    KvCache,\n};",
+    );
+    assert_eq!(reexports.get("KvCache").map(String::as_str), Some("cache"));
+    assert_eq!(
+        reexports.get("CachePolicy").map(String::as_str),
+        Some("cache")
+    );
     let code = code_of(
         "use crate::util::rng;\n/// [`crate::Codec`] in a doc comment is fine.\nuse crate::{kernels, Codec};\n#[cfg(test)]\nmod tests {\n    use crate::cache::KvCache;\n}\n",
     );

@@ -631,14 +631,7 @@ impl KvCache {
         if l.len == 0 {
             return Ok(());
         }
-        let hd = l.heads.get(head).ok_or_else(|| {
-            at(
-                layer,
-                Some(head),
-                None,
-                Error::InvalidConfig(format!("the cache has {} kv heads", self.shape.kv_heads)),
-            )
-        })?;
+        let hd = self.head_of(l, layer, head)?;
         for (store, codec, out, is_key) in [
             (&hd.keys, l.key_codec.as_deref(), keys, true),
             (&hd.values, l.value_codec.as_deref(), values, false),
@@ -674,6 +667,18 @@ impl KvCache {
         Ok(())
     }
 
+    /// Kv head `head` of layer `l` (number `layer`), or the error naming both.
+    fn head_of<'a>(&self, l: &'a Layer, layer: usize, head: usize) -> Result<&'a Head> {
+        l.heads.get(head).ok_or_else(|| {
+            at(
+                layer,
+                Some(head),
+                None,
+                Error::InvalidConfig(format!("the cache has {} kv heads", self.shape.kv_heads)),
+            )
+        })
+    }
+
     /// What kv head `head` of `layer` stores, borrowed as it is held: for engines that move a
     /// cache to another device or format (the CUDA crate uploads these arrays unchanged). Fails
     /// for an unknown layer or head, and for a layer that holds no position yet (its key scales
@@ -683,14 +688,7 @@ impl KvCache {
         if l.len == 0 {
             return Err(at(layer, Some(head), None, Error::EmptyCache));
         }
-        let hd = l.heads.get(head).ok_or_else(|| {
-            at(
-                layer,
-                Some(head),
-                None,
-                Error::InvalidConfig(format!("the cache has {} kv heads", self.shape.kv_heads)),
-            )
-        })?;
+        let hd = self.head_of(l, layer, head)?;
         fn side(s: &SideStore) -> SideParts<'_> {
             SideParts {
                 sinks: &s.sinks,
