@@ -1,7 +1,7 @@
 //! numpy arrays in and out: C-contiguous inputs are read in place, others copied once; outputs
 //! are allocated as numpy arrays and filled in place.
 
-use crate::errors::{ArrayError, WrongLengthError};
+use crate::errors::{ArrayError, IntoPy, WrongLengthError};
 use numpy::{Element, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArray};
 use numpy::{PyReadwriteArrayDyn, PyUntypedArrayMethods};
 use pyo3::prelude::*;
@@ -108,6 +108,34 @@ pub(crate) fn zeros<'py, T: Element>(
     shape: &[usize],
 ) -> Bound<'py, PyArrayDyn<T>> {
     PyArrayDyn::<T>::zeros(py, shape, false)
+}
+
+/// A fresh zeroed C-order array of `shape`, written by `fill` with the GIL released: how a
+/// call returns its output. `fill`'s runtime error becomes the matching Python exception.
+pub(crate) fn filled<'py, T, F>(
+    py: Python<'py>,
+    shape: &[usize],
+    fill: F,
+) -> PyResult<Bound<'py, PyArrayDyn<T>>>
+where
+    T: Element + Send,
+    F: FnOnce(&mut [T]) -> fibquant::Result<()> + Send,
+{
+    let out = zeros::<T>(py, shape);
+    {
+        let mut rw = write(&out)?;
+        let slice = out_slice(&mut rw)?;
+        py.detach(|| fill(slice)).py()?;
+    }
+    Ok(out)
+}
+
+/// The data of an array this module allocated, to write in place.
+pub(crate) fn out_slice<'a, T: Element>(
+    rw: &'a mut PyReadwriteArrayDyn<'_, T>,
+) -> PyResult<&'a mut [T]> {
+    rw.as_slice_mut()
+        .map_err(|e| ArrayError::new_err(format!("output cannot be written: {e}")))
 }
 
 /// Write access to an array this module just allocated (nothing else can hold it).

@@ -1,8 +1,8 @@
 //! `fibquant.CachePolicy` and `fibquant.KvCache`: the KV cache an engine attends through.
 
-use crate::arrays::{read_f32, shape_str, write, zeros, Input};
-use crate::codec::{out_slice, PyCodec};
-use crate::errors::{ArrayError, IntoPy, InvalidConfigError, WrongLengthError};
+use crate::arrays::{filled, out_slice, read_f32, shape_str, write, zeros, Input};
+use crate::codec::PyCodec;
+use crate::errors::{IntoPy, InvalidConfigError, WrongLengthError};
 use fibquant::{CachePolicy, CacheShape, KeyScaling, KvCache, SideCode};
 use numpy::PyArrayDyn;
 use pyo3::prelude::*;
@@ -397,15 +397,9 @@ impl PyKvCache {
     ) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
         let qh = self.inner.shape().query_heads;
         let (q, seq) = self.rows(queries, "queries", qh)?;
-        let out = zeros::<f32>(py, &q.shape);
-        {
-            let mut rw = write(&out)?;
-            let o = out_slice!(rw);
-            let q = q.data();
-            let cache = &self.inner;
-            py.detach(|| cache.attend(layer, q, seq, o)).py()?;
-        }
-        Ok(out)
+        let (shape, q) = (q.shape.clone(), q.data());
+        let cache = &self.inner;
+        filled(py, &shape, |o| cache.attend(layer, q, seq, o))
     }
 
     /// One attention step of an engine: appends the chunk's keys and values (float32
@@ -430,16 +424,12 @@ impl PyKvCache {
                 "queries hold {seq} positions, keys {kseq}, values {vseq}"
             )));
         }
-        let out = zeros::<f32>(py, &q.shape);
-        {
-            let mut rw = write(&out)?;
-            let o = out_slice!(rw);
-            let (q, k, v) = (q.data(), k.data(), v.data());
-            let cache = &mut self.inner;
-            py.detach(|| cache.append_and_attend(layer, q, k, v, seq, o))
-                .py()?;
-        }
-        Ok(out)
+        let shape = q.shape.clone();
+        let (q, k, v) = (q.data(), k.data(), v.data());
+        let cache = &mut self.inner;
+        filled(py, &shape, |o| {
+            cache.append_and_attend(layer, q, k, v, seq, o)
+        })
     }
 
     /// The cache's reconstruction of `layer` in the model's space, decoded from what is stored:
@@ -472,7 +462,7 @@ impl PyKvCache {
         let values = zeros::<f32>(py, &shape);
         {
             let (mut kw, mut vw) = (write(&keys)?, write(&values)?);
-            let (ko, vo) = (out_slice!(kw), out_slice!(vw));
+            let (ko, vo) = (out_slice(&mut kw)?, out_slice(&mut vw)?);
             let cache = &self.inner;
             py.detach(|| {
                 let per = (len * d).max(1);

@@ -1,19 +1,10 @@
 //! `fibquant.Codec`: encode, decode and attend on codes for one `(d, k, N)`.
 
-use crate::arrays::{expect_dim, read_f32, read_u8, write, zeros};
-use crate::errors::{ArrayError, IntoPy, InvalidConfigError};
+use crate::arrays::{expect_dim, filled, read_f32, read_u8};
+use crate::errors::{IntoPy, InvalidConfigError};
 use fibquant::{Codec, CodecConfig, NormFormat, RotationKind};
 use numpy::PyArrayDyn;
 use pyo3::prelude::*;
-
-/// Mutable slice of a freshly allocated output array.
-macro_rules! out_slice {
-    ($rw:expr) => {
-        $rw.as_slice_mut()
-            .map_err(|e| ArrayError::new_err(format!("output cannot be written: {e}")))?
-    };
-}
-pub(crate) use out_slice;
 
 /// A FibQuant codec: vectors of head dim `dim` become fixed-size slots (an fp16 norm and
 /// `dim / k` codeword indices of a codebook of `n` codewords, after one shared random
@@ -203,14 +194,10 @@ impl PyCodec {
         x: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyArrayDyn<u8>>> {
         let x = read_f32(x, "x", 1)?;
-        let out = zeros::<u8>(py, &[self.inner.slot_bytes()]);
-        {
-            let mut rw = write(&out)?;
-            let slot = out_slice!(rw);
-            let x = x.data();
-            py.detach(|| self.inner.encode(x, slot)).py()?;
-        }
-        Ok(out)
+        let x = x.data();
+        filled(py, &[self.inner.slot_bytes()], |slot| {
+            self.inner.encode(x, slot)
+        })
     }
 
     /// Encodes rows (float32, `(count, dim)`) into slots (uint8, `(count, slot_bytes)`).
@@ -224,14 +211,10 @@ impl PyCodec {
         let d = self.inner.dim();
         expect_dim("rows", &rows.shape, 1, d, &format!("(count, {d})"))?;
         let count = rows.shape[0];
-        let out = zeros::<u8>(py, &[count, self.inner.slot_bytes()]);
-        {
-            let mut rw = write(&out)?;
-            let slots = out_slice!(rw);
-            let rows = rows.data();
-            py.detach(|| self.inner.encode_batch(rows, slots)).py()?;
-        }
-        Ok(out)
+        let rows = rows.data();
+        filled(py, &[count, self.inner.slot_bytes()], |slots| {
+            self.inner.encode_batch(rows, slots)
+        })
     }
 
     /// Decodes one slot (uint8, `(slot_bytes,)`) into a vector (float32, `(dim,)`).
@@ -241,14 +224,8 @@ impl PyCodec {
         slot: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
         let slot = read_u8(slot, "slot", 1)?;
-        let out = zeros::<f32>(py, &[self.inner.dim()]);
-        {
-            let mut rw = write(&out)?;
-            let x = out_slice!(rw);
-            let slot = slot.data();
-            py.detach(|| self.inner.decode(slot, x)).py()?;
-        }
-        Ok(out)
+        let slot = slot.data();
+        filled(py, &[self.inner.dim()], |x| self.inner.decode(slot, x))
     }
 
     /// Decodes slots (uint8, `(count, slot_bytes)`) into rows (float32, `(count, dim)`).
@@ -259,14 +236,10 @@ impl PyCodec {
     ) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
         let slots = read_u8(slots, "slots", 2)?;
         let count = self.count(slots.data(), "slots", &slots.shape)?;
-        let out = zeros::<f32>(py, &[count, self.inner.dim()]);
-        {
-            let mut rw = write(&out)?;
-            let rows = out_slice!(rw);
-            let slots = slots.data();
-            py.detach(|| self.inner.decode_batch(slots, rows)).py()?;
-        }
-        Ok(out)
+        let slots = slots.data();
+        filled(py, &[count, self.inner.dim()], |rows| {
+            self.inner.decode_batch(slots, rows)
+        })
     }
 
     /// Scores `q . x_hat_i` of a query (float32, `(dim,)`) against slots (uint8,
@@ -280,14 +253,8 @@ impl PyCodec {
         let q = read_f32(q, "q", 1)?;
         let slots = read_u8(slots, "slots", 2)?;
         let count = self.count(slots.data(), "slots", &slots.shape)?;
-        let out = zeros::<f32>(py, &[count]);
-        {
-            let mut rw = write(&out)?;
-            let o = out_slice!(rw);
-            let (q, slots) = (q.data(), slots.data());
-            py.detach(|| self.inner.scores(q, slots, o)).py()?;
-        }
-        Ok(out)
+        let (q, slots) = (q.data(), slots.data());
+        filled(py, &[count], |o| self.inner.scores(q, slots, o))
     }
 
     /// `sum_i weights[i] * x_hat_i` over slots (uint8, `(count, slot_bytes)`) with weights
@@ -301,14 +268,10 @@ impl PyCodec {
         let w = read_f32(weights, "weights", 1)?;
         let slots = read_u8(slots, "slots", 2)?;
         self.count(slots.data(), "slots", &slots.shape)?;
-        let out = zeros::<f32>(py, &[self.inner.dim()]);
-        {
-            let mut rw = write(&out)?;
-            let o = out_slice!(rw);
-            let (w, slots) = (w.data(), slots.data());
-            py.detach(|| self.inner.weighted_sum(w, slots, o)).py()?;
-        }
-        Ok(out)
+        let (w, slots) = (w.data(), slots.data());
+        filled(py, &[self.inner.dim()], |o| {
+            self.inner.weighted_sum(w, slots, o)
+        })
     }
 
     /// Scores of `g` queries (float32, `(g, dim)`) against the same slots: float32
@@ -324,14 +287,9 @@ impl PyCodec {
         expect_dim("queries", &q.shape, 1, d, &format!("(g, {d})"))?;
         let slots = read_u8(slots, "slots", 2)?;
         let count = self.count(slots.data(), "slots", &slots.shape)?;
-        let out = zeros::<f32>(py, &[q.shape[0], count]);
-        {
-            let mut rw = write(&out)?;
-            let o = out_slice!(rw);
-            let (q, slots) = (q.data(), slots.data());
-            py.detach(|| self.inner.scores_group(q, slots, o)).py()?;
-        }
-        Ok(out)
+        let g = q.shape[0];
+        let (q, slots) = (q.data(), slots.data());
+        filled(py, &[g, count], |o| self.inner.scores_group(q, slots, o))
     }
 
     /// Weighted sums of `g` weight vectors (float32, `(g, count)`) over the same slots: float32
@@ -346,15 +304,11 @@ impl PyCodec {
         let slots = read_u8(slots, "slots", 2)?;
         let count = self.count(slots.data(), "slots", &slots.shape)?;
         expect_dim("weights", &w.shape, 1, count, &format!("(g, {count})"))?;
-        let out = zeros::<f32>(py, &[w.shape[0], self.inner.dim()]);
-        {
-            let mut rw = write(&out)?;
-            let o = out_slice!(rw);
-            let (w, slots) = (w.data(), slots.data());
-            py.detach(|| self.inner.weighted_sum_group(w, slots, o))
-                .py()?;
-        }
-        Ok(out)
+        let g = w.shape[0];
+        let (w, slots) = (w.data(), slots.data());
+        filled(py, &[g, self.inner.dim()], |o| {
+            self.inner.weighted_sum_group(w, slots, o)
+        })
     }
 
     fn __repr__(&self) -> String {

@@ -1,8 +1,8 @@
 //! `fibquant.CodeFile`: the code files `fibquant-gen encode` writes and `decode` reads.
 
-use crate::arrays::{expect_dim, read_u8, write, zeros};
-use crate::codec::{out_slice, PyCodec};
-use crate::errors::{ArrayError, IntoPy};
+use crate::arrays::{expect_dim, filled, read_u8};
+use crate::codec::PyCodec;
+use crate::errors::IntoPy;
 use fibquant::{CodeFile, CodebookTag, Integrity, NormFormat, RotationKind};
 use numpy::PyArrayDyn;
 use pyo3::prelude::*;
@@ -108,12 +108,11 @@ impl PyCodeFile {
     fn slots<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArrayDyn<u8>>> {
         let rows = self.inner.header.rows;
         let sb = self.inner.slots.len().checked_div(rows).unwrap_or(0);
-        let out = zeros::<u8>(py, &[rows, sb]);
-        {
-            let mut rw = write(&out)?;
-            out_slice!(rw).copy_from_slice(&self.inner.slots);
-        }
-        Ok(out)
+        let slots = &self.inner.slots;
+        filled(py, &[rows, sb], |o| {
+            o.copy_from_slice(slots);
+            Ok(())
+        })
     }
 
     /// The codec that decodes the slots, on the embedded codebook the header names (its tag
@@ -127,14 +126,10 @@ impl PyCodeFile {
     /// Decodes every slot: float32 `(rows, dim)`.
     fn decode<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
         let codec = self.inner.codec().py()?;
-        let out = zeros::<f32>(py, &[self.inner.header.rows, self.inner.header.dim]);
-        {
-            let mut rw = write(&out)?;
-            let o = out_slice!(rw);
-            let slots = &self.inner.slots;
-            py.detach(|| codec.decode_batch(slots, o)).py()?;
-        }
-        Ok(out)
+        let slots = &self.inner.slots;
+        filled(py, &[self.inner.header.rows, self.inner.header.dim], |o| {
+            codec.decode_batch(slots, o)
+        })
     }
 
     fn __repr__(&self) -> String {
