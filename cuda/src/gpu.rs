@@ -94,6 +94,7 @@ pub struct Gpu {
 /// A batch of caches on the device (see [`crate::layout`]), with the buffers a step needs.
 pub struct DeviceBatch {
     config: DecodeConfig,
+    kernels: Arc<DecodeKernels>,
     kv_heads: usize,
     batch: usize,
     score_scale: f32,
@@ -316,8 +317,8 @@ impl Gpu {
             .max()
             .unwrap_or(0);
         let heads = batch * kv_heads;
-        let per_sm = self
-            .decode_kernels(&config)?
+        let kernels = self.decode_kernels(&config)?;
+        let per_sm = kernels
             .attend
             .occupancy_max_active_blocks_per_multiprocessor(
                 THREADS as u32,
@@ -332,6 +333,7 @@ impl Gpu {
         let [kr, vr, kc, vc] = tables;
         Ok(DeviceBatch {
             config,
+            kernels,
             kv_heads,
             batch,
             score_scale,
@@ -438,7 +440,7 @@ impl Gpu {
         let all = vec![counts; batch * kv_heads];
         let layout = PoolLayout::new(&config, &all);
         let s = &self.stream;
-        let mut bytes = s.alloc_zeros::<u8>(layout.sizes[0])?;
+        let bytes = s.alloc_zeros::<u8>(layout.sizes[0])?;
         let mut halves = s.alloc_zeros::<u16>(layout.sizes[1])?;
         let fill = self.fill_kernels()?;
         let grid = LaunchConfig {
@@ -480,7 +482,6 @@ impl Gpu {
                 }?;
             }
         }
-        let _ = &mut bytes;
         let mut ends = vec![0u32; layout.sizes[2]];
         let mut floats = vec![0f32; layout.sizes[3]];
         for o in &layout.offsets {
@@ -517,7 +518,7 @@ impl Gpu {
                 out.len()
             )));
         }
-        let k = self.decode_kernels(&batch.config)?;
+        let k = batch.kernels.clone();
         let s = &self.stream;
         let (kvh, b) = (batch.kv_heads as u32, batch.batch as u32);
         let d = batch.config.dim as u32;

@@ -9,7 +9,7 @@
 //! ceiling the reads are compared to.
 
 use clap::Parser;
-use fibquant::{registry, Codec, CodecConfig, SideCode};
+use fibquant::{Codec, CodecConfig, SideCode};
 use fibquant_cuda::gpu::Gpu;
 use fibquant_cuda::layout::{rotation_matrix, HeadCounts};
 use fibquant_cuda::plan::gpu_code;
@@ -93,7 +93,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let copy = gpu.copy_bandwidth(1 << 30, 20)?;
     eprintln!("{}; copy bandwidth {:.0} GB/s", gpu.describe(), copy / 1e9);
     let mut rows = Vec::new();
-    let _ = registry::entries().count();
     for &d in &args.dims {
         for &group in &args.groups {
             for &ctx in &args.contexts {
